@@ -1,0 +1,24 @@
+"""icongraph: graph-based dimensionality reduction and clustering from one I-Con objective,
+``sum_i KL(p(.|i) || q(.|i))`` between a sparse target neighbourhood ``p`` and a kernel
+neighbourhood ``q`` on what is learned."""
+
+from .embedding import SNE, TSNE, UMAP, ICon
+from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
+from .knn import KNN, knn_search
+from .objective import ESTIMATORS, Objective, exact_loss
+from .targets import (
+                      TARGETS,
+                      FuzzyTarget,
+                      PerplexityTarget,
+                      PrecomputedTarget,
+                      Target,
+                      UniformKNNTarget,
+                      debias,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["ICon", "SNE", "TSNE", "UMAP", "Kernel", "GaussianKernel", "StudentKernel",
+           "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
+           "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
+           "PrecomputedTarget", "debias"]

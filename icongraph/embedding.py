@@ -1,0 +1,283 @@
+"""scikit-learn estimators for embeddings: the general :class:`ICon` and the presets
+:class:`SNE`, :class:`TSNE` and :class:`UMAP` (named compositions of a target, a kernel and an
+estimator of the normaliser).
+
+Parameters shared by every estimator are declared once in :data:`COMMON_PARAMS`; a preset adds
+only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``_composition``.
+``None`` for a shared parameter means "the preset's default" (``_defaults``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from .init import initialize
+from .kernels import StudentKernel, UMAPKernel, get_kernel
+from .knn import KNN, as_knn, exact_knn, knn_search
+from .objective import ESTIMATORS, Objective, exact_loss
+from .optimize import optimize, resolve_device, threads
+from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, debias, get_target
+from .validation import check_data, check_random_state
+
+__all__ = ["ICon", "SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
+
+#: Shared parameters and their defaults (None: the preset decides, see ``_defaults``).
+COMMON_PARAMS = {
+    "n_components": 2,
+    "metric": "euclidean",
+    "n_epochs": None,
+    "learning_rate": None,
+    "optimizer": None,
+    "momentum": None,
+    "schedule": None,
+    "n_negatives": None,
+    "init": "pca",
+    "alpha": 0.0,
+    "precomputed_knn": None,
+    "knn_method": "auto",
+    "random_state": None,
+    "device": "auto",
+    "n_jobs": -1,
+    "verbose": False,
+    "callbacks": None,
+}
+#: Dense exact KL is reported as ``kl_divergence_`` up to this many points.
+EXACT_LOSS_MAX_SAMPLES = 3000
+
+
+class _Embedding:
+    """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
+    (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
+
+    _own_params: dict = {}
+
+    def __init__(self, **params):
+        names = self._get_param_names()
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected parameter(s) {unknown}; "
+                            f"valid: {names}.")
+        defaults = {**COMMON_PARAMS, **self._own_params}
+        for name in names:
+            setattr(self, name, params.get(name, defaults[name]))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        defaults = {**cls._own_params, **COMMON_PARAMS}
+        cls.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=v)
+             for n, v in defaults.items()])
+
+    @classmethod
+    def _get_param_names(cls):
+        return sorted({**cls._own_params, **COMMON_PARAMS})
+
+    # scikit-learn's estimator protocol (clone, grid search), without importing scikit-learn
+    # at module load: it costs ~1 s of every cold start.
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        names = self._get_param_names()
+        for name, value in params.items():
+            if name not in names:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
+                                 f"valid: {names}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {**COMMON_PARAMS, **self._own_params}
+        changed = [f"{k}={getattr(self, k)!r}" for k in self._get_param_names()
+                   if getattr(self, k) is not defaults[k] and getattr(self, k) != defaults[k]]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- what subclasses define -------------------------------------------------------------
+    def _composition(self):
+        raise NotImplementedError
+
+    def _defaults(self, n_samples: int) -> dict:
+        """Optimiser defaults of this composition (overridden by non-None shared params)."""
+        return {"n_epochs": 500 if n_samples <= 10_000 else 200, "learning_rate": 1.0,
+                "optimizer": "sgd", "momentum": 0.0, "schedule": "linear", "n_negatives": 10,
+                "init_scale": 10.0, "exaggeration": 1.0, "exaggeration_epochs": 0,
+                "clip": np.inf, "negative_sample_rate": 5.0}
+
+    # -- fitting -------------------------------------------------------------------------------
+    def _settings(self, n_samples: int) -> dict:
+        settings = self._defaults(n_samples)
+        for key in ("n_epochs", "learning_rate", "optimizer", "momentum", "schedule",
+                    "n_negatives"):
+            if getattr(self, key) is not None:
+                settings[key] = getattr(self, key)
+        return settings
+
+    def _knn(self, X, k: int, seed: int, device) -> KNN:
+        if self.precomputed_knn is not None:
+            knn = as_knn(self.precomputed_knn, X.shape[0] if X is not None else None, self.metric)
+            return knn.truncate(k) if knn.n_neighbors > k else knn
+        if X is None:
+            raise ValueError("X is needed to compute the kNN graph (or pass precomputed_knn).")
+        return knn_search(X, k, self.metric, method=self.knn_method, device=device,
+                          random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose)
+
+    def fit(self, X, y=None):
+        """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
+        be None when ``p`` is a precomputed graph (init then falls back to spectral)."""
+        spec, kernel, estimator = self._composition()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got {estimator!r}.")
+        if not isinstance(self.n_components, int) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive int; got {self.n_components!r}.")
+        seed = check_random_state(self.random_state)
+        device = resolve_device(self.device)
+        timings = {}
+        with threads(self.n_jobs):
+            X = None if X is None else check_data(X, min_samples=2)
+            start = time.perf_counter()
+            if isinstance(spec, PrecomputedTarget):
+                n = None if X is None else X.shape[0]
+                target, knn = spec.build(n_samples=n), None
+            else:
+                if X is None:
+                    raise ValueError("X is None; only a precomputed graph p can be fitted "
+                                     "without data.")
+                knn = self._knn(X, spec.n_neighbors_for(X.shape[0]), seed, device)
+                timings["knn"] = time.perf_counter() - start
+                start = time.perf_counter()
+                target = spec.build(knn)
+            if self.alpha:
+                target = debias(target, self.alpha)
+            timings["graph"] = time.perf_counter() - start
+            n = target.n_samples
+            settings = self._settings(n)
+            objective = Objective(target, kernel, estimator, settings["n_negatives"],
+                                  settings["negative_sample_rate"], settings["clip"])
+            start = time.perf_counter()
+            init = self.init
+            if X is None and isinstance(init, str) and init == "pca":
+                init = "spectral"
+            y0 = initialize(init, X, target.graph, self.n_components, seed,
+                            settings["init_scale"])
+            timings["init"] = time.perf_counter() - start
+            start = time.perf_counter()
+            embedding, losses = optimize(
+                objective, y0, n_epochs=settings["n_epochs"],
+                learning_rate=settings["learning_rate"], optimizer=settings["optimizer"],
+                momentum=settings["momentum"], schedule=settings["schedule"],
+                exaggeration=settings["exaggeration"],
+                exaggeration_epochs=settings["exaggeration_epochs"], seed=seed, device=device,
+                callbacks=self.callbacks or (), verbose=self.verbose)
+            timings["optimize"] = time.perf_counter() - start
+        self.embedding_ = embedding
+        self.graph_ = target.graph
+        self.target_ = target
+        self.knn_ = knn
+        self.kernel_ = kernel
+        self.loss_history_ = losses
+        self.loss_ = losses[-1][1] if losses else float("nan")
+        self.timings_ = timings
+        self.n_features_in_ = None if X is None else X.shape[1]
+        self._fit_X = X
+        self._target_spec = spec
+        self.kl_divergence_ = None
+        if n <= EXACT_LOSS_MAX_SAMPLES:
+            import torch
+
+            with torch.no_grad():
+                self.kl_divergence_ = float(exact_loss(target, kernel, embedding, estimator,
+                                                       settings["negative_sample_rate"]))
+        return self
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).embedding_
+
+    def transform(self, X):
+        """Place new points at the ``p``-weighted mean of their k nearest training points'
+        positions, with the target's own row weights (no further optimisation)."""
+        if not hasattr(self, "embedding_"):
+            raise ValueError("this estimator is not fitted yet; call fit first.")
+        if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
+            raise ValueError("transform needs dense training data and a kNN-based target.")
+        X = check_data(X, allow_sparse=False)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features; the model was fitted with "
+                             f"{self.n_features_in_}.")
+        knn = exact_knn(self._fit_X, self.knn_.n_neighbors, self.metric, queries=X)
+        w = self._target_spec.row_weights(knn.distances).astype(np.float64)
+        w /= w.sum(axis=1, keepdims=True)
+        return np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
+
+
+class ICon(_Embedding):
+    """The general I-Con embedding: ``p`` (target name, spec object or a graph), ``q`` (kernel
+    name or :class:`~icongraph.kernels.Kernel`) and the normaliser ``estimator``
+    ('per_anchor', 'global' or 'neg'). ``p_params``/``q_params`` go to the named target/kernel.
+
+    >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
+    """
+
+    _own_params = {"p": "fuzzy", "q": "umap", "estimator": "neg", "p_params": None,
+                   "q_params": None}
+
+    def _composition(self):
+        if isinstance(self.p, str) or hasattr(self.p, "build"):
+            spec = get_target(self.p, **(self.p_params or {}))
+        else:
+            spec = PrecomputedTarget(self.p, **(self.p_params or {}))
+        kernel = get_kernel(self.q, **(self.q_params or {}))
+        return spec, kernel, self.estimator
+
+
+class SNE(_Embedding):
+    """Stochastic Neighbour Embedding: conditional perplexity ``p``, Gaussian ``q``, per-anchor
+    normaliser (Hinton & Roweis 2002)."""
+
+    _own_params = {"perplexity": 30.0}
+
+    def _composition(self):
+        return PerplexityTarget(self.perplexity, symmetric=False), get_kernel("gaussian"), \
+            "per_anchor"
+
+    def _defaults(self, n_samples):
+        return {**super()._defaults(n_samples), "learning_rate": 0.05, "momentum": 0.5,
+                "n_negatives": 20, "init_scale": 1e-2}
+
+
+class TSNE(_Embedding):
+    """t-SNE: symmetric perplexity ``p``, Student-t ``q`` (``dof=1`` is t-SNE; lower is heavier
+    tailed), one global normaliser, early exaggeration for the first quarter of the epochs."""
+
+    _own_params = {"perplexity": 30.0, "early_exaggeration": 12.0, "dof": 1.0}
+
+    def _composition(self):
+        return PerplexityTarget(self.perplexity), StudentKernel(self.dof), "global"
+
+    def _defaults(self, n_samples):
+        base = super()._defaults(n_samples)
+        n_epochs = self.n_epochs or base["n_epochs"]
+        return {**base, "learning_rate": 0.05, "momentum": 0.5, "n_negatives": 20,
+                "init_scale": 1e-2, "exaggeration": self.early_exaggeration,
+                "exaggeration_epochs": n_epochs // 4}
+
+
+class UMAP(_Embedding):
+    """UMAP-like: fuzzy simplicial set ``p``, kernel ``1/(1 + a d^2b)`` fitted from
+    ``min_dist``/``spread``, fixed normaliser (NEG) with ``negative_sample_rate`` negatives per
+    edge update, per-pair gradient clipping at 4 (as umap-learn)."""
+
+    _own_params = {"n_neighbors": 15, "min_dist": 0.1, "spread": 1.0,
+                   "negative_sample_rate": 5.0, "local_connectivity": 1.0,
+                   "set_op_mix_ratio": 1.0}
+
+    def _composition(self):
+        spec = FuzzyTarget(self.n_neighbors, self.local_connectivity, self.set_op_mix_ratio)
+        return spec, UMAPKernel.from_min_dist(self.min_dist, self.spread), "neg"
+
+    def _defaults(self, n_samples):
+        return {**super()._defaults(n_samples), "learning_rate": 0.5, "n_negatives": 10,
+                "clip": 4.0, "negative_sample_rate": self.negative_sample_rate}

@@ -1,0 +1,134 @@
+"""Sparse graph operations on ``p``: building from kNN lists, symmetrising, normalising, and
+reading user graphs (scipy sparse, torch ``edge_index`` + weights, networkx).
+
+Graphs are scipy CSR matrices of float32 weights, shape (N, N), with no self loops. The
+alpha-debiasing ``(1 - alpha) p + alpha / N`` never materialises the dense uniform part: see
+:class:`icongraph.targets.Target`, which carries ``alpha`` as a scalar beside the sparse graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["knn_to_csr", "symmetrize", "row_normalize", "as_csr_graph", "check_graph",
+           "edge_entropy"]
+
+
+def knn_to_csr(indices: np.ndarray, weights: np.ndarray, n: int | None = None) -> sp.csr_matrix:
+    """Row ``i`` of the result holds ``weights[i, :]`` at columns ``indices[i, :]`` (N, N)."""
+    n_rows, k = indices.shape
+    n = n_rows if n is None else n
+    indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
+    # copies: scipy sorts a CSR's index array in place, which must not reorder the caller's kNN
+    graph = sp.csr_matrix((weights.astype(np.float32).ravel(), indices.ravel().copy(), indptr),
+                          shape=(n_rows, n))
+    graph.sum_duplicates()
+    graph.eliminate_zeros()
+    return graph
+
+
+def symmetrize(graph: sp.csr_matrix, mode: str = "mean", mix: float = 1.0) -> sp.csr_matrix:
+    """Make ``p`` symmetric.
+
+    * ``mean``: ``(P + P^T) / 2`` (t-SNE's joint affinities, before dividing by N).
+    * ``union``: UMAP's fuzzy union ``mix (P + P^T - P o P^T) + (1 - mix) P o P^T``
+      (``mix`` is umap-learn's ``set_op_mix_ratio``; 1 is the pure union).
+    * ``max``: ``max(P, P^T)``.
+    """
+    transpose = graph.T.tocsr()
+    if mode == "mean":
+        out = (graph + transpose) * 0.5
+    elif mode == "union":
+        product = graph.multiply(transpose)
+        out = mix * (graph + transpose - product) + (1.0 - mix) * product
+    elif mode == "max":
+        out = graph.maximum(transpose)
+    else:
+        raise ValueError(f"symmetrize mode must be 'mean', 'union' or 'max'; got {mode!r}.")
+    out = sp.csr_matrix(out, dtype=np.float32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def row_normalize(graph: sp.csr_matrix) -> sp.csr_matrix:
+    """``p(j|i) = w_ij / sum_l w_il``; rows without edges raise (an isolated point has no p)."""
+    sums = np.asarray(graph.sum(axis=1)).ravel()
+    if (sums <= 0).any():
+        raise ValueError(f"{int((sums <= 0).sum())} point(s) have no neighbours in the graph "
+                         f"(first: {int(np.flatnonzero(sums <= 0)[0])}); p(.|i) is undefined.")
+    out = sp.diags((1.0 / sums).astype(np.float32)) @ graph
+    return sp.csr_matrix(out, dtype=np.float32)
+
+
+def check_graph(graph: sp.csr_matrix, n: int | None = None, allow_isolated: bool = False
+                ) -> sp.csr_matrix:
+    """Validate a weighted graph: square (N, N), finite, non-negative, self loops dropped."""
+    if graph.ndim != 2 or graph.shape[0] != graph.shape[1]:
+        raise ValueError(f"graph must be square (N, N); got shape {graph.shape}.")
+    if n is not None and graph.shape[0] != n:
+        raise ValueError(f"graph has {graph.shape[0]} nodes but the data has {n} samples.")
+    graph = sp.csr_matrix(graph, dtype=np.float32, copy=True)
+    if graph.shape[0] == 0:
+        raise ValueError("graph is empty (0 nodes).")
+    if not np.all(np.isfinite(graph.data)):
+        raise ValueError("graph weights contain NaN or infinite values.")
+    if (graph.data < 0).any():
+        raise ValueError(f"graph has {int((graph.data < 0).sum())} negative weight(s); "
+                         "affinities must be non-negative.")
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    graph.sum_duplicates()
+    graph.sort_indices()
+    if not allow_isolated:
+        degree = np.diff(graph.indptr)
+        if (degree == 0).any():
+            raise ValueError(f"graph has {int((degree == 0).sum())} isolated node(s) with no edges "
+                             f"(first: {int(np.flatnonzero(degree == 0)[0])}); every point needs at "
+                             "least one neighbour.")
+    return graph
+
+
+def as_csr_graph(graph, n: int | None = None) -> sp.csr_matrix:
+    """A user graph as validated CSR: scipy sparse or dense array, a networkx graph (edge
+    attribute ``weight``, nodes in ``G.nodes`` order), or a torch ``edge_index`` (2, E) optionally
+    with weights as ``(edge_index, edge_weight)``; torch input is coalesced with torch-geometric."""
+    if sp.issparse(graph):
+        return check_graph(graph, n)
+    try:
+        import networkx as nx
+
+        if isinstance(graph, nx.Graph):
+            return check_graph(nx.to_scipy_sparse_array(graph, weight="weight", format="csr"), n)
+    except ImportError:  # pragma: no cover - networkx is a dependency
+        pass
+    edge_index, edge_weight = (graph if isinstance(graph, tuple) else (graph, None))
+    if hasattr(edge_index, "dim") and edge_index.dim() == 2 and edge_index.shape[0] == 2:
+        from torch_geometric.utils import coalesce
+
+        if n is None:
+            n = int(edge_index.max()) + 1 if edge_index.numel() else 0
+        if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= n):
+            raise ValueError(f"edge_index refers to nodes outside [0, {n}).")
+        if edge_weight is not None and edge_weight.shape[0] != edge_index.shape[1]:
+            raise ValueError(f"edge_weight has {edge_weight.shape[0]} entries for "
+                             f"{edge_index.shape[1]} edges.")
+        edge_index, edge_weight = coalesce(edge_index.long(), edge_weight, num_nodes=n)
+        weight = (np.ones(edge_index.shape[1], np.float32) if edge_weight is None
+                  else edge_weight.detach().cpu().numpy().astype(np.float32))
+        rows, cols = edge_index.detach().cpu().numpy()
+        return check_graph(sp.csr_matrix((weight, (rows, cols)), shape=(n, n)), n)
+    array = np.asarray(graph)
+    if array.ndim == 2 and array.shape[0] == array.shape[1] and np.issubdtype(array.dtype,
+                                                                               np.number):
+        return check_graph(sp.csr_matrix(array), n)
+    raise ValueError("precomputed graph must be a scipy sparse matrix, a square dense array, a "
+                     "networkx graph, or a torch edge_index (2, E) [with edge weights].")
+
+
+def edge_entropy(graph: sp.csr_matrix) -> float:
+    """``sum_ij p_ij log p_ij`` over the stored edges (the constant part of the KL)."""
+    w = graph.data.astype(np.float64)
+    w = w[w > 0]
+    return float(np.sum(w * np.log(w)))

@@ -1,0 +1,110 @@
+"""Initial embeddings: PCA (default), spectral (Laplacian eigenmaps of p), random, or an array.
+
+Every initialisation is rescaled so its largest coordinate magnitude is ``scale`` (umap-learn
+uses 10). Spectral init falls back to PCA with a warning when the graph is disconnected or the
+eigensolver does not converge quickly, since PCA is cheap and nearly as good a start.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .validation import check_data
+
+__all__ = ["initialize", "pca_init", "spectral_init", "INITS"]
+
+INITS = ("pca", "spectral", "random")
+
+
+def _rescale(y: np.ndarray, scale: float) -> np.ndarray:
+    y = y - y.mean(axis=0)
+    peak = np.abs(y).max()
+    return (y * (scale / peak if peak > 0 else 1.0)).astype(np.float32)
+
+
+def pca_init(X, n_components: int, seed: int) -> np.ndarray:
+    """Projection of centred ``X`` on its top principal axes (eigenvectors of the D x D
+    covariance, torch; TruncatedSVD from scikit-learn for sparse input). Signs are fixed so
+    each axis's largest loading is positive; zero-variance data gets a tiny seeded jitter."""
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    if sp.issparse(X):
+        from sklearn.decomposition import TruncatedSVD
+
+        y = TruncatedSVD(n_components, random_state=seed).fit_transform(X)
+    else:
+        data = torch.as_tensor(X, dtype=torch.float64)
+        centred = data - data.mean(0)
+        if d <= 4096:
+            _, vecs = torch.linalg.eigh(centred.T @ centred)
+            axes = vecs[:, -n_components:].flip(1)
+        else:
+            _, _, v = torch.pca_lowrank(centred, q=n_components, center=False, niter=4)
+            axes = v[:, :n_components]
+        signs = torch.sign(axes[axes.abs().argmax(0), torch.arange(axes.shape[1])])
+        y = (centred @ (axes * signs)).numpy()
+        if y.shape[1] < n_components:  # fewer features than output dimensions
+            y = np.hstack([y, np.zeros((n, n_components - y.shape[1]))])
+    if not np.all(np.abs(y).max(axis=0) > 1e-12 * max(np.abs(y).max(), 1e-30)):
+        y = y + 1e-4 * max(np.abs(y).max(), 1.0) * rng.standard_normal(y.shape)
+    return y.astype(np.float32)
+
+
+def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: int | None = None
+                  ) -> np.ndarray | None:
+    """Eigenvectors 2..d+1 of the normalised adjacency ``D^-1/2 W D^-1/2`` (the smoothest
+    Laplacian eigenvectors); None (with a warning) when disconnected or not converged."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    n = graph.shape[0]
+    sym = ((graph + graph.T) * 0.5).tocsr()
+    n_comp, _ = connected_components(sym, directed=False)
+    if n_comp > 1:
+        warnings.warn(f"spectral init: the graph has {n_comp} connected components; using PCA "
+                      "init instead.", stacklevel=3)
+        return None
+    if n <= n_components + 1:
+        return None
+    deg = np.asarray(sym.sum(axis=1)).ravel()
+    inv_sqrt = sp.diags(1.0 / np.sqrt(deg))
+    norm_adj = (inv_sqrt @ sym @ inv_sqrt).astype(np.float64)
+    k = n_components + 1
+    rng = np.random.default_rng(seed)
+    try:
+        if n < 2000:
+            vals, vecs = np.linalg.eigh(norm_adj.toarray())
+            vecs = vecs[:, ::-1][:, :k]
+        else:
+            vals, vecs = eigsh(norm_adj, k=k, which="LA", v0=rng.uniform(-1, 1, n),
+                               tol=1e-4, maxiter=maxiter or max(5 * n, 1000))
+            vecs = vecs[:, np.argsort(vals)[::-1]]
+    except ArpackNoConvergence:
+        warnings.warn("spectral init did not converge; using PCA init instead.", stacklevel=3)
+        return None
+    return (inv_sqrt @ vecs[:, 1:k]).astype(np.float32)
+
+
+def initialize(init, X, graph: sp.csr_matrix, n_components: int, seed: int,
+               scale: float = 10.0) -> np.ndarray:
+    """The starting embedding (N, n_components) for ``init`` in :data:`INITS` or an array."""
+    n = graph.shape[0]
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS} or an array; got {init!r}.")
+        y = None
+        if init == "spectral":
+            y = spectral_init(graph, n_components, seed)
+        if init == "random" or (y is None and X is None):
+            y = np.random.default_rng(seed).uniform(-1.0, 1.0, (n, n_components))
+        elif y is None:
+            y = pca_init(X, n_components, seed)
+        return _rescale(np.asarray(y), scale)
+    y = check_data(init, name="init", allow_sparse=False)
+    if y.shape != (n, n_components):
+        raise ValueError(f"init array has shape {y.shape}; expected {(n, n_components)}.")
+    return y

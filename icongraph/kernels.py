@@ -1,0 +1,158 @@
+"""Kernels ``k(y_i, y_j)`` for the learned neighbourhood ``q(j|i) = k_ij / sum_l k_il``.
+
+Every kernel is a function of the squared distance ``d2 = |y_i - y_j|^2`` with values in (0, 1],
+and exposes ``log k(d2)`` (torch, for autograd and the dense KL) and its slope
+``g(d2) = d log k / d d2`` in closed form: the gradient of ``log k`` with respect to ``y_i`` is
+``2 g(d2) (y_i - y_j)``. The CPU engine evaluates the same formulas in numba, selected by
+``code`` and the two parameters ``params``.
+
+=========  ======================================  =================================
+name       k(d2)                                    g(d2)
+=========  ======================================  =================================
+gaussian   exp(-d2 / (2 s^2))                       -1 / (2 s^2)
+student    (1 + d2/nu)^(-(nu+1)/2)   (t-SNE: nu=1)  -(nu+1) / (2 nu (1 + d2/nu))
+umap       1 / (1 + a d2^b)                         -a b d2^(b-1) / (1 + a d2^b)
+=========  ======================================  =================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["Kernel", "GaussianKernel", "StudentKernel", "UMAPKernel", "find_ab_params",
+           "KERNELS", "get_kernel"]
+
+GAUSSIAN, STUDENT, UMAP = 0, 1, 2
+
+
+class Kernel:
+    """Base class. Subclasses set ``name`` and ``code`` and implement :meth:`log_k_torch`."""
+
+    name: str = ""
+    code: int = -1
+
+    @property
+    def params(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def log_k_torch(self, d2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def slope_torch(self, d2: torch.Tensor) -> torch.Tensor:
+        """``g(d2) = d log k / d d2`` (closed form)."""
+        raise NotImplementedError
+
+    def log_k(self, d2) -> np.ndarray:
+        """``log k`` on numpy input (float64), for tests and reports."""
+        return self.log_k_torch(torch.as_tensor(np.asarray(d2, dtype=np.float64))).numpy()
+
+
+@dataclass(frozen=True)
+class GaussianKernel(Kernel):
+    """``k = exp(-d2 / (2 sigma^2))`` (SNE)."""
+
+    sigma: float = 1.0
+    name = "gaussian"
+    code = GAUSSIAN
+
+    def __post_init__(self):
+        if not self.sigma > 0:
+            raise ValueError(f"Gaussian kernel width sigma must be > 0; got {self.sigma}.")
+
+    @property
+    def params(self):
+        return (0.5 / self.sigma**2, 0.0)
+
+    def log_k_torch(self, d2):
+        return -d2 * (0.5 / self.sigma**2)
+
+    def slope_torch(self, d2):
+        return torch.full_like(d2, -0.5 / self.sigma**2)
+
+
+@dataclass(frozen=True)
+class StudentKernel(Kernel):
+    """Student-t ``k = (1 + d2/dof)^(-(dof+1)/2)``; ``dof=1`` is t-SNE's Cauchy kernel and
+    smaller ``dof`` gives heavier tails (more separated clusters)."""
+
+    dof: float = 1.0
+    name = "student"
+    code = STUDENT
+
+    def __post_init__(self):
+        if not self.dof > 0:
+            raise ValueError(f"Student-t degrees of freedom must be > 0; got {self.dof}.")
+
+    @property
+    def params(self):
+        return (float(self.dof), 0.0)
+
+    def log_k_torch(self, d2):
+        return -0.5 * (self.dof + 1.0) * torch.log1p(d2 / self.dof)
+
+    def slope_torch(self, d2):
+        return -0.5 * (self.dof + 1.0) / (self.dof + d2)
+
+
+@dataclass(frozen=True)
+class UMAPKernel(Kernel):
+    """UMAP's ``k = 1 / (1 + a d2^b)``; build it from ``min_dist``/``spread`` with
+    :meth:`from_min_dist` (the curve fit umap-learn does)."""
+
+    a: float = 1.577
+    b: float = 0.895
+    name = "umap"
+    code = UMAP
+
+    def __post_init__(self):
+        if not (self.a > 0 and self.b > 0):
+            raise ValueError(f"UMAP kernel needs a > 0 and b > 0; got a={self.a}, b={self.b}.")
+
+    @classmethod
+    def from_min_dist(cls, min_dist: float = 0.1, spread: float = 1.0) -> UMAPKernel:
+        return cls(*find_ab_params(spread, min_dist))
+
+    @property
+    def params(self):
+        return (float(self.a), float(self.b))
+
+    def log_k_torch(self, d2):
+        return -torch.log1p(self.a * d2.clamp_min(0.0) ** self.b)
+
+    def slope_torch(self, d2):
+        d2 = d2.clamp_min(1e-12)
+        d2b = d2**self.b
+        return -self.a * self.b * d2b / (d2 * (1.0 + self.a * d2b))
+
+
+@lru_cache(maxsize=64)
+def find_ab_params(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
+    """Fit ``1/(1 + a x^(2b))`` to the curve that is 1 up to ``min_dist`` and decays as
+    ``exp(-(x - min_dist)/spread)`` beyond it (least squares on [0, 3 spread]), as umap-learn."""
+    from scipy.optimize import curve_fit
+
+    if not spread > 0:
+        raise ValueError(f"spread must be > 0; got {spread}.")
+    if not 0 <= min_dist <= spread:
+        raise ValueError(f"min_dist must lie in [0, spread={spread}]; got {min_dist}.")
+    x = np.linspace(0, spread * 3, 300)
+    y = np.where(x < min_dist, 1.0, np.exp(-(x - min_dist) / spread))
+    (a, b), _ = curve_fit(lambda x, a, b: 1.0 / (1.0 + a * x ** (2 * b)), x, y)
+    return float(a), float(b)
+
+
+KERNELS = {"gaussian": GaussianKernel, "student": StudentKernel, "umap": UMAPKernel}
+
+
+def get_kernel(kernel, **params) -> Kernel:
+    """A :class:`Kernel` from an instance or a registered name (``KERNELS``) plus parameters."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(KERNELS)} or pass a "
+                         "Kernel instance.")
+    return KERNELS[kernel](**params)

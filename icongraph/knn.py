@@ -1,0 +1,183 @@
+"""k-nearest-neighbour search backends: exact blocked torch, pynndescent, or user-supplied.
+
+Every backend returns a :class:`KNN`: ``indices`` (N, k) int32 and ``distances`` (N, k) float32,
+sorted by distance, self excluded (duplicates of a point are kept as neighbours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .progress import progress
+from .validation import check_n_neighbors
+
+__all__ = ["KNN", "exact_knn", "nndescent_knn", "knn_search", "as_knn", "EXACT_MAX_SAMPLES"]
+
+METRICS = ("euclidean", "cosine")
+#: Below this many points the exact blocked search is faster than pynndescent here (2 cores).
+EXACT_MAX_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class KNN:
+    """A kNN graph: row ``i`` lists the ``k`` nearest neighbours of point ``i`` (self excluded)."""
+
+    indices: np.ndarray  # (N, k) int32
+    distances: np.ndarray  # (N, k) float32, ascending along each row
+    metric: str = "euclidean"
+
+    @property
+    def n_samples(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def n_neighbors(self) -> int:
+        return self.indices.shape[1]
+
+    def truncate(self, k: int) -> KNN:
+        """The ``k`` nearest of the stored neighbours (a kNN graph computed once serves smaller k)."""
+        if k > self.n_neighbors:
+            raise ValueError(f"kNN graph has {self.n_neighbors} neighbours; {k} requested.")
+        return KNN(self.indices[:, :k], self.distances[:, :k], self.metric)
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}; got {metric!r}.")
+    return metric
+
+
+def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None,
+              block_size: int | None = None, verbose: bool = False) -> KNN:
+    """Exact kNN by blocked distance matrices: memory ``block_size x N``, never ``N x N``.
+
+    Without ``queries`` each point's neighbours among the others (self excluded); with
+    ``queries`` (M, D) their k nearest points of ``X`` (rows of the result follow ``queries``).
+
+    Euclidean distances use ``|x|^2 - 2 x.y + |y|^2`` (clamped at 0); cosine uses ``1 - x.y/|x||y|``.
+    """
+    _check_metric(metric)
+    if sp.issparse(X):
+        X = X.toarray()
+    n = X.shape[0]
+    device = torch.device(device or "cpu")
+
+    def prepare(A):
+        A = torch.as_tensor(np.ascontiguousarray(A, dtype=np.float32), device=device)
+        if metric == "cosine":
+            return A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return A
+
+    data = prepare(X)
+    query = data if queries is None else prepare(queries)
+    if queries is None:
+        check_n_neighbors(k, n)
+    elif k > n:
+        raise ValueError(f"k={k} exceeds the {n} reference points.")
+    sq, sq_query = (data * data).sum(1), (query * query).sum(1)
+    n_query = query.shape[0]
+    if block_size is None:  # keep a block's distance matrix around 64 MB
+        block_size = int(max(64, min(n_query, 16_000_000 // max(n, 1))))
+    indices = torch.empty((n_query, k), dtype=torch.int32, device=device)
+    distances = torch.empty((n_query, k), dtype=torch.float32, device=device)
+    for start in progress(range(0, n_query, block_size), "kNN (exact)", verbose,
+                          total=(n_query + block_size - 1) // block_size):
+        stop = min(start + block_size, n_query)
+        dot = query[start:stop] @ data.T
+        if metric == "cosine":
+            dist = (1.0 - dot).clamp_min_(0.0)
+        else:
+            dist = (sq_query[start:stop, None] - 2.0 * dot + sq[None, :]).clamp_min_(0.0)
+        if queries is None:
+            rows = torch.arange(stop - start, device=device)
+            dist[rows, rows + start] = float("inf")  # exclude self, keep duplicates
+        best, idx = torch.topk(dist, k, dim=1, largest=False, sorted=True)
+        if metric == "euclidean":
+            best = best.sqrt()
+        indices[start:stop] = idx.to(torch.int32)
+        distances[start:stop] = best
+    return KNN(indices.cpu().numpy(), distances.cpu().numpy(), metric)
+
+
+def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | None = None,
+                  n_jobs: int = -1, verbose: bool = False) -> KNN:
+    """Approximate kNN with pynndescent (the index umap-learn uses), self removed."""
+    from pynndescent import NNDescent
+
+    _check_metric(metric)
+    n = X.shape[0]
+    check_n_neighbors(k, n)
+    n_trees = min(64, 5 + int(round(np.sqrt(n) / 20.0)))
+    n_iters = max(5, int(round(np.log2(n))))
+    with progress(None, "kNN (pynndescent)", verbose, total=1) as bar:
+        index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
+                          n_trees=n_trees, n_iters=n_iters, max_candidates=60,
+                          low_memory=True, n_jobs=n_jobs, compressed=True, verbose=False)
+        idx, dist = index.neighbor_graph
+        bar.update(1)
+    return _drop_self(idx, dist, metric)
+
+
+def _drop_self(idx: np.ndarray, dist: np.ndarray, metric: str) -> KNN:
+    """From (N, k+1) neighbour lists that may contain the point itself, keep k others per row."""
+    n = idx.shape[0]
+    is_self = idx == np.arange(n)[:, None]
+    # stable sort puts the self entry (if present) last; otherwise the farthest entry is dropped
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :-1]
+    idx = np.take_along_axis(idx, order, axis=1).astype(np.int32)
+    dist = np.take_along_axis(dist, order, axis=1).astype(np.float32)
+    if (idx < 0).any():
+        raise ValueError("kNN search returned missing neighbours; the data may have too few "
+                         "distinct points for n_neighbors.")
+    return KNN(idx, dist, metric)
+
+
+def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
+    """User-supplied kNN: a :class:`KNN` or a tuple ``(indices, distances)`` of shape (N, k)."""
+    if isinstance(knn, KNN):
+        idx, dist, metric = knn.indices, knn.distances, knn.metric
+    else:
+        try:
+            idx, dist = knn
+        except (TypeError, ValueError):
+            raise ValueError("precomputed kNN must be a KNN or a tuple (indices, distances).") from None
+    idx = np.asarray(idx)
+    dist = np.asarray(dist, dtype=np.float32)
+    if idx.ndim != 2 or idx.shape != dist.shape:
+        raise ValueError(f"kNN indices {idx.shape} and distances {dist.shape} must be equal 2-D shapes.")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"kNN indices must be integers; got dtype {idx.dtype}.")
+    n = idx.shape[0] if n_samples is None else n_samples
+    if idx.shape[0] != n:
+        raise ValueError(f"kNN has {idx.shape[0]} rows but the data has {n} samples.")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"kNN indices must lie in [0, {n}); got [{idx.min()}, {idx.max()}].")
+    if not np.all(np.isfinite(dist)) or (dist < 0).any():
+        raise ValueError("kNN distances must be finite and non-negative.")
+    if (idx == np.arange(n)[:, None]).any():
+        raise ValueError("precomputed kNN lists points as their own neighbours; remove self "
+                         "entries (e.g. drop the first column of sklearn's kneighbors output).")
+    order = np.argsort(dist, axis=1, kind="stable")
+    return KNN(np.take_along_axis(idx, order, 1).astype(np.int32),
+               np.take_along_axis(dist, order, 1), metric)
+
+
+def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,
+               random_state: int | None = None, n_jobs: int = -1, verbose: bool = False) -> KNN:
+    """kNN by ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES`
+    points, or on CUDA where the blocked search is fast at any size)."""
+    n = X.shape[0]
+    check_n_neighbors(k, n)
+    if method == "auto":
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        method = "exact" if (n <= EXACT_MAX_SAMPLES or on_cuda) else "nndescent"
+    if method == "exact":
+        return exact_knn(X, k, metric, device=device, verbose=verbose)
+    if method == "nndescent":
+        return nndescent_knn(X, k, metric, random_state=random_state, n_jobs=n_jobs,
+                             verbose=verbose)
+    raise ValueError(f"knn_method must be 'auto', 'exact' or 'nndescent'; got {method!r}.")

@@ -1,0 +1,125 @@
+"""Quality metrics for embeddings and clusterings.
+
+The embedding metrics take ``n_samples`` query points (all points when N is small), so they
+scale to millions of points: neighbours in the high-dimensional space are found exactly for the
+sampled queries by blocked torch matrix products; in the low-dimensional embedding with a
+k-d tree (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .knn import exact_knn
+from .validation import check_data, check_labels
+
+__all__ = ["knn_preservation", "trustworthiness", "knn_accuracy", "adjusted_rand_index",
+           "normalized_mutual_info", "hungarian_accuracy"]
+
+
+def _queries(n: int, n_samples: int | None, seed: int) -> np.ndarray:
+    if n_samples is None or n_samples >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, n_samples, replace=False))
+
+
+def _neighbours_excluding_self(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(len(queries), k) nearest points of ``data`` to the rows ``queries`` of it, self removed."""
+    if data.shape[1] <= 3:  # low-dimensional: k-d tree
+        from sklearn.neighbors import NearestNeighbors
+
+        idx = NearestNeighbors(n_neighbors=k + 1).fit(data).kneighbors(
+            data[queries], return_distance=False)
+    else:
+        idx = exact_knn(data, k + 1, queries=data[queries]).indices
+    is_self = idx == queries[:, None]
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, axis=1)
+
+
+def _pair(X, Y):
+    X = check_data(X, name="X", allow_sparse=False)
+    Y = check_data(Y, name="Y", allow_sparse=False)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}.")
+    return X, Y
+
+
+def knn_preservation(X, Y, k: int = 15, n_samples: int | None = 10_000, seed: int = 0) -> float:
+    """Mean fraction of each point's k nearest neighbours in ``X`` that are also among its k
+    nearest in ``Y`` (recall@k), over ``n_samples`` random query points."""
+    X, Y = _pair(X, Y)
+    q = _queries(X.shape[0], n_samples, seed)
+    high = _neighbours_excluding_self(X, q, k)
+    low = _neighbours_excluding_self(Y, q, k)
+    hits = (high[:, :, None] == low[:, None, :]).any(axis=2).sum(axis=1)
+    return float(hits.mean() / k)
+
+
+def trustworthiness(X, Y, k: int = 15, n_samples: int | None = 2_000, seed: int = 0) -> float:
+    """Venna & Kaski's trustworthiness: ``1 - 2/(n k (2N - 3k - 1)) sum_i sum_{j in U_i}
+    (r(i, j) - k)`` with ``U_i`` the embedding neighbours of ``i`` that are not among its k
+    nearest in ``X`` and ``r`` their rank in ``X``; ``n`` sampled queries (all: exact value)."""
+    X, Y = _pair(X, Y)
+    N = X.shape[0]
+    if k >= N / 2:
+        raise ValueError(f"trustworthiness needs k < N/2; got k={k}, N={N}.")
+    q = _queries(N, n_samples, seed)
+    low = _neighbours_excluding_self(Y, q, k)
+    data = torch.as_tensor(X)
+    sq = (data * data).sum(1)
+    penalty = 0.0
+    block = max(1, 8_000_000 // N)
+    for s in range(0, len(q), block):
+        rows = torch.as_tensor(q[s:s + block])
+        d = (sq[rows, None] - 2 * data[rows] @ data.T + sq[None, :]).clamp_min_(0)
+        d[torch.arange(len(rows)), rows] = -1.0  # self ranks first, excluded below
+        d_low = torch.gather(d, 1, torch.as_tensor(low[s:s + block], dtype=torch.long))
+        # rank r(i, j) = 1 + number of other points strictly closer (self, at -1, is the 1)
+        ranks = torch.stack([(d < d_low[:, c:c + 1]).sum(1) for c in range(k)], 1).double()
+        penalty += float(torch.clamp(ranks - k, min=0).sum())
+    n = len(q)
+    return float(1.0 - 2.0 / (n * k * (2.0 * N - 3.0 * k - 1.0)) * penalty)
+
+
+def knn_accuracy(Y, labels, k: int = 10, n_samples: int | None = 10_000, seed: int = 0) -> float:
+    """Leave-one-out k-NN classification accuracy of ``labels`` in the embedding ``Y``
+    (majority vote of the k nearest other points; ties to the smallest label)."""
+    Y = check_data(Y, name="Y", allow_sparse=False)
+    labels = check_labels(labels, Y.shape[0])
+    _, codes = np.unique(labels, return_inverse=True)
+    q = _queries(Y.shape[0], n_samples, seed)
+    nbr = _neighbours_excluding_self(Y, q, k)
+    votes = np.zeros((len(q), codes.max() + 1), np.int64)
+    np.add.at(votes, (np.repeat(np.arange(len(q)), k), codes[nbr].ravel()), 1)
+    return float((votes.argmax(1) == codes[q]).mean())
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Adjusted Rand index (scikit-learn)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(labels_true, labels_pred))
+
+
+def normalized_mutual_info(labels_true, labels_pred) -> float:
+    """Normalised mutual information, arithmetic mean normalisation (scikit-learn)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(labels_true, labels_pred))
+
+
+def hungarian_accuracy(labels_true, labels_pred) -> float:
+    """Unsupervised accuracy: the best one-to-one matching of predicted clusters to classes
+    (Hungarian algorithm on the contingency table, scipy)."""
+    from scipy.optimize import linear_sum_assignment
+
+    labels_true = np.asarray(labels_true)
+    labels_pred = check_labels(labels_pred, labels_true.shape[0], "labels_pred")
+    _, t = np.unique(labels_true, return_inverse=True)
+    _, p = np.unique(labels_pred, return_inverse=True)
+    table = np.zeros((p.max() + 1, t.max() + 1), np.int64)
+    np.add.at(table, (p, t), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / len(t))

@@ -1,0 +1,275 @@
+"""The I-Con objective on a sparse target, its sampled gradient and its exact dense value.
+
+With ``p~`` the (debiased) target, ``k`` the kernel and ``Z_i = sum_{l != i} k_il``::
+
+    L = sum_ij p~_ij log p~_ij  -  sum_ij p~_ij log k_ij  +  (normaliser term)
+
+Attraction runs over the sparse edges of ``p`` (plus the uniform debiasing part, sampled with the
+negatives); the normaliser is estimated from ``m`` uniformly sampled negatives per anchor.
+Three estimators (``estimator=``):
+
+* ``"per_anchor"`` (InfoNCE-style, conditional ``q(j|i)``): term ``sum_i m_i log Z_i``,
+  ``Z_i ~ (N-1)/m sum_t k(i, n_t)``. Gradient for pair (i, n):
+  ``(m_i min(k/zsum_i, 1) + m_n min(k/zsum_n, 1)) * 2 g (y_i - y_n)``: unbiased given the
+  ``Z`` estimates except for the cap, which bounds each sampled share ``q`` at 1 as the true
+  ``q(j|i)`` is (a variance guard for light-tailed kernels); ``log Z_i`` in the reported loss is
+  biased low by Jensen (O(1/m)).
+* ``"global"`` (t-SNE-like joint ``q_ij = k_ij / Z``): term ``M log Z`` with
+  ``Z ~ (N-1)/m sum_i zsum_i``; pair coefficient ``2 M / sum_i zsum_i``. The reported value is
+  ``M KL(P/M || Q)``.
+* ``"neg"`` (fixed normaliser, UMAP-like; Damrich et al. 2023): ``q`` is read as a Bernoulli
+  probability and the loss is the binary cross-entropy
+  ``sum_ij w_ij (-log k_ij) + sum_i r_i sum_t -log(1 - k(i, n_t))``, only the anchor moving on a
+  negative pair, with ``r_i = negative_sample_rate deg_i / (m w_max)``: umap-learn's update in
+  expectation (each edge is an update of weight ``w/w_max`` per epoch, each update draws
+  ``negative_sample_rate`` negatives).
+
+Normaliser estimates lag one epoch (they come from the previous evaluation), so one pass over the
+data per epoch suffices. ``n_negatives <= 0`` enumerates every other point instead (exact mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _cpu_engine as cpu
+from .kernels import Kernel, UMAPKernel
+from .targets import Target
+
+__all__ = ["ESTIMATORS", "Objective", "hash_negatives", "exact_loss", "sampled_gradient_torch"]
+
+ESTIMATORS = {"per_anchor": cpu.PER_ANCHOR, "global": cpu.GLOBAL, "neg": cpu.NEG}
+
+
+def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
+    x = x & cpu.M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & cpu.M32
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & cpu.M32
+    return x ^ (x >> 16)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The per-epoch seed both engines hash negatives from."""
+    return int(cpu.hash32(np.int64(seed) + np.int64(epoch + 1) * cpu.GOLDEN))
+
+
+def hash_negatives(anchors: torch.Tensor, n_neg: int, seed: int, n: int) -> torch.Tensor:
+    """(len(anchors), n_neg) uniform negatives ``j != i``: the same draws as the numba engine."""
+    base = _hash32_torch(_hash32_torch(anchors.long()) ^ seed)
+    t = torch.arange(1, n_neg + 1, device=anchors.device, dtype=torch.long)
+    h = _hash32_torch(base[:, None] + t[None, :] * cpu.GOLDEN)
+    j = (h * (n - 1)) >> 32
+    return j + (j >= anchors.long()[:, None]).long()
+
+
+@dataclass
+class Objective:
+    """Target + kernel + estimator, prepared as the arrays both engines consume.
+
+    ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
+    ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
+    """
+
+    target: Target
+    kernel: Kernel
+    estimator: str = "per_anchor"
+    n_negatives: int = 5
+    negative_sample_rate: float = 5.0
+    clip: float = np.inf
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got "
+                             f"{self.estimator!r}.")
+        p = self.target.graph
+        self.n = p.shape[0]
+        if self.n < 2:
+            raise ValueError("the objective needs at least 2 points.")
+        sym = (p + p.T).tocsr()
+        sym.sort_indices()
+        mass = self.target.row_mass
+        if self.estimator == "neg":
+            w_max = float(p.data.max())
+            sym = sym * (1.0 / w_max)
+            self.neg_scale = (self.negative_sample_rate * mass / (w_max * self.m)).astype(
+                np.float32)
+            self.alpha = 0.0
+        else:
+            sym = sym * (1.0 - self.target.alpha)
+            self.neg_scale = np.zeros(1, np.float32)
+            self.alpha = float(self.target.alpha)
+        self.indptr = sym.indptr.astype(np.int64)
+        self.indices = sym.indices.astype(np.int32)
+        self.weights = sym.data.astype(np.float32)
+        self.row_mass = mass.astype(np.float32)
+        self.total_mass = float(mass.sum())
+        self.code = ESTIMATORS[self.estimator]
+        self.kernel_params = self.kernel.params if self.kernel.code >= 0 else (0.0, 0.0)
+
+    @property
+    def m(self) -> int:
+        """Negatives per anchor per evaluation (N - 1 in exact mode)."""
+        return self.n - 1 if self.n_negatives <= 0 else int(self.n_negatives)
+
+    def normaliser_terms(self, zsum: np.ndarray | torch.Tensor) -> float:
+        """The normaliser part of the loss from per-anchor sums of k over the negatives."""
+        if self.estimator == "neg":
+            return 0.0
+        zsum = torch.as_tensor(zsum, dtype=torch.float64)
+        scale = (self.n - 1) / self.m
+        if self.estimator == "per_anchor":
+            mass = torch.as_tensor(self.row_mass, dtype=torch.float64, device=zsum.device)
+            return float((mass * torch.log(scale * zsum)).sum())
+        total = self.total_mass
+        return total * float(np.log(scale * float(zsum.sum()))) - total * np.log(total)
+
+    def constant(self) -> float:
+        """``sum p~ log p~`` (0 for NEG, whose loss is a cross-entropy, not a KL)."""
+        return 0.0 if self.estimator == "neg" else self.target.entropy_term()
+
+    def normaliser_state(self, zsum):
+        """``(z_prev, global_scale)`` for the next evaluation from this one's ``zsum``."""
+        if self.estimator == "global":
+            return zsum, 2.0 * self.total_mass / zsum.sum()  # a 0-d tensor on CUDA: no sync
+        return zsum, 0.0
+
+
+def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: int,
+                           exaggeration: float, z_prev: torch.Tensor, global_scale: float,
+                           with_loss: bool = False):
+    """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient` (CUDA, custom kernels).
+
+    ``arrays`` comes from :func:`torch_arrays`. Returns ``(grad (N, d), zsum (N,), loss_rows)``,
+    all on ``y``'s device; anchors are processed in chunks (bounded memory, no host syncs).
+    """
+    n, d = y.shape
+    kernel, clip = obj.kernel, obj.clip
+    grad = torch.zeros_like(y)
+    zsum = torch.zeros(n, dtype=y.dtype, device=y.device)
+    loss_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
+    mass = arrays["row_mass"]
+    m = obj.m
+    for start, stop, e0, e1 in arrays["chunks"]:
+        rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
+        diff = y[rows] - y[cols]
+        d2 = (diff * diff).sum(1)
+        _, g = _kernel_and_slope(kernel, d2)
+        force = (-2.0 * exaggeration * g)[:, None] * diff
+        grad.index_add_(0, rows, force.clamp(-clip, clip) * w[:, None])
+        if with_loss:
+            loss_rows.index_add_(0, rows, -0.5 * w * kernel.log_k_torch(d2))
+
+        anchors = torch.arange(start, stop, device=y.device)
+        if obj.n_negatives <= 0:
+            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
+            negs = negs + (negs >= anchors[:, None]).long()
+        else:
+            negs = hash_negatives(anchors, m, seed, n)
+        a = anchors[:, None].expand_as(negs).reshape(-1)
+        j = negs.reshape(-1)
+        diff = y[a] - y[j]
+        d2 = (diff * diff).sum(1)
+        k, g = _kernel_and_slope(kernel, d2)
+        zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
+        terms = []
+        if obj.alpha > 0:
+            terms.append((-2.0 * exaggeration * g, obj.alpha * (mass[a] + mass[j]) / m))
+            if with_loss:
+                loss_rows.index_add_(0, a, -obj.alpha * mass[a] / m * kernel.log_k_torch(d2))
+        if obj.estimator == "per_anchor":
+            share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
+                     + mass[j] * (k / z_prev[j]).clamp_max(1.0))
+            terms.append((2.0 * g, share))
+        elif obj.estimator == "global":
+            terms.append((2.0 * k * g, torch.ones_like(k) * global_scale))
+        else:
+            scale = arrays["neg_scale"][a]
+            if isinstance(kernel, UMAPKernel):
+                rep = -kernel.b * k / (0.001 + d2)
+            else:
+                rep = k * g / (1.0 - k).clamp_min(1e-3)
+            terms.append((2.0 * rep, scale))
+            if with_loss:
+                loss_rows.index_add_(0, a, -scale * torch.log((1.0 - k).clamp_min(1e-12)))
+        for coef, weight in terms:
+            grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
+    return grad, zsum, loss_rows
+
+
+def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):
+    """``(k, g)`` in closed form where the kernel provides it, else by autograd of ``log k``."""
+    try:
+        g = kernel.slope_torch(d2)
+        return torch.exp(kernel.log_k_torch(d2)), g
+    except NotImplementedError:
+        with torch.enable_grad():
+            x = d2.detach().requires_grad_(True)
+            log_k = kernel.log_k_torch(x)
+            (g,) = torch.autograd.grad(log_k.sum(), x)
+        return log_k.detach().exp(), g
+
+
+def torch_arrays(obj: Objective, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -> dict:
+    """The objective's arrays on ``device`` with anchor chunks (start, stop, e0, e1) computed once
+    on the host, so the loop never syncs to find chunk boundaries."""
+    indptr = obj.indptr
+    degree = np.diff(indptr)
+    rows = np.repeat(np.arange(obj.n, dtype=np.int64), degree)
+    chunks, start = [], 0
+    per_row = max(1, int(degree.mean()) + obj.m)
+    step = max(1, chunk_edges // per_row)
+    while start < obj.n:
+        stop = min(obj.n, start + step)
+        chunks.append((start, stop, int(indptr[start]), int(indptr[stop])))
+        start = stop
+    dev = torch.device(device)
+    return {
+        "rows": torch.as_tensor(rows, device=dev),
+        "cols": torch.as_tensor(obj.indices.astype(np.int64), device=dev),
+        "weights": torch.as_tensor(obj.weights, device=dev, dtype=dtype),
+        "row_mass": torch.as_tensor(obj.row_mass, device=dev, dtype=dtype),
+        "neg_scale": torch.as_tensor(obj.neg_scale, device=dev, dtype=dtype),
+        "chunks": chunks,
+    }
+
+
+def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
+               negative_sample_rate: float = 5.0) -> torch.Tensor:
+    """The objective by brute force on dense (N, N) matrices (float64; small N only).
+
+    Differentiable in ``y`` (a torch tensor). For ``"neg"`` the repulsion moves only the anchor,
+    as the sampled estimator does, so its autograd gradient is the estimator's expectation.
+    """
+    y = torch.as_tensor(y, dtype=torch.float64)
+    n = y.shape[0]
+    p = torch.as_tensor(target.graph.toarray(), dtype=torch.float64)
+    off = ~torch.eye(n, dtype=torch.bool)
+    mass = p.sum(1)
+    d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)  # diag unused
+    if estimator == "neg":
+        w_max = p.max()
+        d2_anchor = ((y[:, None, :] - y.detach()[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)
+        k_anchor = torch.exp(kernel.log_k_torch(d2_anchor))
+        rate = negative_sample_rate * mass / (w_max * (n - 1))
+        att = -(p / w_max * kernel.log_k_torch(d2))[off].sum()
+        rep = -(rate[:, None] * torch.log((1 - k_anchor).clamp_min(1e-12)))[off].sum()
+        return att + rep
+    alpha = target.alpha
+    p_t = (1 - alpha) * p + (alpha * mass / (n - 1))[:, None]
+    p_t = p_t * off
+    log_k = kernel.log_k_torch(d2)
+    cross = -(p_t * log_k)[off].sum()
+    ent = (p_t[p_t > 0] * torch.log(p_t[p_t > 0])).sum()
+    if estimator == "per_anchor":
+        log_z = torch.logsumexp(log_k.masked_fill(~off, -torch.inf), dim=1)
+        return ent + cross + (mass * log_z).sum()
+    if estimator == "global":
+        total = mass.sum()
+        log_z = torch.logsumexp(log_k[off], dim=0)
+        return ent + cross + total * log_z - total * torch.log(total)
+    raise ValueError(f"unknown estimator {estimator!r}.")

@@ -1,0 +1,109 @@
+"""Input validation: every public entry point turns user data into clean float32 arrays here.
+
+The rule is "a clear ``ValueError`` naming the problem, and the caller's data untouched": every
+function returns a new array (or a read-only view that is never written to).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["check_data", "check_labels", "check_n_neighbors", "check_random_state", "to_numpy"]
+
+
+def to_numpy(X) -> np.ndarray | sp.spmatrix:
+    """Torch tensors, pandas frames, lists -> numpy (scipy sparse is passed through)."""
+    if sp.issparse(X):
+        return X
+    if hasattr(X, "detach") and hasattr(X, "cpu"):  # torch.Tensor, without importing torch
+        return X.detach().cpu().numpy()
+    if hasattr(X, "to_numpy"):  # pandas
+        return X.to_numpy()
+    return np.asarray(X)
+
+
+def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool = True):
+    """Validate a 2-D numeric data matrix (n_samples, n_features) and return a float32 copy.
+
+    Raises ``ValueError`` for empty, 1-D, non-numeric or object input and for NaN/inf values.
+    Scipy sparse input is returned as a float32 CSR copy when ``allow_sparse``.
+    """
+    if X is None:
+        raise ValueError(f"{name} is None; expected a 2-D array of shape (n_samples, n_features).")
+    X = to_numpy(X)
+    if sp.issparse(X):
+        if not allow_sparse:
+            raise ValueError(f"{name} is a sparse matrix; this operation needs a dense array.")
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {X.shape}).")
+        X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        if not np.all(np.isfinite(X.data)):
+            raise ValueError(f"{name} contains NaN or infinite values.")
+        values = X
+    else:
+        if X.dtype == object or not (
+            np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)
+        ):
+            try:
+                X = np.asarray(X, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{name} must be numeric; got dtype {X.dtype} that cannot be converted ({err})."
+                ) from None
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError(f"{name} is complex; icongraph needs real-valued data.")
+        if X.ndim != 2:
+            raise ValueError(
+                f"{name} must be 2-D (n_samples, n_features); got {X.ndim}-D with shape {X.shape}. "
+                "Reshape a single feature with X.reshape(-1, 1)."
+            )
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {X.shape}).")
+        values = np.array(X, dtype=np.float32, order="C", copy=True)
+        if not np.all(np.isfinite(values)):
+            bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            raise ValueError(
+                f"{name} contains NaN or infinite values in {bad.size} row(s), first row {bad[0]}."
+            )
+    if values.shape[0] < min_samples:
+        raise ValueError(f"{name} has {values.shape[0]} samples; at least {min_samples} needed.")
+    return values
+
+
+def check_n_neighbors(n_neighbors: int, n_samples: int) -> int:
+    """``n_neighbors`` must be a positive integer with ``n_samples >= n_neighbors + 1``."""
+    if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}.")
+    if n_samples < n_neighbors + 1:
+        raise ValueError(
+            f"Too few points for n_neighbors={n_neighbors}: got {n_samples} samples, need at "
+            f"least n_neighbors + 1 = {n_neighbors + 1}. Lower n_neighbors (or perplexity)."
+        )
+    return int(n_neighbors)
+
+
+def check_labels(labels, n_samples: int, name: str = "labels") -> np.ndarray:
+    """1-D labels of length ``n_samples``, returned as a copy (any hashable dtype)."""
+    labels = to_numpy(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {labels.shape}.")
+    if labels.shape[0] != n_samples:
+        raise ValueError(f"{name} has length {labels.shape[0]} but the data has {n_samples} rows.")
+    return np.array(labels, copy=True)
+
+
+def check_random_state(random_state) -> int:
+    """An integer seed for our counter-based RNG: ``None`` draws a fresh one."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    if not isinstance(random_state, numbers.Integral) or random_state < 0:
+        raise ValueError(f"random_state must be None, a non-negative int or a numpy RNG; got "
+                         f"{random_state!r}.")
+    return int(random_state) & 0x7FFFFFFF

@@ -1,0 +1,93 @@
+"""Bad input: a clear ValueError naming the problem, and the caller's data untouched."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import icongraph
+from icongraph import metrics
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.array([[1.0, np.nan], [0.0, 1.0]] * 10), "NaN or infinite"),
+    (np.array([[1.0, np.inf], [0.0, 1.0]] * 10), "NaN or infinite"),
+    (np.empty((0, 3)), "empty"),
+    (np.empty((5, 0)), "empty"),
+    (np.arange(30.0), "2-D"),
+    (np.array([["a", "b"]] * 20), "numeric"),
+    (np.array([[object(), 1]] * 20, dtype=object), "numeric"),
+    (np.ones((5, 3)), "Too few points"),
+])
+def test_bad_data_raises(X, message):
+    with pytest.raises(ValueError, match=message):
+        icongraph.UMAP(n_neighbors=15).fit(X)
+
+
+def test_too_few_points_for_perplexity():
+    with pytest.raises(ValueError, match="perplexity"):
+        icongraph.TSNE(perplexity=30).fit(np.random.default_rng(0).normal(size=(20, 3)))
+
+
+def test_identical_points_give_finite_result():
+    Y = icongraph.UMAP(n_neighbors=5, n_epochs=30, random_state=0).fit_transform(np.ones((40, 3)))
+    assert np.isfinite(Y).all()
+    Y = icongraph.TSNE(perplexity=5, n_epochs=30, random_state=0).fit_transform(np.ones((40, 3)))
+    assert np.isfinite(Y).all()
+
+
+def test_duplicates_are_fine(blobs):
+    X, _ = blobs
+    Y = icongraph.UMAP(n_neighbors=10, n_epochs=30, random_state=0).fit_transform(np.vstack([X, X]))
+    assert np.isfinite(Y).all()
+
+
+def test_caller_arrays_not_modified(blobs):
+    X, _ = blobs
+    X = X.astype(np.float32)
+    before = X.copy()
+    knn = icongraph.knn_search(X, 10)
+    idx_before = knn.indices.copy()
+    init = np.random.default_rng(0).normal(size=(len(X), 2)).astype(np.float32)
+    init_before = init.copy()
+    icongraph.UMAP(n_neighbors=11, n_epochs=20, init=init, precomputed_knn=knn).fit(X)
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_array_equal(init, init_before)
+    np.testing.assert_array_equal(knn.indices, idx_before)
+
+
+def test_bad_precomputed_graphs(blobs):
+    X, _ = blobs
+    n = len(X)
+    with pytest.raises(ValueError, match="square"):
+        icongraph.ICon(p=sp.random(n, n + 1, density=0.1, format="csr")).fit(X)
+    with pytest.raises(ValueError, match="nodes but the data"):
+        icongraph.ICon(p=sp.random(n + 2, n + 2, density=0.2, format="csr")).fit(X)
+    negative = sp.random(n, n, density=0.3, format="csr", random_state=0)
+    negative.data[0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        icongraph.ICon(p=negative).fit(X)
+    isolated = sp.lil_matrix((n, n))
+    isolated[0, 1] = isolated[1, 0] = 1.0
+    with pytest.raises(ValueError, match="isolated"):
+        icongraph.ICon(p=isolated.tocsr()).fit(X)
+
+
+def test_bad_parameters(blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="metric"):
+        icongraph.UMAP(metric="manhattan").fit(X)
+    with pytest.raises(ValueError, match="estimator"):
+        icongraph.ICon(estimator="nope").fit(X)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        icongraph.ICon(q="laplace").fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        icongraph.UMAP(n_components=0).fit(X)
+    with pytest.raises(ValueError, match="CUDA"):
+        icongraph.UMAP(device="cuda").fit(X) if not __import__("torch").cuda.is_available() \
+            else (_ for _ in ()).throw(ValueError("CUDA"))
+
+
+def test_label_length_mismatch(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError, match="length"):
+        metrics.knn_accuracy(X[:, :2], y[:-1])

@@ -1,0 +1,132 @@
+"""The estimators: presets against umap-learn on digits, the sklearn protocol, determinism."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import icongraph
+from icongraph import metrics
+
+
+@pytest.fixture(scope="module")
+def umap_learn_accuracy(digits):
+    import umap
+
+    X, y = digits
+    Y = umap.UMAP(random_state=0).fit_transform(X)
+    return metrics.knn_accuracy(Y, y, 10)
+
+
+@pytest.mark.parametrize("cls", [icongraph.UMAP, icongraph.TSNE])
+def test_presets_on_digits_match_umap_learn(digits, umap_learn_accuracy, cls):
+    X, y = digits
+    model = cls(random_state=0)
+    Y = model.fit_transform(X)
+    acc = metrics.knn_accuracy(Y, y, 10)
+    assert Y.shape == (len(X), 2) and Y.dtype == np.float32
+    assert acc >= 0.95
+    assert acc >= umap_learn_accuracy - 0.01
+    assert model.graph_.shape == (len(X), len(X)) and sp.isspmatrix_csr(model.graph_)
+    assert np.isfinite(model.kl_divergence_) and np.isfinite(model.loss_)
+
+
+def test_sne_preset_separates_digits(digits):
+    X, y = digits
+    Y = icongraph.SNE(random_state=0, n_epochs=200).fit_transform(X)
+    assert metrics.knn_accuracy(Y, y, 10) > 0.85
+
+
+def test_random_state_reproducible(blobs):
+    X, _ = blobs
+    a = icongraph.UMAP(n_neighbors=10, random_state=3, n_epochs=50).fit_transform(X)
+    b = icongraph.UMAP(n_neighbors=10, random_state=3, n_epochs=50).fit_transform(X)
+    c = icongraph.UMAP(n_neighbors=10, random_state=4, n_epochs=50).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_same_result_with_one_or_two_threads(blobs):
+    X, _ = blobs
+    a = icongraph.TSNE(perplexity=10, random_state=0, n_epochs=40, n_jobs=1).fit_transform(X)
+    b = icongraph.TSNE(perplexity=10, random_state=0, n_epochs=40, n_jobs=2).fit_transform(X)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sklearn_protocol(blobs):
+    from sklearn.base import clone
+
+    X, _ = blobs
+    model = icongraph.TSNE(perplexity=12, learning_rate=0.1)
+    params = model.get_params()
+    assert params["perplexity"] == 12 and params["learning_rate"] == 0.1
+    copy = clone(model).set_params(n_epochs=20)
+    assert copy.n_epochs == 20 and copy.perplexity == 12
+    with pytest.raises(ValueError, match="invalid parameter"):
+        model.set_params(min_dist=0.3)
+    with pytest.raises(TypeError, match="unexpected"):
+        icongraph.UMAP(perplexity=3)
+    assert "perplexity=12" in repr(model)
+
+
+def test_general_icon_composition_and_callbacks(blobs):
+    X, y = blobs
+    seen = []
+
+    def stop_after_five(epoch, loss, embedding):
+        seen.append((epoch, loss, tuple(embedding.shape)))
+        return epoch == 4
+
+    model = icongraph.ICon(
+        p="knn", q="student", estimator="per_anchor", p_params={"n_neighbors": 8},
+        q_params={"dof": 0.7}, n_epochs=100, random_state=0, callbacks=[stop_after_five],
+        learning_rate=0.05)
+    model.fit(X)
+    assert [s[0] for s in seen] == [0, 1, 2, 3, 4]
+    assert seen[0][2] == (len(X), 2) and np.isfinite(seen[0][1])
+    full = icongraph.ICon(p="knn", q="student", estimator="per_anchor",
+                          p_params={"n_neighbors": 8}, random_state=0, learning_rate=0.05)
+    assert metrics.knn_accuracy(full.fit_transform(X), y, 5) > 0.95
+
+
+@pytest.mark.parametrize("kind", ["scipy", "networkx", "edge_index"])
+def test_precomputed_graph_input(blobs, kind):
+    import torch
+
+    X, y = blobs
+    knn = icongraph.knn_search(X, 8)
+    graph = sp.csr_matrix((np.ones(knn.indices.size), (np.repeat(np.arange(len(X)), 8),
+                                                       knn.indices.ravel())), (len(X), len(X)))
+    graph = graph.maximum(graph.T)
+    if kind == "networkx":
+        graph = nx.from_scipy_sparse_array(graph)
+    elif kind == "edge_index":
+        coo = graph.tocoo()
+        graph = (torch.tensor(np.vstack([coo.row, coo.col])), torch.tensor(coo.data))
+    Y = icongraph.ICon(p=graph, q="umap", estimator="neg", random_state=0).fit_transform(X)
+    assert metrics.knn_accuracy(Y, y, 5) > 0.95
+
+
+def test_transform_places_new_points_near_their_cluster(blobs):
+    X, y = blobs
+    model = icongraph.UMAP(n_neighbors=10, random_state=0).fit(X)
+    moved = model.transform(X[:10] + 0.01)
+    centre = model.embedding_[y == y[0]].mean(0)
+    spread = np.abs(model.embedding_[y == y[0]] - centre).max()
+    assert np.all(np.abs(moved - centre).max(1) < 2 * spread)
+
+
+def test_debiasing_alpha_runs_and_changes_result(blobs):
+    X, _ = blobs
+    a = icongraph.TSNE(perplexity=10, random_state=0, n_epochs=60).fit_transform(X)
+    b = icongraph.TSNE(perplexity=10, random_state=0, n_epochs=60, alpha=0.3).fit_transform(X)
+    assert np.isfinite(b).all() and not np.allclose(a, b)
+
+
+def test_init_options(blobs):
+    X, _ = blobs
+    for init in ["pca", "spectral", "random", np.zeros((len(X), 2)) + np.arange(len(X))[:, None]]:
+        Y = icongraph.UMAP(n_neighbors=10, init=init, n_epochs=20, random_state=0).fit_transform(X)
+        assert np.isfinite(Y).all()
+    with pytest.raises(ValueError, match="shape"):
+        icongraph.UMAP(n_neighbors=10, init=np.zeros((3, 2))).fit(X)

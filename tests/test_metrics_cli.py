@@ -1,0 +1,85 @@
+"""Metrics against references; the command line end to end; the benchmark on a tiny dataset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from icongraph import metrics
+from icongraph.cli import main
+
+
+def test_trustworthiness_matches_sklearn(blobs):
+    from sklearn.manifold import trustworthiness
+
+    X, _ = blobs
+    Y = X[:, :2] + np.random.default_rng(0).normal(0, 0.5, (len(X), 2))
+    assert metrics.trustworthiness(X, Y, 5, n_samples=None) == pytest.approx(
+        trustworthiness(X, Y, n_neighbors=5), abs=1e-6)
+    sampled = metrics.trustworthiness(X, Y, 5, n_samples=60)
+    assert sampled == pytest.approx(trustworthiness(X, Y, n_neighbors=5), abs=0.03)
+
+
+def test_knn_preservation_and_accuracy(blobs):
+    X, y = blobs
+    assert metrics.knn_preservation(X, X, 10) == 1.0
+    noise = np.random.default_rng(0).normal(size=X.shape)
+    assert metrics.knn_preservation(X, noise, 10) < 0.3
+    assert metrics.knn_accuracy(X, y, 5) == 1.0
+
+
+def test_cluster_metrics():
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    assert metrics.hungarian_accuracy(truth, [5, 5, 3, 3, 9, 9]) == 1.0
+    assert metrics.hungarian_accuracy(truth, [0, 0, 0, 1, 1, 1]) == pytest.approx(4 / 6)
+    assert metrics.adjusted_rand_index(truth, [1, 1, 0, 0, 2, 2]) == 1.0
+    assert metrics.normalized_mutual_info(truth, [1, 1, 0, 0, 2, 2]) == pytest.approx(1.0)
+
+
+def test_cli_embed_npz_and_plot(tmp_path, blobs):
+    X, y = blobs
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    out, png = tmp_path / "emb.npy", tmp_path / "emb.png"
+    assert main(["embed", str(tmp_path / "data.npz"), "-o", str(out), "--plot", str(png),
+                 "--n-neighbors", "10", "--n-epochs", "30", "-q"]) == 0
+    assert np.load(out).shape == (len(X), 2)
+    assert png.stat().st_size > 1000
+
+
+def test_cli_csv_with_header_and_tsne(tmp_path, blobs):
+    X, _ = blobs
+    np.savetxt(tmp_path / "d.csv", X, delimiter=",", header="a,b,c,d,e", comments="")
+    out = tmp_path / "t.npy"
+    assert main(["embed", str(tmp_path / "d.csv"), "-o", str(out), "--method", "tsne",
+                 "--perplexity", "10", "--n-epochs", "30", "-q"]) == 0
+    assert np.load(out).shape == (len(X), 2)
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.array([[1.0, np.nan]] * 30))
+    assert main(["embed", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "o.npy"), "-q"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "missing.npy"), "-o", "x.npy", "-q"]) == 2
+
+
+def test_cli_table(capsys):
+    assert main(["table"]) == 0
+    text = capsys.readouterr().out
+    assert "TSNE" in text and "student" in text and "neg" in text
+
+
+def test_bench_end_to_end_on_tiny_data(tmp_path):
+    from icongraph.bench import run_bench
+
+    report = run_bench("digits", 300, ["umap", "tsne"], repeats=1, threads=1,
+                       out=str(tmp_path), cold_start=False, verbose=False)
+    for method in ("umap", "tsne"):
+        r = report["methods"][method]
+        assert set(r["phases"]) >= {"knn", "graph", "init", "optimize"}
+        assert r["total"] > 0 and r["peak_rss_mb"] > 10
+        assert 0 <= r["knn_preservation"] <= 1 and 0 <= r["trustworthiness"] <= 1
+        assert r["knn_accuracy"] > 0.5
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["n_samples"] == 300
+    assert "| umap |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").stat().st_size > 1000

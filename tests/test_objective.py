@@ -1,0 +1,148 @@
+"""The maths: sparse/sampled engines against dense brute force, gradients against autograd and
+finite differences, the two engines against each other."""
+
+import numpy as np
+import pytest
+import torch
+
+from icongraph import _cpu_engine as cpu
+from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
+from icongraph.knn import exact_knn
+from icongraph.objective import (
+    Objective,
+    exact_loss,
+    hash_negatives,
+    sampled_gradient_torch,
+    torch_arrays,
+)
+from icongraph.targets import FuzzyTarget, PerplexityTarget, UniformKNNTarget, debias
+
+KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9)]
+
+
+def _problem(blobs, target_spec, alpha=0.0, seed=0):
+    X, _ = blobs
+    knn = exact_knn(X, target_spec.n_neighbors_for(len(X)))
+    target = target_spec.build(knn)
+    if alpha:
+        target = debias(target, alpha)
+    y = np.random.default_rng(seed).normal(0, 1.0, (len(X), 2)).astype(np.float32)
+    return target, y
+
+
+def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True):
+    n = len(y)
+    grad = np.zeros_like(y)
+    zsum = np.zeros(n, np.float32)
+    rows = np.zeros(n, np.float32)
+    p0, p1 = obj.kernel_params
+    cpu.sampled_gradient(y, obj.indptr, obj.indices, obj.weights, 1.0, int(obj.n_negatives), seed,
+                         obj.code, obj.kernel.code, p0, p1, obj.row_mass, obj.alpha,
+                         z_prev.astype(np.float32), float(global_scale), obj.neg_scale,
+                         float(obj.clip), with_loss, grad, zsum, rows)
+    return grad, zsum, rows
+
+
+def _exact_eval(obj, y):
+    """Exact mode: a first pass for the normalisers of the current y, then the gradient."""
+    _, zsum, _ = _numba_eval(obj, y, np.ones(len(y)))
+    z_prev, g_scale = obj.normaliser_state(zsum)
+    return _numba_eval(obj, y, z_prev, g_scale)
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
+@pytest.mark.parametrize("estimator", ["per_anchor", "global"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_exact_mode_matches_dense_kl_and_autograd(blobs, kernel, estimator, alpha):
+    spec = PerplexityTarget(10, symmetric=estimator == "global")
+    target, y = _problem(blobs, spec, alpha)
+    obj = Objective(target, kernel, estimator, n_negatives=0)
+    grad, zsum, rows = _exact_eval(obj, y)
+    sparse_loss = obj.constant() + rows.astype(np.float64).sum() + obj.normaliser_terms(zsum)
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    dense = exact_loss(target, kernel, yt, estimator)
+    dense.backward()
+    assert sparse_loss == pytest.approx(dense.item(), rel=1e-4)
+    np.testing.assert_allclose(grad, yt.grad.numpy(), rtol=2e-3, atol=2e-4 * np.abs(grad).max())
+    if estimator == "global" or kernel.name != "gaussian":
+        assert dense.item() > 0  # a KL (times the mass) is positive away from the optimum
+
+
+@pytest.mark.parametrize("kernel", [GaussianKernel(1.0), StudentKernel(1.0)], ids=lambda k: k.name)
+def test_neg_estimator_matches_its_dense_expectation(blobs, kernel):
+    target, y = _problem(blobs, FuzzyTarget(10))
+    obj = Objective(target, kernel, "neg", n_negatives=0, negative_sample_rate=5.0)
+    grad, _, rows = _numba_eval(obj, y, np.ones(len(y)))
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    dense = exact_loss(target, kernel, yt, "neg", negative_sample_rate=5.0)
+    dense.backward()
+    np.testing.assert_allclose(grad, yt.grad.numpy(), rtol=2e-3, atol=1e-3 * np.abs(grad).max())
+    assert rows.astype(np.float64).sum() == pytest.approx(float(dense), rel=1e-4)
+
+
+def test_sampled_estimate_is_close_to_exact_on_average(blobs):
+    """Many negatives per anchor: the global estimator's loss approaches the exact KL."""
+    target, y = _problem(blobs, PerplexityTarget(10))
+    kernel = StudentKernel(1.0)
+    obj = Objective(target, kernel, "global", n_negatives=400)
+    estimates = []
+    for seed in range(5):
+        _, zsum, rows = _numba_eval(obj, y, np.ones(len(y)), 1.0, seed=seed)
+        estimates.append(obj.constant() + rows.sum() + obj.normaliser_terms(zsum))
+    exact = float(exact_loss(target, kernel, torch.tensor(y, dtype=torch.float64), "global"))
+    assert np.mean(estimates) == pytest.approx(exact, rel=0.02)
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
+@pytest.mark.parametrize("estimator", ["per_anchor", "global", "neg"])
+def test_numba_and_torch_engines_agree(blobs, kernel, estimator):
+    target, y = _problem(blobs, UniformKNNTarget(8, symmetric=True), alpha=0.2)
+    obj = Objective(target, kernel, estimator, n_negatives=6, clip=4.0)
+    z_prev = np.random.default_rng(1).uniform(5, 10, len(y)).astype(np.float32)
+    g_numba, z_numba, rows_numba = _numba_eval(obj, y, z_prev, 0.37, seed=11)
+    arrays = torch_arrays(obj, "cpu", chunk_edges=97)  # several chunks
+    g_torch, z_torch, rows_torch = sampled_gradient_torch(
+        obj, arrays, torch.tensor(y), 11, 1.0, torch.tensor(z_prev), 0.37, with_loss=True)
+    np.testing.assert_allclose(z_numba, z_torch.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(g_numba, g_torch.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(rows_numba, rows_torch.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_hash_negatives_uniform_and_never_self():
+    n = 50
+    anchors = torch.arange(n)
+    negs = hash_negatives(anchors, 2000, seed=3, n=n)
+    assert not (negs == anchors[:, None]).any()
+    counts = torch.bincount(negs.ravel(), minlength=n).double()
+    expected = n * 2000 / (n - 1)
+    # every j gets about its share (chi-square-like bound, generous)
+    assert ((counts - expected).abs() / expected).max() < 0.1
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
+def test_kernel_slope_matches_finite_differences(kernel):
+    d2 = torch.tensor([0.01, 0.3, 1.0, 4.0, 25.0], dtype=torch.float64)
+    h = 1e-6
+    fd = (kernel.log_k_torch(d2 + h) - kernel.log_k_torch(d2 - h)) / (2 * h)
+    np.testing.assert_allclose(kernel.slope_torch(d2).numpy(), fd.numpy(), rtol=1e-5)
+    for value in d2.tolist():  # the numba form gives the same k and slope
+        k, g = cpu.kernel_and_slope(kernel.code, value, *kernel.params)
+        assert k == pytest.approx(float(torch.exp(kernel.log_k_torch(torch.tensor(value, dtype=torch.float64)))), rel=1e-9)
+        assert g == pytest.approx(float(kernel.slope_torch(torch.tensor(value, dtype=torch.float64))), rel=1e-9)
+
+
+def test_embedding_gradient_matches_finite_differences(blobs):
+    """d L / d y by central differences on the dense objective vs the engine's exact gradient."""
+    target, y = _problem(blobs, PerplexityTarget(10))
+    kernel = StudentKernel(1.0)
+    obj = Objective(target, kernel, "global", n_negatives=0)
+    grad, _, _ = _exact_eval(obj, y)
+    y64 = y.astype(np.float64)
+    h = 1e-5
+    for i, c in [(0, 0), (17, 1), (55, 0), (89, 1)]:
+        plus, minus = y64.copy(), y64.copy()
+        plus[i, c] += h
+        minus[i, c] -= h
+        fd = (float(exact_loss(target, kernel, plus, "global"))
+              - float(exact_loss(target, kernel, minus, "global"))) / (2 * h)
+        assert grad[i, c] == pytest.approx(fd, rel=2e-3, abs=1e-4)

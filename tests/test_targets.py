@@ -1,0 +1,127 @@
+"""Targets p and graph operations against brute force and against umap-learn."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from icongraph.graph import as_csr_graph, row_normalize, symmetrize
+from icongraph.kernels import find_ab_params
+from icongraph.knn import as_knn, exact_knn, knn_search, nndescent_knn
+from icongraph.targets import FuzzyTarget, PerplexityTarget, Target, debias, perplexity_weights
+
+
+def test_exact_knn_matches_brute_force(blobs):
+    X, _ = blobs
+    knn = exact_knn(X, 7, block_size=13)  # several blocks
+    d = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(knn.indices, np.argsort(d, axis=1)[:, :7])
+    np.testing.assert_allclose(knn.distances, np.sort(d, axis=1)[:, :7], rtol=1e-4, atol=1e-4)
+
+
+def test_cosine_knn_matches_brute_force(blobs):
+    X, _ = blobs
+    knn = exact_knn(X, 5, "cosine")
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    d = 1 - Xn @ Xn.T
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(knn.indices, np.argsort(d, axis=1)[:, :5])
+
+
+def test_nndescent_agrees_with_exact():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 10)).astype(np.float32)
+    approx = nndescent_knn(X, 10, random_state=0)
+    exact = exact_knn(X, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.indices, exact.indices)])
+    assert recall > 0.95
+    assert not (approx.indices == np.arange(2000)[:, None]).any()
+
+
+def test_knn_search_auto_and_precomputed(blobs):
+    X, _ = blobs
+    knn = knn_search(X, 6)
+    again = as_knn((knn.indices.astype(np.int64), knn.distances), len(X))
+    np.testing.assert_array_equal(again.indices, knn.indices)
+    with pytest.raises(ValueError, match="own neighbours"):
+        as_knn((np.arange(len(X))[:, None], np.zeros((len(X), 1))), len(X))
+    with pytest.raises(ValueError, match="rows"):
+        as_knn((knn.indices, knn.distances), len(X) + 1)
+
+
+@pytest.mark.parametrize("perplexity", [5.0, 20.0])
+def test_perplexity_calibration_hits_target_entropy(blobs, perplexity):
+    X, _ = blobs
+    knn = exact_knn(X, int(3 * perplexity))
+    p = perplexity_weights(knn.distances, perplexity).astype(np.float64)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(1)
+    np.testing.assert_allclose(np.exp(entropy), perplexity, rtol=1e-3)
+
+
+def test_fuzzy_set_matches_umap_learn():
+    from umap.umap_ import fuzzy_simplicial_set
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    knn = exact_knn(X, 14)
+    ours = FuzzyTarget(15).build(knn).graph
+    idx = np.c_[np.arange(300), knn.indices]  # umap-learn lists each point first
+    dist = np.c_[np.zeros(300, np.float32), knn.distances]
+    ref, _, _ = fuzzy_simplicial_set(X, 15, 0, "euclidean", knn_indices=idx, knn_dists=dist)
+    assert abs(ours - ref.tocsr()).max() < 1e-4
+
+
+def test_ab_params_match_umap_learn():
+    from umap.umap_ import find_ab_params as ref
+
+    for spread, min_dist in [(1.0, 0.1), (1.0, 0.5), (2.0, 0.0)]:
+        np.testing.assert_allclose(find_ab_params(spread, min_dist), ref(spread, min_dist),
+                                   rtol=1e-3)
+
+
+def test_symmetrize_and_normalize():
+    rng = np.random.default_rng(0)
+    P = sp.random(30, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    P.setdiag(0)
+    P.eliminate_zeros()
+    dense = P.toarray()
+    np.testing.assert_allclose(symmetrize(P, "mean").toarray(), (dense + dense.T) / 2, rtol=1e-6)
+    union = dense + dense.T - dense * dense.T
+    np.testing.assert_allclose(symmetrize(P, "union").toarray(), union, rtol=1e-5, atol=1e-7)
+    P = P + sp.eye(30, k=1, format="csr") * 0.5 + sp.eye(30, k=-29, format="csr")  # no empty rows
+    np.testing.assert_allclose(np.asarray(row_normalize(P.tocsr()).sum(1)).ravel(), 1.0, rtol=1e-6)
+    assert rng is not None
+
+
+def test_debiased_entropy_term_matches_dense(blobs):
+    X, _ = blobs
+    target = debias(PerplexityTarget(10, symmetric=False).build(exact_knn(X, 30)), 0.4)
+    n = target.n_samples
+    p = target.graph.toarray().astype(np.float64)
+    dense = (1 - 0.4) * p + 0.4 * p.sum(1, keepdims=True) / (n - 1)
+    np.fill_diagonal(dense, 0)
+    assert target.entropy_term() == pytest.approx(float((dense[dense > 0] * np.log(dense[dense > 0])).sum()), rel=1e-6)
+    np.testing.assert_allclose(dense.sum(1), p.sum(1), rtol=1e-6)  # debiasing keeps row mass
+
+
+def test_precomputed_graph_formats_agree():
+    G = nx.cycle_graph(12)
+    for u, v in G.edges:
+        G.edges[u, v]["weight"] = 1.0 + u
+    from_nx = as_csr_graph(G)
+    edges = torch.tensor(list(G.edges)).T
+    weights = torch.tensor([1.0 + u for u, _ in G.edges])
+    from torch_geometric.utils import to_undirected
+
+    ei, ew = to_undirected(edges, weights)
+    from_pyg = as_csr_graph((ei, ew), 12)
+    assert abs(from_nx - from_pyg).max() == 0
+    assert abs(from_nx - as_csr_graph(from_nx.toarray())).max() == 0
+
+
+def test_target_row_mass():
+    g = sp.csr_matrix(np.array([[0, 1, 1], [2, 0, 0], [0, 3, 0]], np.float32))
+    np.testing.assert_array_equal(Target(g).row_mass, [2, 2, 3])
