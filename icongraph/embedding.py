@@ -35,6 +35,7 @@ COMMON_PARAMS = {
     "momentum": None,
     "schedule": None,
     "n_negatives": None,
+    "edge_sampling": None,
     "init": "pca",
     "alpha": 0.0,
     "precomputed_knn": None,
@@ -105,13 +106,13 @@ class _Embedding:
         return {"n_epochs": 500 if n_samples <= 10_000 else 200, "learning_rate": 1.0,
                 "optimizer": "sgd", "momentum": 0.0, "schedule": "linear", "n_negatives": 10,
                 "init_scale": 10.0, "exaggeration": 1.0, "exaggeration_epochs": 0,
-                "clip": np.inf, "negative_sample_rate": 5.0}
+                "clip": np.inf, "negative_sample_rate": 5.0, "edge_sampling": False}
 
     # -- fitting -------------------------------------------------------------------------------
     def _settings(self, n_samples: int) -> dict:
         settings = self._defaults(n_samples)
         for key in ("n_epochs", "learning_rate", "optimizer", "momentum", "schedule",
-                    "n_negatives"):
+                    "n_negatives", "edge_sampling"):
             if getattr(self, key) is not None:
                 settings[key] = getattr(self, key)
         return settings
@@ -156,7 +157,8 @@ class _Embedding:
             n = target.n_samples
             settings = self._settings(n)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
-                                  settings["negative_sample_rate"], settings["clip"])
+                                  settings["negative_sample_rate"], settings["clip"],
+                                  settings["edge_sampling"])
             start = time.perf_counter()
             init = self.init
             if X is None and isinstance(init, str) and init == "pca":
@@ -232,6 +234,15 @@ class ICon(_Embedding):
         kernel = get_kernel(self.q, **(self.q_params or {}))
         return spec, kernel, self.estimator
 
+    def _defaults(self, n_samples):
+        """The optimiser settings of the preset that uses the same estimator."""
+        preset = {"neg": UMAP, "global": TSNE, "per_anchor": SNE}.get(self.estimator)
+        if preset is None:
+            return super()._defaults(n_samples)
+        shared = {k: getattr(self, k) for k in COMMON_PARAMS}
+        return {**preset(**shared)._defaults(n_samples), "exaggeration": 1.0,
+                "exaggeration_epochs": 0}
+
 
 class SNE(_Embedding):
     """Stochastic Neighbour Embedding: conditional perplexity ``p``, Gaussian ``q``, per-anchor
@@ -258,10 +269,10 @@ class TSNE(_Embedding):
         return PerplexityTarget(self.perplexity), StudentKernel(self.dof), "global"
 
     def _defaults(self, n_samples):
-        base = super()._defaults(n_samples)
-        n_epochs = self.n_epochs or base["n_epochs"]
-        return {**base, "learning_rate": 0.05, "momentum": 0.5, "n_negatives": 20,
-                "init_scale": 1e-2, "exaggeration": self.early_exaggeration,
+        n_epochs = self.n_epochs or 500
+        return {**super()._defaults(n_samples), "n_epochs": 500, "learning_rate": 0.02,
+                "momentum": 0.9, "schedule": "cosine", "n_negatives": 20, "init_scale": 1e-2,
+                "edge_sampling": True, "exaggeration": self.early_exaggeration,
                 "exaggeration_epochs": n_epochs // 4}
 
 
@@ -279,5 +290,9 @@ class UMAP(_Embedding):
         return spec, UMAPKernel.from_min_dist(self.min_dist, self.spread), "neg"
 
     def _defaults(self, n_samples):
-        return {**super()._defaults(n_samples), "learning_rate": 0.5, "n_negatives": 10,
-                "clip": 4.0, "negative_sample_rate": self.negative_sample_rate}
+        # small data runs 500 epochs (umap-learn's rule): a smaller step and more negatives
+        # per epoch pay off there; large data runs 200 epochs and needs the larger step
+        small = n_samples <= 10_000
+        return {**super()._defaults(n_samples), "learning_rate": 0.02 if small else 0.05,
+                "momentum": 0.9, "n_negatives": 20 if small else 10, "clip": 4.0,
+                "negative_sample_rate": self.negative_sample_rate}

@@ -73,6 +73,9 @@ class Objective:
 
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
     ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
+    With ``edge_sampling`` an edge is visited only in ``w_e / max w`` of the epochs (evenly
+    spaced, deterministic) with weight ``max w``: the same expected gradient for a fraction of
+    the work on graphs with many weak edges (UMAP's epochs-per-sample idea).
     """
 
     target: Target
@@ -81,6 +84,7 @@ class Objective:
     n_negatives: int = 5
     negative_sample_rate: float = 5.0
     clip: float = np.inf
+    edge_sampling: bool = False
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -106,6 +110,14 @@ class Objective:
         self.indptr = sym.indptr.astype(np.int64)
         self.indices = sym.indices.astype(np.int32)
         self.weights = sym.data.astype(np.float32)
+        if self.edge_sampling:  # visit edge e in w_e / w_max of the epochs, with weight w_max
+            w_max = float(self.weights.max())
+            self.edge_rate = (self.weights / w_max).astype(np.float32)
+            self.edge_phase = np.modf(np.arange(len(self.weights)) * 0.6180339887498949)[0]
+            self.edge_phase = self.edge_phase.astype(np.float32)
+            self.weights = np.full_like(self.weights, w_max)
+        else:
+            self.edge_rate = self.edge_phase = np.zeros(0, np.float32)
         self.row_mass = mass.astype(np.float32)
         self.total_mass = float(mass.sum())
         self.code = ESTIMATORS[self.estimator]
@@ -139,8 +151,8 @@ class Objective:
         return zsum, 0.0
 
 
-def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: int,
-                           exaggeration: float, z_prev: torch.Tensor, global_scale: float,
+def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
+                           exaggeration: float, z_prev: torch.Tensor, global_scale,
                            with_loss: bool = False):
     """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient` (CUDA, custom kernels).
 
@@ -156,6 +168,9 @@ def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: 
     m = obj.m
     for start, stop, e0, e1 in arrays["chunks"]:
         rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
+        if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
+            rate, phase = arrays["edge_rate"][e0:e1], arrays["edge_phase"][e0:e1]
+            w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
         diff = y[rows] - y[cols]
         d2 = (diff * diff).sum(1)
         _, g = _kernel_and_slope(kernel, d2)
@@ -234,6 +249,8 @@ def torch_arrays(obj: Objective, device, dtype=torch.float32, chunk_edges: int =
         "weights": torch.as_tensor(obj.weights, device=dev, dtype=dtype),
         "row_mass": torch.as_tensor(obj.row_mass, device=dev, dtype=dtype),
         "neg_scale": torch.as_tensor(obj.neg_scale, device=dev, dtype=dtype),
+        "edge_rate": torch.as_tensor(obj.edge_rate, device=dev),
+        "edge_phase": torch.as_tensor(obj.edge_phase, device=dev),
         "chunks": chunks,
     }
 

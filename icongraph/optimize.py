@@ -1,8 +1,9 @@
 """The optimisation loop: one pass of the sampled gradient per epoch, a torch optimiser step.
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
-(CUDA, or kernels without a numba form); the step is a ``torch.optim`` optimiser with a
-learning-rate schedule, on the same tensor both engines read (no copies, no host syncs on CUDA).
+(CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a
+learning-rate schedule, in place on the tensor both engines read (no copies, no host syncs on
+CUDA).
 """
 
 from __future__ import annotations
@@ -52,16 +53,51 @@ def threads(n_jobs: int | None):
         torch.set_num_threads(old_torch)
 
 
-def _scheduler(optimizer, schedule: str, n_epochs: int):
+def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
+    """Learning-rate multiplier at ``epoch``: linear decay to 0 (umap-learn), cosine, constant."""
     if schedule == "linear":
-        fn = lambda e: max(1.0 - e / n_epochs, 0.0)  # noqa: E731
-    elif schedule == "cosine":
-        fn = lambda e: 0.5 * (1.0 + np.cos(np.pi * min(e / n_epochs, 1.0)))  # noqa: E731
-    elif schedule == "constant":
-        fn = lambda e: 1.0  # noqa: E731
-    else:
-        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return max(1.0 - epoch / n_epochs, 0.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + float(np.cos(np.pi * min(epoch / n_epochs, 1.0))))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
+
+
+class Stepper:
+    """In-place SGD with (heavy-ball) momentum, or Adam, on one tensor.
+
+    The same update as ``torch.optim.SGD``/``Adam`` (checked in the tests), written out because
+    constructing a ``torch.optim`` optimiser imports ``torch._dynamo``: 1.3 s of every cold
+    start on this machine, more than a whole digits embedding.
+    """
+
+    def __init__(self, y: torch.Tensor, kind: str, momentum: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {kind!r}.")
+        self.y, self.kind, self.momentum, self.betas, self.eps = y, kind, momentum, betas, eps
+        self.buf = torch.zeros_like(y) if (kind == "adam" or momentum) else None
+        self.sq = torch.zeros_like(y) if kind == "adam" else None
+        self.t = 0
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        self.t += 1
+        if self.kind == "sgd":
+            if self.buf is None:
+                self.y.add_(grad, alpha=-lr)
+                return
+            if self.t == 1:
+                self.buf.copy_(grad)
+            else:
+                self.buf.mul_(self.momentum).add_(grad)
+            self.y.add_(self.buf, alpha=-lr)
+            return
+        b1, b2 = self.betas
+        self.buf.mul_(b1).add_(grad, alpha=1 - b1)
+        self.sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (self.sq / (1 - b2**self.t)).sqrt_().add_(self.eps)
+        self.y.addcdiv_(self.buf, denom, value=-lr / (1 - b1**self.t))
 
 
 def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
@@ -82,18 +118,15 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.")
     device = resolve_device(device)
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
-    y = torch.nn.Parameter(torch.tensor(np.asarray(y0, np.float32), device=device))
+    lr_factor(schedule, 0, n_epochs)  # validates the schedule name
+    y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
-    if optimizer == "adam":
-        opt = torch.optim.Adam([y], lr=learning_rate)
-    else:
-        opt = torch.optim.SGD([y], lr=learning_rate, momentum=momentum)
-    sched = _scheduler(opt, schedule, n_epochs)
+    stepper = Stepper(y, optimizer, momentum)
     p0, p1 = objective.kernel_params
     if use_numba:
-        y_np = y.data.numpy()
+        y_np = y.numpy()
         grad_np = np.zeros_like(y_np)
-        y.grad = torch.from_numpy(grad_np)
+        grad_t = torch.from_numpy(grad_np)
         zsums = [np.ones(n, np.float32), np.ones(n, np.float32)]  # written / read alternately
         loss_rows = np.zeros(n, np.float32)
     else:
@@ -105,32 +138,30 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         if use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.indptr, objective.indices, objective.weights,
-                                 float(exag), int(objective.n_negatives), seed_e, objective.code,
+                                 objective.edge_rate, objective.edge_phase, epoch, float(exag),
+                                 int(objective.n_negatives), seed_e, objective.code,
                                  objective.kernel.code, p0, p1, objective.row_mass,
                                  objective.alpha, z_prev, float(g_scale), objective.neg_scale,
                                  float(objective.clip), with_loss, grad_np, zsum, loss_rows)
-            return zsum, loss_rows
+            return grad_t, zsum, loss_rows
         with torch.no_grad():
-            grad, z, rows = sampled_gradient_torch(objective, arrays, y.data, seed_e, exag,
-                                                   z_prev, g_scale, with_loss)
-        y.grad = grad
-        return z, rows
+            return sampled_gradient_torch(objective, arrays, y, seed_e, epoch, exag, z_prev,
+                                          g_scale, with_loss)
 
     # one evaluation to seed the normaliser estimates (they lag one epoch)
-    z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[0])
+    z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
     losses: list[tuple[int, float]] = []
     loss = float("nan")
     for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
         with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
         exag = exaggeration if epoch < exaggeration_epochs else 1.0
-        z_new, rows = evaluate(epoch, exag, z_prev, g_scale, with_loss)
+        grad, z_new, rows = evaluate(epoch, exag, z_prev, g_scale, with_loss)
         if with_loss:
             loss = (objective.constant() + float(rows.sum())
                     + objective.normaliser_terms(z_new))
             losses.append((epoch, loss))
         z_prev, g_scale = objective.normaliser_state(z_new)
-        opt.step()
-        sched.step()
-        if any([bool(cb(epoch, loss, y.data)) for cb in callbacks]):
+        stepper.step(grad, learning_rate * lr_factor(schedule, epoch, n_epochs))
+        if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
             break
-    return y.detach().cpu().numpy(), losses
+    return y.cpu().numpy(), losses

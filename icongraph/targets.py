@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
-import torch
+from numba import njit, prange
 
 from .graph import as_csr_graph, edge_entropy, knn_to_csr, row_normalize, symmetrize
 from .knn import KNN
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
-           "TARGETS", "get_target", "calibrate_bandwidths", "perplexity_weights",
+           "TARGETS", "get_target", "perplexity_weights",
            "fuzzy_weights", "debias"]
 
 
@@ -71,46 +71,85 @@ def debias(target: Target, alpha: float) -> Target:
     return replace(target, alpha=float(alpha))
 
 
-def calibrate_bandwidths(dist: torch.Tensor, target: torch.Tensor, mass_fn, n_iter: int = 64
-                         ) -> torch.Tensor:
-    """Per-row bandwidth ``s_i`` with ``mass_fn(dist / s) == target`` by geometric bisection.
+@njit(parallel=True, cache=True)
+def _perplexity_rows(d2, log_perplexity, out):
+    """Row-wise ``p_j ∝ exp(-beta d2_j)`` with entropy ``log_perplexity`` by bisection on beta."""
+    n, k = d2.shape
+    for i in prange(n):
+        shift = d2[i, 0]
+        beta, lo, hi = 1.0, 0.0, np.inf
+        for _ in range(200):
+            total, weighted = 0.0, 0.0
+            for j in range(k):
+                w = np.exp(-beta * (d2[i, j] - shift))
+                total += w
+                weighted += w * (d2[i, j] - shift)
+            entropy = np.log(total) + beta * weighted / total
+            if abs(entropy - log_perplexity) < 1e-6:
+                break
+            if entropy > log_perplexity:  # too flat: sharpen
+                lo = beta
+                beta = beta * 2.0 if hi == np.inf else 0.5 * (lo + hi)
+            else:
+                hi = beta
+                beta = 0.5 * (lo + hi)
+        total = 0.0
+        for j in range(k):
+            out[i, j] = np.exp(-beta * (d2[i, j] - shift))
+            total += out[i, j]
+        for j in range(k):
+            out[i, j] /= total
 
-    ``dist`` (n, k) non-negative, ``mass_fn`` maps scaled distances (n, k) to (n,) and must
-    increase with ``s``. Vectorised over rows (no Python loop over points).
-    """
-    scale = dist.amax(dim=1).clamp_min(1e-12)
-    lo, hi = scale * 1e-8, scale * 1e8
-    for _ in range(n_iter):
-        mid = torch.sqrt(lo * hi)
-        too_big = mass_fn(dist / mid[:, None]) > target
-        hi = torch.where(too_big, mid, hi)
-        lo = torch.where(too_big, lo, mid)
-    return torch.sqrt(lo * hi)
 
-
-def _entropy_of_exp(scaled: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of ``p_j ∝ exp(-scaled_j)`` per row; increases with bandwidth."""
-    logits = -scaled
-    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return -(log_p.exp() * log_p).sum(dim=1)
-
-
-def _row_chunks(n: int, k: int, budget: int = 8_000_000):
-    step = max(1, budget // max(k, 1))
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
+@njit(parallel=True, cache=True)
+def _fuzzy_rows(dist, local_connectivity, target, global_mean, out):
+    """umap-learn's smooth kNN memberships per row: ``rho`` = the interpolated
+    local_connectivity-th non-zero distance, ``sigma`` by bisection so that
+    ``sum_j exp(-max(d_j - rho, 0) / sigma) = target``, floored at 1e-3 of the mean distance."""
+    n, k = dist.shape
+    index = int(np.floor(local_connectivity))
+    frac = local_connectivity - index
+    for i in prange(n):
+        row = dist[i]
+        nonzero = np.sort(row[row > 0.0])
+        rho = 0.0
+        if nonzero.shape[0] >= local_connectivity:
+            if index > 0:
+                rho = nonzero[index - 1]
+                if frac > 1e-5 and index < nonzero.shape[0]:
+                    rho += frac * (nonzero[index] - nonzero[index - 1])
+            else:
+                rho = frac * nonzero[0]
+        elif nonzero.shape[0] > 0:
+            rho = nonzero[-1]
+        lo, hi, mid = 0.0, np.inf, 1.0
+        for _ in range(64):
+            psum = 0.0
+            for j in range(k):
+                d = row[j] - rho
+                psum += np.exp(-(d / mid)) if d > 0 else 1.0
+            if abs(psum - target) < 1e-5:
+                break
+            if psum > target:
+                hi = mid
+                mid = 0.5 * (lo + hi)
+            else:
+                lo = mid
+                mid = mid * 2.0 if hi == np.inf else 0.5 * (lo + hi)
+        floor = 1e-3 * (row.mean() if rho > 0.0 else global_mean)
+        sigma = max(mid, floor)
+        for j in range(k):
+            d = row[j] - rho
+            out[i, j] = np.exp(-(d / sigma)) if d > 0 else 1.0
 
 
 def perplexity_weights(distances: np.ndarray, perplexity: float) -> np.ndarray:
     """t-SNE's conditional ``p(j|i) ∝ exp(-d_ij^2 / (2 sigma_i^2))`` with each ``sigma_i`` set so
     that the row's perplexity ``exp(H)`` equals ``perplexity``. (N, k) in, rows sum to 1."""
-    out = np.empty_like(distances, dtype=np.float32)
-    target = torch.tensor(np.log(perplexity), dtype=torch.float64)
-    for s, e in _row_chunks(*distances.shape):
-        d2 = torch.as_tensor(distances[s:e], dtype=torch.float64) ** 2
-        d2 = d2 - d2[:, :1]  # shift by the nearest distance: same p, better conditioned
-        bw = calibrate_bandwidths(d2, target, _entropy_of_exp)
-        out[s:e] = torch.softmax(-d2 / bw[:, None], dim=1).numpy()
-    return out
+    d2 = np.asarray(distances, dtype=np.float64) ** 2
+    out = np.empty(d2.shape, np.float64)
+    _perplexity_rows(d2, float(np.log(perplexity)), out)
+    return out.astype(np.float32)
 
 
 def fuzzy_weights(distances: np.ndarray, local_connectivity: float = 1.0,
@@ -118,32 +157,11 @@ def fuzzy_weights(distances: np.ndarray, local_connectivity: float = 1.0,
     """UMAP's fuzzy memberships ``exp(-(d_ij - rho_i) / sigma_i)`` with ``rho_i`` the distance to
     the nearest (non-identical) neighbour and ``sum_j w_ij = log2(k + 1)`` (k neighbours plus
     the point itself, as umap-learn counts them). (N, k) in, weights in (0, 1]."""
-    n, k = distances.shape
-    out = np.empty_like(distances, dtype=np.float32)
-    target = torch.tensor(np.log2(k + 1) * bandwidth, dtype=torch.float64)
-    global_mean = float(np.mean(distances))
-    lc = int(np.floor(local_connectivity))
-    frac = local_connectivity - lc
-    for s, e in _row_chunks(n, k):
-        d = torch.as_tensor(distances[s:e], dtype=torch.float64)
-        pos_sorted, _ = torch.where(d > 0, d, torch.full_like(d, float("inf"))).sort(dim=1)
-        n_pos = (d > 0).sum(dim=1)
-        # rho: the local_connectivity-th non-zero distance, interpolated (umap-learn's rule)
-        if lc > 0:
-            rho_full = pos_sorted[:, lc - 1]
-            if frac > 0 and lc < k:
-                rho_full = rho_full + frac * (pos_sorted[:, lc] - rho_full)
-        else:
-            rho_full = frac * pos_sorted[:, 0]
-        max_pos = torch.where(d > 0, d, torch.zeros_like(d)).amax(dim=1)
-        rho = torch.where(n_pos >= local_connectivity, rho_full, max_pos)
-        shifted = (d - rho[:, None]).clamp_min(0.0)
-        sigma = calibrate_bandwidths(shifted, target, lambda x: torch.exp(-x).sum(dim=1))
-        row_mean = d.mean(dim=1)
-        floor = torch.where(rho > 0, 1e-3 * row_mean, torch.full_like(rho, 1e-3 * global_mean))
-        sigma = torch.maximum(sigma, floor).clamp_min(1e-12)
-        out[s:e] = torch.exp(-shifted / sigma[:, None]).numpy()
-    return out
+    d = np.asarray(distances, dtype=np.float64)
+    out = np.empty(d.shape, np.float64)
+    _fuzzy_rows(d, float(local_connectivity), float(np.log2(d.shape[1] + 1) * bandwidth),
+                float(d.mean()), out)
+    return out.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from icongraph.objective import (
     sampled_gradient_torch,
     torch_arrays,
 )
-from icongraph.targets import FuzzyTarget, PerplexityTarget, UniformKNNTarget, debias
+from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
 
 KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9)]
 
@@ -30,13 +30,14 @@ def _problem(blobs, target_spec, alpha=0.0, seed=0):
     return target, y
 
 
-def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True):
+def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True, epoch=0):
     n = len(y)
     grad = np.zeros_like(y)
     zsum = np.zeros(n, np.float32)
     rows = np.zeros(n, np.float32)
     p0, p1 = obj.kernel_params
-    cpu.sampled_gradient(y, obj.indptr, obj.indices, obj.weights, 1.0, int(obj.n_negatives), seed,
+    cpu.sampled_gradient(y, obj.indptr, obj.indices, obj.weights, obj.edge_rate, obj.edge_phase,
+                         epoch, 1.0, int(obj.n_negatives), seed,
                          obj.code, obj.kernel.code, p0, p1, obj.row_mass, obj.alpha,
                          z_prev.astype(np.float32), float(global_scale), obj.neg_scale,
                          float(obj.clip), with_loss, grad, zsum, rows)
@@ -95,17 +96,31 @@ def test_sampled_estimate_is_close_to_exact_on_average(blobs):
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
 @pytest.mark.parametrize("estimator", ["per_anchor", "global", "neg"])
-def test_numba_and_torch_engines_agree(blobs, kernel, estimator):
-    target, y = _problem(blobs, UniformKNNTarget(8, symmetric=True), alpha=0.2)
-    obj = Objective(target, kernel, estimator, n_negatives=6, clip=4.0)
+@pytest.mark.parametrize("edge_sampling", [False, True])
+def test_numba_and_torch_engines_agree(blobs, kernel, estimator, edge_sampling):
+    target, y = _problem(blobs, PerplexityTarget(5), alpha=0.2)
+    obj = Objective(target, kernel, estimator, n_negatives=6, clip=4.0,
+                    edge_sampling=edge_sampling)
     z_prev = np.random.default_rng(1).uniform(5, 10, len(y)).astype(np.float32)
-    g_numba, z_numba, rows_numba = _numba_eval(obj, y, z_prev, 0.37, seed=11)
+    g_numba, z_numba, rows_numba = _numba_eval(obj, y, z_prev, 0.37, seed=11, epoch=3)
     arrays = torch_arrays(obj, "cpu", chunk_edges=97)  # several chunks
     g_torch, z_torch, rows_torch = sampled_gradient_torch(
-        obj, arrays, torch.tensor(y), 11, 1.0, torch.tensor(z_prev), 0.37, with_loss=True)
+        obj, arrays, torch.tensor(y), 11, 3, 1.0, torch.tensor(z_prev), 0.37, with_loss=True)
     np.testing.assert_allclose(z_numba, z_torch.numpy(), rtol=1e-4)
     np.testing.assert_allclose(g_numba, g_torch.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(rows_numba, rows_torch.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_edge_schedule_is_unbiased_over_epochs(blobs):
+    """Averaged over epochs, the scheduled gradient equals the full one (same y, same negatives)."""
+    target, y = _problem(blobs, PerplexityTarget(5))
+    full = Objective(target, StudentKernel(1.0), "neg", n_negatives=1)
+    sampled = Objective(target, StudentKernel(1.0), "neg", n_negatives=1, edge_sampling=True)
+    assert (sampled.edge_rate < 1).mean() > 0.5  # most edges are skipped in most epochs
+    ones = np.ones(len(y))
+    g_full = _numba_eval(full, y, ones, seed=5)[0]
+    g_avg = np.mean([_numba_eval(sampled, y, ones, seed=5, epoch=t)[0] for t in range(400)], 0)
+    np.testing.assert_allclose(g_avg, g_full, rtol=0.05, atol=0.02 * np.abs(g_full).max())
 
 
 def test_hash_negatives_uniform_and_never_self():
@@ -146,3 +161,21 @@ def test_embedding_gradient_matches_finite_differences(blobs):
         fd = (float(exact_loss(target, kernel, plus, "global"))
               - float(exact_loss(target, kernel, minus, "global"))) / (2 * h)
         assert grad[i, c] == pytest.approx(fd, rel=2e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind, momentum", [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)])
+def test_stepper_matches_torch_optim(kind, momentum):
+    from icongraph.optimize import Stepper
+
+    rng = np.random.default_rng(0)
+    y = torch.tensor(rng.normal(size=(20, 2)), dtype=torch.float64)
+    ref = torch.nn.Parameter(y.clone())
+    opt = (torch.optim.SGD([ref], lr=0.1, momentum=momentum) if kind == "sgd"
+           else torch.optim.Adam([ref], lr=0.1))
+    stepper = Stepper(y, kind, momentum)
+    for _ in range(5):
+        grad = torch.tensor(rng.normal(size=(20, 2)))
+        ref.grad = grad.clone()
+        opt.step()
+        stepper.step(grad, 0.1)
+    np.testing.assert_allclose(y.numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-12)
