@@ -2,6 +2,7 @@
 ``sum_i KL(p(.|i) || q(.|i))`` between a sparse target neighbourhood ``p`` and a kernel
 neighbourhood ``q`` on what is learned."""
 
+from .clustering import CLUSTER_METHODS, Clustering
 from .embedding import SNE, TSNE, UMAP, ICon
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
@@ -18,7 +19,8 @@ from .targets import (
 
 __version__ = "0.1.0"
 
-__all__ = ["ICon", "SNE", "TSNE", "UMAP", "Kernel", "GaussianKernel", "StudentKernel",
+__all__ = ["Clustering", "CLUSTER_METHODS", "ICon", "SNE", "TSNE", "UMAP", "Kernel",
+           "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
            "PrecomputedTarget", "debias"]

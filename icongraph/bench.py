@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["run_bench", "add_bench_parser", "ICON_METHODS", "PEER_METHODS"]
 
@@ -220,9 +221,117 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def leiden_labels(graph, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Leiden (leidenalg on igraph, RB-configuration modularity) on a symmetric weighted graph."""
+    import igraph as ig
+    import leidenalg
+
+    coo = sp.triu(graph, k=1).tocoo()
+    g = ig.Graph(n=graph.shape[0], edges=np.column_stack([coo.row, coo.col]).tolist())
+    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
+                                    weights=coo.data.tolist(), resolution_parameter=resolution,
+                                    seed=seed)
+    return np.asarray(part.membership)
+
+
+def leiden_with_k(graph, n_clusters: int, seed: int = 0, max_iter: int = 30):
+    """Leiden at the resolution giving ``n_clusters`` clusters (bisection on log resolution);
+    returns (labels, resolution) of the closest count found."""
+    lo, hi = 1e-3, 1e2
+    best = None
+    for _ in range(max_iter):
+        res = float(np.sqrt(lo * hi))
+        labels = leiden_labels(graph, res, seed)
+        k = len(np.unique(labels))
+        if best is None or abs(k - n_clusters) < abs(best[2] - n_clusters):
+            best = (labels, res, k)
+        if k == n_clusters:
+            break
+        if k < n_clusters:
+            lo = res
+        else:
+            hi = res
+    return best[0], best[1]
+
+
+#: the ablation the I-Con paper reports: baseline, + debiasing, + propagation of 1/2/3 steps
+ABLATION = [("baseline (InfoNCE)", {"method": "infonce"}),
+            ("+ debias a=0.2", {"method": "debiased", "propagation_steps": 1}),
+            ("+ debias + walk 2", {"method": "debiased", "propagation_steps": 2}),
+            ("+ debias + walk 3", {"method": "debiased", "propagation_steps": 3})]
+
+
+def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
+                      n_clusters: int | None = None, out: str = "bench_out", seed: int = 0,
+                      threads: int | None = None, leiden: bool = True) -> dict:
+    """icongraph Clustering presets and the ablation against KMeans and Leiden (on the same kNN
+    graph: at its default resolution and at the one giving ``n_clusters``), one process."""
+    from sklearn.cluster import KMeans
+
+    from . import metrics
+    from .clustering import Clustering
+    from .datasets import load
+    from .graph import symmetrize
+    from .optimize import threads as use_threads
+
+    X, y = load(dataset, n_samples, seed)
+    k = n_clusters or len(np.unique(y))
+    report = {"dataset": dataset, "n_samples": int(X.shape[0]), "n_clusters": k, "rows": {}}
+
+    def score(name, labels, seconds, **extra):
+        report["rows"][name] = {"ari": metrics.adjusted_rand_index(y, labels),
+                                "nmi": metrics.normalized_mutual_info(y, labels),
+                                "acc": metrics.hungarian_accuracy(y, labels),
+                                "seconds": seconds, "n_found": int(len(np.unique(labels))),
+                                **extra}
+
+    with use_threads(threads):
+        start = time.perf_counter()
+        base = Clustering(n_clusters=k, random_state=seed).fit(X)
+        score("icongraph (default: debiased)", base.labels_, time.perf_counter() - start)
+        for name, params in [("icongraph kmeans-like", {"method": "kmeans"}),
+                             ("icongraph ncut-like", {"method": "ncut"}),
+                             *[(f"ablation: {n}", p) for n, p in ABLATION]]:
+            start = time.perf_counter()
+            model = Clustering(n_clusters=k, random_state=seed, precomputed_knn=base.knn_,
+                               **params)
+            labels = model.fit_predict(X)
+            score(name, labels, time.perf_counter() - start)
+        start = time.perf_counter()
+        labels = KMeans(k, n_init=10, random_state=seed).fit_predict(X)
+        score("KMeans (sklearn, n_init=10)", labels, time.perf_counter() - start)
+        if leiden:
+            graph = symmetrize(base.graph_, "max")
+            start = time.perf_counter()
+            labels = leiden_labels(graph, 1.0, seed)
+            score("Leiden (resolution 1)", labels, time.perf_counter() - start)
+            start = time.perf_counter()
+            labels, res = leiden_with_k(graph, k, seed)
+            score("Leiden (resolution for k)", labels, time.perf_counter() - start,
+                  resolution=res)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"cluster_{dataset}.json", "w") as fh:
+        json.dump(report, fh, indent=2)
+    (out_dir / f"cluster_{dataset}.md").write_text(cluster_table(report))
+    return report
+
+
+def cluster_table(report: dict) -> str:
+    lines = [f"## {report['dataset']}: {report['n_samples']} points, k={report['n_clusters']}",
+             "", "| method | ARI | NMI | Hungarian acc | clusters found | seconds |",
+             "|---|---|---|---|---|---|"]
+    for name, r in report["rows"].items():
+        lines.append(f"| {name} | {r['ari']:.3f} | {r['nmi']:.3f} | {r['acc']:.3f} | "
+                     f"{r['n_found']} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn")
+    bench.add_argument("--task", choices=("embed", "cluster"), default="embed")
     bench.add_argument("--dataset", default="digits", help="digits | pbmc68k | manifolds")
+    bench.add_argument("--n-clusters", type=int, help="cluster task: k (default: #classes)")
     bench.add_argument("--n-samples", type=int, help="size (manifolds) or subsample")
     bench.add_argument("--methods", default="umap,tsne,umap-learn",
                        help="comma list of: " + ", ".join([*ICON_METHODS, *PEER_METHODS]))
@@ -234,6 +343,11 @@ def add_bench_parser(sub) -> None:
     bench.add_argument("-q", "--quiet", action="store_true")
 
     def run(args) -> int:
+        if args.task == "cluster":
+            report = run_cluster_bench(args.dataset, args.n_samples, args.n_clusters, args.out,
+                                       args.seed, args.threads)
+            print(cluster_table(report))
+            return 0
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in methods if m not in ICON_METHODS and m not in PEER_METHODS]
         if unknown:

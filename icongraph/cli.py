@@ -79,6 +79,36 @@ def _embed(args) -> int:
     return 0
 
 
+def _cluster(args) -> int:
+    from .clustering import Clustering
+    from .plotting import plot_embedding
+
+    X, truth = read_input(args.input)
+    model = Clustering(n_clusters=args.n_clusters, method=args.method,
+                       n_neighbors=args.n_neighbors, random_state=args.seed, device=args.device,
+                       verbose=not args.quiet, metric=args.metric)
+    labels = model.fit_predict(X)
+    np.save(args.output, labels)
+    sizes = np.bincount(labels, minlength=args.n_clusters)
+    print(f"{X.shape[0]} points -> {args.n_clusters} clusters ({(sizes > 0).sum()} non-empty) "
+          f"-> {args.output}")
+    if truth is not None:
+        from . import metrics
+
+        print(f"against the bundled labels: ARI {metrics.adjusted_rand_index(truth, labels):.3f}"
+              f", NMI {metrics.normalized_mutual_info(truth, labels):.3f}, "
+              f"Hungarian accuracy {metrics.hungarian_accuracy(truth, labels):.3f}")
+    if args.plot:
+        import icongraph
+
+        Y = icongraph.UMAP(random_state=args.seed, precomputed_knn=model.knn_
+                           ).fit_transform(X) if model.knn_ is not None else None
+        if Y is not None:
+            plot_embedding(Y, args.plot, labels, f"clusters of {Path(args.input).name}")
+            print(f"plot -> {args.plot}")
+    return 0
+
+
 def _table(args) -> int:
     from .embedding import SNE, TSNE, UMAP
     from .kernels import KERNELS
@@ -115,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--device", default="auto")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     embed.set_defaults(func=_embed)
+
+    cluster = sub.add_parser("cluster", help="cluster a dataset (I-Con cluster kernel)")
+    cluster.add_argument("input", help=".npy/.npz/.csv/.h5ad file, or 'digits' / 'pbmc68k'")
+    cluster.add_argument("-o", "--output", required=True, help="output .npy of the labels")
+    cluster.add_argument("--n-clusters", type=int, required=True)
+    cluster.add_argument("--method", default="debiased",
+                         choices=("debiased", "infonce", "kmeans", "ncut"))
+    cluster.add_argument("--n-neighbors", type=int, default=15)
+    cluster.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    cluster.add_argument("--plot", help="write a PNG (UMAP layout coloured by cluster)")
+    cluster.add_argument("--seed", type=int, default=0)
+    cluster.add_argument("--device", default="auto")
+    cluster.add_argument("-q", "--quiet", action="store_true")
+    cluster.set_defaults(func=_cluster)
 
     table = sub.add_parser("table", help="list the targets, kernels, estimators and presets")
     table.set_defaults(func=_table)

@@ -9,7 +9,6 @@ only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``
 
 from __future__ import annotations
 
-import inspect
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from .kernels import StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, as_knn, exact_knn, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
 from .optimize import optimize, resolve_device, threads
+from .params import ParamsMixin
 from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, debias, get_target
 from .validation import check_data, check_random_state
 
@@ -50,52 +50,15 @@ COMMON_PARAMS = {
 EXACT_LOSS_MAX_SAMPLES = 3000
 
 
-class _Embedding:
+class _Embedding(ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
     _own_params: dict = {}
 
-    def __init__(self, **params):
-        names = self._get_param_names()
-        unknown = sorted(set(params) - set(names))
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected parameter(s) {unknown}; "
-                            f"valid: {names}.")
-        defaults = {**COMMON_PARAMS, **self._own_params}
-        for name in names:
-            setattr(self, name, params.get(name, defaults[name]))
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        defaults = {**cls._own_params, **COMMON_PARAMS}
-        cls.__signature__ = inspect.Signature(
-            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=v)
-             for n, v in defaults.items()])
-
     @classmethod
-    def _get_param_names(cls):
-        return sorted({**cls._own_params, **COMMON_PARAMS})
-
-    # scikit-learn's estimator protocol (clone, grid search), without importing scikit-learn
-    # at module load: it costs ~1 s of every cold start.
-    def get_params(self, deep: bool = True) -> dict:
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        names = self._get_param_names()
-        for name, value in params.items():
-            if name not in names:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
-                                 f"valid: {names}.")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {**COMMON_PARAMS, **self._own_params}
-        changed = [f"{k}={getattr(self, k)!r}" for k in self._get_param_names()
-                   if getattr(self, k) is not defaults[k] and getattr(self, k) != defaults[k]]
-        return f"{type(self).__name__}({', '.join(changed)})"
+    def _param_defaults(cls) -> dict:
+        return {**cls._own_params, **COMMON_PARAMS}
 
     # -- what subclasses define -------------------------------------------------------------
     def _composition(self):
