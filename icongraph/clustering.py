@@ -136,8 +136,10 @@ class Clustering(ParamsMixin):
         return {"n_clusters": 10, "method": "debiased", "n_neighbors": 15, "alpha": None,
                 "propagation_steps": None, "perplexity": 30.0, "head": "linear",
                 "hidden": 256, "n_epochs": 300, "learning_rate": 0.05,
-                "positives_per_anchor": 4, "temperature": 1.0, "metric": "euclidean",
-                "precomputed_knn": None, "knn_method": "auto", "random_state": None,
+                "positives_per_anchor": 4, "temperature": 1.0, "n_init": 1,
+                "metric": "euclidean",
+                "precomputed_knn": None, "knn_method": "auto", "knn_cache": None,
+                "random_state": None,
                 "device": "auto", "n_jobs": -1, "verbose": False, "callbacks": None}
 
     # -- fitting ---------------------------------------------------------------------------
@@ -167,7 +169,8 @@ class Clustering(ParamsMixin):
             knn = knn.truncate(k) if knn.n_neighbors > k else knn
         else:
             knn = knn_search(X, k, self.metric, method=self.knn_method, device=device,
-                             random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose)
+                             random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose,
+                             cache_dir=self.knn_cache)
         graph = spec.build(knn).graph
         if kind == "symmetric":
             graph = symmetrize(graph, "max")
@@ -199,7 +202,13 @@ class Clustering(ParamsMixin):
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"])
             timings["graph"] = time.perf_counter() - start
             start = time.perf_counter()
-            self._fit_head(X, graph, sampler, preset, seed, device)
+            if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
+                raise ValueError(f"n_init must be a positive integer; got {self.n_init!r}.")
+            runs = [self._fit_head(X, sampler, graph, preset, seed + r, device)
+                    for r in range(self.n_init)]
+            best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
+            for name, value in best.items():
+                setattr(self, name, value)
             timings["optimize"] = time.perf_counter() - start
         self.graph_ = graph
         self.knn_ = knn
@@ -210,7 +219,8 @@ class Clustering(ParamsMixin):
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.mean_) / self.scale_)
 
-    def _fit_head(self, X, graph, sampler, preset, seed, device):
+    def _fit_head(self, X, sampler, graph, preset, seed, device) -> dict:
+        """One training run from the seed; returns the fitted attributes."""
         n = X.shape[0]
         self.mean_ = X.mean(0)
         self.scale_ = X.std(0) + 1e-6
@@ -245,17 +255,20 @@ class Clustering(ParamsMixin):
         with torch.no_grad():
             logits = head(ids) if self.head == "free" else head(features)
             phi = torch.softmax(logits / self.temperature, dim=1)
-        self.head_ = head
-        self.probabilities_ = phi.cpu().numpy()
-        self.labels_ = self.probabilities_.argmax(1)
-        self.loss_history_ = losses
-        self.loss_ = losses[-1][1]
-        self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
-        self.empty_clusters_ = np.flatnonzero(self.cluster_sizes_ == 0)
-        if len(self.empty_clusters_):
-            warnings.warn(f"{len(self.empty_clusters_)} of {self.n_clusters} clusters are empty "
-                          "at the end of training (see empty_clusters_); the data may support "
-                          "fewer clusters.", stacklevel=3)
+            # the final loss over many fresh positives: comparable across restarts
+            positives = sampler.sample(ids.repeat(16), gen)
+            final = float(self._loss(phi, ids.repeat(16), positives, weights, alpha_q, n))
+        probabilities = phi.cpu().numpy()
+        labels = probabilities.argmax(1)
+        sizes = np.bincount(labels, minlength=self.n_clusters)
+        empty = np.flatnonzero(sizes == 0)
+        if len(empty):
+            warnings.warn(f"{len(empty)} of {self.n_clusters} clusters are empty at the end of "
+                          "training (see empty_clusters_); the data may support fewer clusters.",
+                          stacklevel=3)
+        return {"head_": head, "probabilities_": probabilities, "labels_": labels,
+                "loss_history_": losses, "loss_": final, "cluster_sizes_": sizes,
+                "empty_clusters_": empty}
 
     @staticmethod
     def _loss(phi, anchors, positives, weights, alpha_q, n):

@@ -40,6 +40,7 @@ COMMON_PARAMS = {
     "alpha": 0.0,
     "precomputed_knn": None,
     "knn_method": "auto",
+    "knn_cache": None,
     "random_state": None,
     "device": "auto",
     "n_jobs": -1,
@@ -87,7 +88,8 @@ class _Embedding(ParamsMixin):
         if X is None:
             raise ValueError("X is needed to compute the kNN graph (or pass precomputed_knn).")
         return knn_search(X, k, self.metric, method=self.knn_method, device=device,
-                          random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose)
+                          random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose,
+                          cache_dir=self.knn_cache)
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may

@@ -15,7 +15,8 @@ import torch
 from .progress import progress
 from .validation import check_n_neighbors
 
-__all__ = ["KNN", "exact_knn", "nndescent_knn", "knn_search", "as_knn", "EXACT_MAX_SAMPLES"]
+__all__ = ["KNN", "exact_knn", "nndescent_knn", "knn_search", "as_knn", "EXACT_MAX_SAMPLES",
+           "data_fingerprint"]
 
 METRICS = ("euclidean", "cosine")
 #: Below this many points the exact blocked search is faster than pynndescent here (2 cores).
@@ -166,12 +167,52 @@ def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
                np.take_along_axis(dist, order, 1), metric)
 
 
+def data_fingerprint(X) -> str:
+    """A content hash of a data matrix (shape, dtype and every byte; blake2b, ~1 GB/s)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        parts = (X.data, X.indices, X.indptr)
+    else:
+        parts = (np.ascontiguousarray(X),)
+    h.update(repr((X.shape, str(X.dtype))).encode())
+    for part in parts:
+        h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+    return h.hexdigest()
+
+
 def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,
-               random_state: int | None = None, n_jobs: int = -1, verbose: bool = False) -> KNN:
+               random_state: int | None = None, n_jobs: int = -1, verbose: bool = False,
+               cache_dir: str | None = None) -> KNN:
     """kNN by ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES`
-    points, or on CUDA where the blocked search is fast at any size)."""
+    points, or on CUDA where the blocked search is fast at any size).
+
+    With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
+    and the method (and, for pynndescent, the seed); a later search for the same or a smaller
+    ``k`` on the same data loads it instead, so trying several methods costs one kNN search.
+    """
     n = X.shape[0]
     check_n_neighbors(k, n)
+    if cache_dir is not None:
+        from pathlib import Path
+
+        resolved = method if method != "auto" else (
+            "exact" if n <= EXACT_MAX_SAMPLES else "nndescent")
+        seed = random_state if resolved == "nndescent" else None
+        stem = f"knn-{data_fingerprint(X)}-{metric}-{resolved}-{seed}"
+        folder = Path(cache_dir)
+        for path in sorted(folder.glob(stem + "-k*.npz")):
+            stored_k = int(path.stem.rsplit("-k", 1)[1])
+            if stored_k >= k:
+                with np.load(path) as data:
+                    return KNN(data["indices"], data["distances"], metric).truncate(k)
+        knn = knn_search(X, k, metric, method=resolved, device=device,
+                         random_state=random_state, n_jobs=n_jobs, verbose=verbose)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
+        return knn
     if method == "auto":
         on_cuda = device is not None and torch.device(device).type == "cuda"
         method = "exact" if (n <= EXACT_MAX_SAMPLES or on_cuda) else "nndescent"

@@ -125,3 +125,34 @@ def test_precomputed_graph_formats_agree():
 def test_target_row_mass():
     g = sp.csr_matrix(np.array([[0, 1, 1], [2, 0, 0], [0, 3, 0]], np.float32))
     np.testing.assert_array_equal(Target(g).row_mass, [2, 2, 3])
+
+
+def test_knn_cache_reuses_and_invalidates(tmp_path, blobs, monkeypatch):
+    import icongraph.knn as knn_module
+
+    X, _ = blobs
+    calls = []
+    real = knn_module.exact_knn
+    monkeypatch.setattr(knn_module, "exact_knn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = knn_module.knn_search(X, 10, cache_dir=tmp_path)
+    again = knn_module.knn_search(X, 10, cache_dir=tmp_path)
+    smaller = knn_module.knn_search(X, 6, cache_dir=tmp_path)
+    assert len(calls) == 1  # one search served all three
+    np.testing.assert_array_equal(first.indices, again.indices)
+    np.testing.assert_array_equal(smaller.indices, first.indices[:, :6])
+    changed = X.copy()
+    changed[0, 0] += 1.0
+    knn_module.knn_search(changed, 10, cache_dir=tmp_path)  # new data: new search
+    knn_module.knn_search(X, 10, "cosine", cache_dir=tmp_path)  # new metric: new search
+    knn_module.knn_search(X, 12, cache_dir=tmp_path)  # more neighbours than stored
+    assert len(calls) == 4
+
+
+def test_estimators_share_a_knn_graph(tmp_path, blobs):
+    import icongraph
+
+    X, _ = blobs
+    a = icongraph.UMAP(n_neighbors=10, n_epochs=10, random_state=0, knn_cache=str(tmp_path)).fit(X)
+    b = icongraph.UMAP(n_neighbors=10, n_epochs=10, random_state=0, precomputed_knn=a.knn_).fit(X)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert len(list(tmp_path.glob("knn-*.npz"))) == 1
