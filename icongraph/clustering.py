@@ -223,7 +223,7 @@ class Clustering(ParamsMixin):
         """One training run from the seed; returns the fitted attributes."""
         n = X.shape[0]
         self.mean_ = X.mean(0)
-        self.scale_ = X.std(0) + 1e-6
+        self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
         features = self._standardise(X).to(device)
         head = _head(self.head, X.shape[1], n, self.n_clusters, self.hidden, seed).to(device)
         if self.head == "free":

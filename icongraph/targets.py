@@ -188,6 +188,10 @@ class PerplexityTarget:
         return perplexity_weights(distances, self.perplexity)
 
     def build(self, knn: KNN) -> Target:
+        if knn.n_neighbors < self.perplexity:
+            raise ValueError(f"the kNN graph has {knn.n_neighbors} neighbours per point, fewer "
+                             f"than perplexity={self.perplexity} (3 x perplexity recommended): "
+                             "the calibration cannot reach the perplexity.")
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
         return Target(symmetrize(graph, "mean") if self.symmetric else graph)
 

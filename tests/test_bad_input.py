@@ -91,3 +91,10 @@ def test_label_length_mismatch(blobs):
     X, y = blobs
     with pytest.raises(ValueError, match="length"):
         metrics.knn_accuracy(X[:, :2], y[:-1])
+
+
+def test_precomputed_knn_too_small_for_perplexity(blobs):
+    X, _ = blobs
+    knn = icongraph.knn_search(X, 10)
+    with pytest.raises(ValueError, match="fewer than perplexity"):
+        icongraph.TSNE(perplexity=30, precomputed_knn=knn).fit(X)
