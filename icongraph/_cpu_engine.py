@@ -1,10 +1,11 @@
 """The CPU hot loop: the sampled I-Con gradient in numba, parallel over anchors.
 
 Each anchor ``i`` is owned by one thread, which reads the embedding and writes only row ``i`` of
-the gradient: no races, so results depend only on ``random_state`` (not on thread count or
-scheduling). Negatives come from a counter-based hash of ``(seed, epoch, i, t)``, the same
-function as :func:`icongraph.objective.hash_negatives` in torch, so the CPU and torch paths
-draw identical samples. The formulas are documented in :mod:`icongraph.objective`.
+the gradient: no races, so CPU results depend only on ``random_state`` (not on thread count or
+scheduling; the torch engine on CUDA accumulates with atomics and is not bit-reproducible).
+Negatives come from a counter-based hash of ``(seed, epoch, i, t)``, the same function as
+:func:`icongraph.objective.hash_negatives` in torch, so the CPU and torch paths draw identical
+samples. The formulas are documented in :mod:`icongraph.objective`.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def edge_active(rate, phase, epoch):
     return np.floor((epoch + 1) * rate + phase) > np.floor(epoch * rate + phase)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
+@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
 def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, exaggeration,
                      n_neg, seed, estimator, code, p0, p1, row_mass, alpha, z_prev,
                      global_scale, neg_scale, clip, with_loss, grad, zsum, loss_rows):

@@ -83,18 +83,20 @@ class PositiveSampler:
             self.graph = None
             return
         self.graph = graph
-        weights = graph.data.astype(np.float64)
-        cum = np.cumsum(weights)
-        before = np.concatenate([[0.0], cum])[graph.indptr[:-1]]
-        self.cum = torch.as_tensor(cum, device=device)
-        self.before = torch.as_tensor(before, device=device)
-        self.mass = torch.as_tensor(np.asarray(graph.sum(axis=1)).ravel(), device=device)
+        cum = np.concatenate([[0.0], np.cumsum(graph.data.astype(np.float64))])
+        starts, ends = graph.indptr[:-1], graph.indptr[1:]
+        self.cum = torch.as_tensor(cum[1:], device=device)
+        self.before = torch.as_tensor(cum[starts], device=device)
+        self.mass = torch.as_tensor(cum[ends] - cum[starts], device=device)  # same float64 sums
+        self.first = torch.as_tensor(starts.astype(np.int64), device=device)
+        self.last = torch.as_tensor(np.maximum(ends - 1, starts).astype(np.int64), device=device)
         self.cols = torch.as_tensor(graph.indices.astype(np.int64), device=device)
 
     def _step(self, nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         u = torch.rand(nodes.shape, generator=gen, device=self.device, dtype=torch.float64)
         target = self.before[nodes] + u * self.mass[nodes]
-        edge = torch.searchsorted(self.cum, target, right=True).clamp_max(len(self.cols) - 1)
+        edge = torch.searchsorted(self.cum, target, right=True)
+        edge = torch.minimum(torch.maximum(edge, self.first[nodes]), self.last[nodes])
         return self.cols[edge]
 
     def sample(self, anchors: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -116,14 +118,18 @@ class PositiveSampler:
 
 
 def _head(kind: str, n_features: int, n: int, n_clusters: int, hidden: int, gen_seed: int):
-    torch.manual_seed(gen_seed)
-    if kind == "linear":
-        return torch.nn.Linear(n_features, n_clusters)
-    if kind == "mlp":
-        return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(),
-                                   torch.nn.Linear(hidden, n_clusters))
-    if kind == "free":
-        return torch.nn.Embedding(n, n_clusters)
+    """The learned module, initialised from ``gen_seed`` without touching torch's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(gen_seed)
+        if kind == "linear":
+            return torch.nn.Linear(n_features, n_clusters)
+        if kind == "mlp":
+            return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, n_clusters))
+        if kind == "free":
+            head = torch.nn.Embedding(n, n_clusters)
+            torch.nn.init.normal_(head.weight, std=0.01)
+            return head
     raise ValueError(f"head must be one of {HEADS}; got {kind!r}.")
 
 
@@ -186,6 +192,12 @@ class Clustering(ParamsMixin):
                              f"{self.n_clusters!r}.")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {self.head!r}.")
+        for name in ("n_init", "positives_per_anchor", "n_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature!r}.")
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
         timings = {}
@@ -202,8 +214,6 @@ class Clustering(ParamsMixin):
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"])
             timings["graph"] = time.perf_counter() - start
             start = time.perf_counter()
-            if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
-                raise ValueError(f"n_init must be a positive integer; got {self.n_init!r}.")
             runs = [self._fit_head(X, sampler, graph, preset, seed + r, device)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
@@ -226,8 +236,6 @@ class Clustering(ParamsMixin):
         self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
         features = self._standardise(X).to(device)
         head = _head(self.head, X.shape[1], n, self.n_clusters, self.hidden, seed).to(device)
-        if self.head == "free":
-            torch.nn.init.normal_(head.weight, std=0.01)
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)
         gen = torch.Generator(device=device).manual_seed(seed)
         ids = torch.arange(n, device=device)
@@ -256,8 +264,8 @@ class Clustering(ParamsMixin):
             logits = head(ids) if self.head == "free" else head(features)
             phi = torch.softmax(logits / self.temperature, dim=1)
             # the final loss over many fresh positives: comparable across restarts
-            positives = sampler.sample(ids.repeat(16), gen)
-            final = float(self._loss(phi, ids.repeat(16), positives, weights, alpha_q, n))
+            positives = sampler.sample(anchors, gen)
+            final = float(self._loss(phi, anchors, positives, weights, alpha_q, n))
         probabilities = phi.cpu().numpy()
         labels = probabilities.argmax(1)
         sizes = np.bincount(labels, minlength=self.n_clusters)

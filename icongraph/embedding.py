@@ -9,6 +9,7 @@ only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``
 
 from __future__ import annotations
 
+import numbers
 import time
 
 import numpy as np
@@ -48,7 +49,7 @@ COMMON_PARAMS = {
     "callbacks": None,
 }
 #: Dense exact KL is reported as ``kl_divergence_`` up to this many points.
-EXACT_LOSS_MAX_SAMPLES = 3000
+EXACT_LOSS_MAX_SAMPLES = 2000
 
 
 class _Embedding(ParamsMixin):
@@ -97,7 +98,8 @@ class _Embedding(ParamsMixin):
         spec, kernel, estimator = self._composition()
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got {estimator!r}.")
-        if not isinstance(self.n_components, int) or self.n_components < 1:
+        if (not isinstance(self.n_components, numbers.Integral)
+                or isinstance(self.n_components, bool) or self.n_components < 1):
             raise ValueError(f"n_components must be a positive int; got {self.n_components!r}.")
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
@@ -151,7 +153,7 @@ class _Embedding(ParamsMixin):
         self.n_features_in_ = None if X is None else X.shape[1]
         self._fit_X = X
         self._target_spec = spec
-        self.kl_divergence_ = None
+        self.kl_divergence_ = None  # exact objective (for 'neg': its binary cross-entropy)
         if n <= EXACT_LOSS_MAX_SAMPLES:
             import torch
 
@@ -244,7 +246,8 @@ class TSNE(_Embedding):
 class UMAP(_Embedding):
     """UMAP-like: fuzzy simplicial set ``p``, kernel ``1/(1 + a d^2b)`` fitted from
     ``min_dist``/``spread``, fixed normaliser (NEG) with ``negative_sample_rate`` negatives per
-    edge update, per-pair gradient clipping at 4 (as umap-learn)."""
+    edge update; each pair's force is clipped at 4 per coordinate before its sampling weight is
+    applied (umap-learn clips each sampled update at 4)."""
 
     _own_params = {"n_neighbors": 15, "min_dist": 0.1, "spread": 1.0,
                    "negative_sample_rate": 5.0, "local_connectivity": 1.0,

@@ -2,7 +2,8 @@
 reading user graphs (scipy sparse, torch ``edge_index`` + weights, networkx).
 
 Graphs are scipy CSR matrices of float32 weights, shape (N, N), with no self loops. The
-alpha-debiasing ``(1 - alpha) p + alpha / N`` never materialises the dense uniform part: see
+alpha-debiasing ``(1 - alpha) p(j|i) + alpha m_i / (N - 1)`` never materialises the dense uniform
+part: see
 :class:`icongraph.targets.Target`, which carries ``alpha`` as a scalar beside the sparse graph.
 """
 

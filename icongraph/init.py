@@ -28,7 +28,8 @@ def _rescale(y: np.ndarray, scale: float) -> np.ndarray:
 
 def pca_init(X, n_components: int, seed: int) -> np.ndarray:
     """Projection of centred ``X`` on its top principal axes (eigenvectors of the D x D
-    covariance, torch; TruncatedSVD from scikit-learn for sparse input). Signs are fixed so
+    covariance, torch; for sparse input TruncatedSVD from scikit-learn, uncentred so the data
+    stays sparse). Signs are fixed so
     each axis's largest loading is positive; zero-variance data gets a tiny seeded jitter."""
     n, d = X.shape
     rng = np.random.default_rng(seed)

@@ -199,7 +199,7 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         from pathlib import Path
 
         resolved = method if method != "auto" else (
-            "exact" if n <= EXACT_MAX_SAMPLES else "nndescent")
+            "exact" if n <= EXACT_MAX_SAMPLES and not sp.issparse(X) else "nndescent")
         seed = random_state if resolved == "nndescent" else None
         stem = f"knn-{data_fingerprint(X)}-{metric}-{resolved}-{seed}"
         folder = Path(cache_dir)
@@ -215,7 +215,8 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         return knn
     if method == "auto":
         on_cuda = device is not None and torch.device(device).type == "cuda"
-        method = "exact" if (n <= EXACT_MAX_SAMPLES or on_cuda) else "nndescent"
+        small = n <= EXACT_MAX_SAMPLES and not sp.issparse(X)  # never densify sparse data
+        method = "exact" if (small or on_cuda) else "nndescent"
     if method == "exact":
         return exact_knn(X, k, metric, device=device, verbose=verbose)
     if method == "nndescent":

@@ -22,7 +22,7 @@ Three estimators (``estimator=``):
   ``sum_ij w_ij (-log k_ij) + sum_i r_i sum_t -log(1 - k(i, n_t))``, only the anchor moving on a
   negative pair, with ``r_i = negative_sample_rate deg_i / (m w_max)``: umap-learn's update in
   expectation (each edge is an update of weight ``w/w_max`` per epoch, each update draws
-  ``negative_sample_rate`` negatives).
+  ``negative_sample_rate`` negatives); ``deg_i`` is the weighted row mass ``sum_j w_ij``.
 
 Normaliser estimates lag one epoch (they come from the previous evaluation), so one pass over the
 data per epoch suffices. ``n_negatives <= 0`` enumerates every other point instead (exact mode).
@@ -90,6 +90,12 @@ class Objective:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got "
                              f"{self.estimator!r}.")
+        if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
+            raise ValueError(f"n_negatives must be an integer (<= 0: exact mode); got "
+                             f"{self.n_negatives!r}.")
+        if self.estimator == "neg" and self.target.alpha > 0:
+            raise ValueError("alpha-debiasing needs a normalised estimator ('per_anchor' or "
+                             "'global'); the fixed-normaliser 'neg' (UMAP) has no q to smooth.")
         p = self.target.graph
         self.n = p.shape[0]
         if self.n < 2:
@@ -141,8 +147,10 @@ class Objective:
         return total * float(np.log(scale * float(zsum.sum()))) - total * np.log(total)
 
     def constant(self) -> float:
-        """``sum p~ log p~`` (0 for NEG, whose loss is a cross-entropy, not a KL)."""
-        return 0.0 if self.estimator == "neg" else self.target.entropy_term()
+        """``sum p~ log p~`` (0 for NEG, whose loss is a cross-entropy, not a KL); computed once."""
+        if not hasattr(self, "_constant"):
+            self._constant = 0.0 if self.estimator == "neg" else self.target.entropy_term()
+        return self._constant
 
     def normaliser_state(self, zsum):
         """``(z_prev, global_scale)`` for the next evaluation from this one's ``zsum``."""
@@ -169,7 +177,8 @@ def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: 
     for start, stop, e0, e1 in arrays["chunks"]:
         rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
         if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
-            rate, phase = arrays["edge_rate"][e0:e1], arrays["edge_phase"][e0:e1]
+            rate = arrays["edge_rate"][e0:e1].double()  # float64, as numba computes it
+            phase = arrays["edge_phase"][e0:e1].double()
             w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
         diff = y[rows] - y[cols]
         d2 = (diff * diff).sum(1)

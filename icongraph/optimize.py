@@ -2,8 +2,8 @@
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
 (CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a
-learning-rate schedule, in place on the tensor both engines read (no copies, no host syncs on
-CUDA).
+learning-rate schedule, in place on the tensor both engines read (no copies; on CUDA the only
+host syncs are the loss read-outs every ``loss_every`` epochs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ def resolve_device(device) -> torch.device:
     """``'auto'``/None -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' requested but CUDA is not available.")
     return device
@@ -131,7 +134,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         loss_rows = np.zeros(n, np.float32)
     else:
         arrays = torch_arrays(objective, device)
-        zsums = [torch.ones(n, device=device)]
+        zsums = [torch.ones(n, device=device, dtype=y.dtype)]
 
     def evaluate(epoch: int, exag: float, z_prev, g_scale: float, with_loss: bool):
         seed_e = epoch_seed(seed, epoch)

@@ -3,8 +3,8 @@
 A target *spec* (``PerplexityTarget``, ``UniformKNNTarget``, ``FuzzyTarget``,
 ``PrecomputedTarget``) says how many neighbours it needs and turns a :class:`~icongraph.knn.KNN`
 into a :class:`Target`: the sparse weights ``p`` (CSR, N x N) plus the debiasing scalar ``alpha``
-of ``p~ = (1 - alpha) p + alpha / N``, which is never stored densely. Specs are registered by name
-in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``.
+of ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, never stored densely. Specs are
+registered by name in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class Target:
 
 
 def debias(target: Target, alpha: float) -> Target:
-    """alpha-debiasing ``p~ = (1 - alpha) p + alpha / N`` (label smoothing for any p), kept as a
+    """alpha-debiasing ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)`` (the paper's
+    ``(1 - alpha) p + alpha / N`` over the N - 1 other points; label smoothing for any p), kept as a
     scalar on the target: sampling draws a uniform ``j`` with probability ``alpha``."""
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1); got {alpha}.")

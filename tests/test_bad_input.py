@@ -98,3 +98,26 @@ def test_precomputed_knn_too_small_for_perplexity(blobs):
     knn = icongraph.knn_search(X, 10)
     with pytest.raises(ValueError, match="fewer than perplexity"):
         icongraph.TSNE(perplexity=30, precomputed_knn=knn).fit(X)
+
+
+def test_more_bad_parameters(blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="n_negatives"):
+        icongraph.TSNE(perplexity=10, n_negatives=0.5).fit(X)
+    with pytest.raises(ValueError, match="debiasing"):
+        icongraph.UMAP(n_neighbors=10, alpha=0.2).fit(X)
+    with pytest.raises(ValueError, match="invalid device"):
+        icongraph.UMAP(n_neighbors=10, device="not-a-device").fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        icongraph.UMAP(n_neighbors=10, n_components=True).fit(X)
+    Y = icongraph.UMAP(n_neighbors=10, n_components=np.int64(3), n_epochs=5).fit_transform(X)
+    assert Y.shape == (len(X), 3)
+
+
+def test_sparse_input_embeds(blobs):
+    import scipy.sparse as sp
+
+    X, y = blobs
+    Xs = sp.csr_matrix(np.where(np.abs(X) > 1.0, X, 0.0))
+    Y = icongraph.UMAP(n_neighbors=10, random_state=0, n_epochs=50).fit_transform(Xs)
+    assert np.isfinite(Y).all() and metrics.knn_accuracy(Y, y, 5) > 0.9

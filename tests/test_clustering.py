@@ -118,3 +118,24 @@ def test_empty_clusters_are_reported_not_fatal(separated):
 
 def test_exported():
     assert icongraph.Clustering is Clustering
+
+
+def test_sampler_never_leaves_the_anchor_row():
+    """Row sums near float boundaries: the drawn edge always belongs to the anchor's row."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    g = sp.random(200, 200, density=0.05, random_state=1, format="csr") + sp.eye(200, k=1)
+    g = sp.csr_matrix(g)
+    g.data = (g.data * 1e3 + rng.random(g.nnz)).astype(np.float32)
+    sampler = PositiveSampler(g, 200, "cpu")
+    anchors = torch.arange(200).repeat(200)
+    drawn = sampler.sample(anchors, torch.Generator().manual_seed(0)).numpy()
+    assert (np.asarray(g[anchors.numpy().copy(), drawn.copy()]).ravel() > 0).all()
+
+
+def test_clustering_parameter_validation(separated):
+    X, _ = separated
+    for bad in ({"positives_per_anchor": 0}, {"n_init": 0}, {"temperature": 0.0}):
+        with pytest.raises(ValueError):
+            Clustering(n_clusters=3, **bad).fit(X)
