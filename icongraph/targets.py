@@ -168,11 +168,12 @@ def fuzzy_weights(distances: np.ndarray, local_connectivity: float = 1.0,
 @dataclass(frozen=True)
 class PerplexityTarget:
     """Gaussian ``p`` calibrated to a perplexity (SNE/t-SNE); ``symmetric`` gives
-    ``(P + P^T) / 2`` (t-SNE's joint p, scaled so rows sum to about 1). Uses 3*perplexity
-    neighbours, as openTSNE."""
+    ``(P + P^T) / 2`` (t-SNE's joint p, scaled so rows sum to about 1). Uses
+    ``neighbors_factor * perplexity`` neighbours (3, as openTSNE, by default)."""
 
     perplexity: float = 30.0
     symmetric: bool = True
+    neighbors_factor: float = 3.0
     name = "perplexity"
 
     def __post_init__(self):
@@ -183,7 +184,7 @@ class PerplexityTarget:
         if n_samples - 1 < self.perplexity:
             raise ValueError(f"Too few points for perplexity={self.perplexity}: got {n_samples} "
                              f"samples, need more than the perplexity. Lower the perplexity.")
-        return int(min(n_samples - 1, max(3 * self.perplexity, 1)))
+        return int(min(n_samples - 1, max(np.ceil(self.neighbors_factor * self.perplexity), 1)))
 
     def row_weights(self, distances: np.ndarray) -> np.ndarray:
         return perplexity_weights(distances, self.perplexity)
