@@ -98,14 +98,12 @@ def _cluster(args) -> int:
         print(f"against the bundled labels: ARI {metrics.adjusted_rand_index(truth, labels):.3f}"
               f", NMI {metrics.normalized_mutual_info(truth, labels):.3f}, "
               f"Hungarian accuracy {metrics.hungarian_accuracy(truth, labels):.3f}")
-    if args.plot:
-        import icongraph
+    if args.plot:  # a UMAP layout on the same kNN graph, coloured by cluster
+        from .embedding import UMAP
 
-        Y = icongraph.UMAP(random_state=args.seed, precomputed_knn=model.knn_
-                           ).fit_transform(X) if model.knn_ is not None else None
-        if Y is not None:
-            plot_embedding(Y, args.plot, labels, f"clusters of {Path(args.input).name}")
-            print(f"plot -> {args.plot}")
+        Y = UMAP(random_state=args.seed, precomputed_knn=model.knn_).fit_transform(X)
+        plot_embedding(Y, args.plot, labels, f"clusters of {Path(args.input).name}")
+        print(f"plot -> {args.plot}")
     return 0
 
 

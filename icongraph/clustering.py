@@ -214,12 +214,23 @@ class Clustering(ParamsMixin):
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"])
             timings["graph"] = time.perf_counter() - start
             start = time.perf_counter()
-            runs = [self._fit_head(X, sampler, graph, preset, seed + r, device)
+            self.mean_ = X.mean(0)
+            self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
+            features = self._standardise(X).to(device)
+            weights = None
+            if preset["weights"] == "degree":
+                degree = np.asarray(graph.sum(axis=0), dtype=np.float32).ravel()
+                weights = torch.as_tensor(degree / degree.mean(), device=device)
+            runs = [self._fit_head(features, sampler, weights, preset["alpha"], seed + r)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             for name, value in best.items():
                 setattr(self, name, value)
             timings["optimize"] = time.perf_counter() - start
+        if len(self.empty_clusters_):
+            warnings.warn(f"{len(self.empty_clusters_)} of {self.n_clusters} clusters are empty "
+                          "at the end of training (see empty_clusters_); the data may support "
+                          "fewer clusters.", stacklevel=2)
         self.graph_ = graph
         self.knn_ = knn
         self.timings_ = timings
@@ -229,22 +240,15 @@ class Clustering(ParamsMixin):
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.mean_) / self.scale_)
 
-    def _fit_head(self, X, sampler, graph, preset, seed, device) -> dict:
-        """One training run from the seed; returns the fitted attributes."""
-        n = X.shape[0]
-        self.mean_ = X.mean(0)
-        self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
-        features = self._standardise(X).to(device)
-        head = _head(self.head, X.shape[1], n, self.n_clusters, self.hidden, seed).to(device)
+    def _fit_head(self, features, sampler, weights, alpha_q, seed) -> dict:
+        """One training run from ``seed`` on standardised ``features`` (N, D) with kernel
+        weights ``w`` (None: uniform); returns the fitted attributes."""
+        n, device = features.shape[0], features.device
+        head = _head(self.head, features.shape[1], n, self.n_clusters, self.hidden, seed)
+        head = head.to(device)
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)
         gen = torch.Generator(device=device).manual_seed(seed)
         ids = torch.arange(n, device=device)
-        weights = None
-        if preset["weights"] == "degree":
-            weights = torch.as_tensor(np.asarray(graph.sum(axis=0)).ravel(), device=device,
-                                      dtype=torch.float32)
-            weights = weights / weights.mean()
-        alpha_q = preset["alpha"]
         anchors = ids.repeat(self.positives_per_anchor)
         losses = []
         for epoch in progress(range(self.n_epochs), "cluster", self.verbose, unit="epoch"):
@@ -263,17 +267,13 @@ class Clustering(ParamsMixin):
         with torch.no_grad():
             logits = head(ids) if self.head == "free" else head(features)
             phi = torch.softmax(logits / self.temperature, dim=1)
-            # the final loss over many fresh positives: comparable across restarts
+            # the final loss on fresh positives: what restarts are compared by
             positives = sampler.sample(anchors, gen)
             final = float(self._loss(phi, anchors, positives, weights, alpha_q, n))
         probabilities = phi.cpu().numpy()
         labels = probabilities.argmax(1)
         sizes = np.bincount(labels, minlength=self.n_clusters)
         empty = np.flatnonzero(sizes == 0)
-        if len(empty):
-            warnings.warn(f"{len(empty)} of {self.n_clusters} clusters are empty at the end of "
-                          "training (see empty_clusters_); the data may support fewer clusters.",
-                          stacklevel=3)
         return {"head_": head, "probabilities_": probabilities, "labels_": labels,
                 "loss_history_": losses, "loss_": final, "cluster_sizes_": sizes,
                 "empty_clusters_": empty}

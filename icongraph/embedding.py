@@ -243,7 +243,7 @@ class TSNE(_Embedding):
 
     def _defaults(self, n_samples):
         n_epochs = self.n_epochs or 550
-        return {**super()._defaults(n_samples), "n_epochs": 550, "learning_rate": 0.02,
+        return {**super()._defaults(n_samples), "n_epochs": n_epochs, "learning_rate": 0.02,
                 "momentum": 0.9, "schedule": "cosine", "n_negatives": 20, "init_scale": 1e-2,
                 "edge_sampling": True, "exaggeration": self.early_exaggeration,
                 "exaggeration_epochs": n_epochs // 4}

@@ -1,4 +1,4 @@
-"""The optimisation loop: one pass of the sampled gradient per epoch, a torch optimiser step.
+"""The optimisation loop: one pass of the sampled gradient per epoch, then one in-place step.
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
 (CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a

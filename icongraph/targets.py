@@ -179,6 +179,9 @@ class PerplexityTarget:
     def __post_init__(self):
         if not self.perplexity > 0:
             raise ValueError(f"perplexity must be > 0; got {self.perplexity}.")
+        if not self.neighbors_factor >= 1:
+            raise ValueError(f"neighbors_factor must be >= 1 (k >= perplexity); got "
+                             f"{self.neighbors_factor}.")
 
     def n_neighbors_for(self, n_samples: int) -> int:
         if n_samples - 1 < self.perplexity:
@@ -192,8 +195,8 @@ class PerplexityTarget:
     def build(self, knn: KNN) -> Target:
         if knn.n_neighbors < self.perplexity:
             raise ValueError(f"the kNN graph has {knn.n_neighbors} neighbours per point, fewer "
-                             f"than perplexity={self.perplexity} (3 x perplexity recommended): "
-                             "the calibration cannot reach the perplexity.")
+                             f"than perplexity={self.perplexity}: the calibration cannot reach it "
+                             "(1.5-3 x perplexity neighbours are usual).")
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
         return Target(symmetrize(graph, "mean") if self.symmetric else graph)
 

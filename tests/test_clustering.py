@@ -4,6 +4,7 @@ separated clusters, predict, determinism, bad input."""
 import numpy as np
 import pytest
 import torch
+from conftest import make_blobs
 
 import icongraph
 from icongraph import metrics
@@ -12,10 +13,7 @@ from icongraph.clustering import Clustering, PositiveSampler, cluster_kernel
 
 @pytest.fixture
 def separated():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(0, 10, (4, 6))
-    y = np.repeat(np.arange(4), 60)
-    return (centres[y] + rng.normal(0, 1, (240, 6))).astype(np.float32), y
+    return make_blobs(4, 60, 6, 10.0)
 
 
 def test_cluster_kernel_rows_sum_to_one():
