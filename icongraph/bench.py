@@ -142,7 +142,7 @@ def _available(method: str) -> bool:
 def run_bench(dataset: str = "digits", n_samples: int | None = None,
               methods=("umap", "tsne", "umap-learn"), repeats: int = 1, threads: int | None = None,
               out: str = "bench_out", seed: int = 0, quality_samples: int = 10_000,
-              cold_start: bool = True, verbose: bool = True) -> dict:
+              cold_start: bool = True, verbose: bool = True, n_classes: int = 20) -> dict:
     """Run the benchmark and write the report; returns the report as a dict."""
     from . import metrics
     from .datasets import load
@@ -152,7 +152,7 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
     threads = threads or os.cpu_count() or 1
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    X, y = load(dataset, n_samples, seed)
+    X, y = load(dataset, n_samples, seed, n_classes)
     X = np.ascontiguousarray(X, dtype=np.float32)
     report = {"dataset": dataset, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
               "threads": threads, "repeats": repeats, "methods": {}}
@@ -258,14 +258,18 @@ def leiden_with_k(graph, n_clusters: int, seed: int = 0, max_iter: int = 30):
 ABLATION = [("baseline (InfoNCE)", {"method": "infonce"}),
             ("+ debias a=0.2", {"method": "debiased", "propagation_steps": 1}),
             ("+ debias + walk 2", {"method": "debiased", "propagation_steps": 2}),
-            ("+ debias + walk 3", {"method": "debiased", "propagation_steps": 3})]
+            ("+ debias + walk 3", {"method": "debiased", "propagation_steps": 3}),
+            ("+ debias + reachable 2", {"method": "debiased", "propagation": "reachable"})]
 
 
 def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
                       n_clusters: int | None = None, out: str = "bench_out", seed: int = 0,
-                      threads: int | None = None, leiden: bool = True) -> dict:
+                      threads: int | None = None, leiden: bool = True, ablation: bool = True,
+                      n_classes: int = 20) -> dict:
     """icongraph Clustering presets and the ablation against KMeans and Leiden (on the same kNN
-    graph: at its default resolution and at the one giving ``n_clusters``), one process."""
+    graph: at its default resolution and at the one giving ``n_clusters``), one process.
+    ``n_classes``: classes of the generated 'manifolds' data. The peak RSS is recorded after
+    the kNN search and after icongraph's default fit (before any baseline runs)."""
     from sklearn.cluster import KMeans
 
     from . import metrics
@@ -275,7 +279,7 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
     from .knn import knn_search
     from .optimize import threads as use_threads
 
-    X, y = load(dataset, n_samples, seed)
+    X, y = load(dataset, n_samples, seed, n_classes)
     k = n_clusters or len(np.unique(y))
     report = {"dataset": dataset, "n_samples": int(X.shape[0]), "n_clusters": k, "rows": {}}
 
@@ -287,16 +291,19 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
                                 **extra}
 
     with use_threads(threads):
-        # one kNN search (enough neighbours for the Gaussian p) serves every graph method
+        # one kNN search serves every graph method (the ablation's Gaussian p needs 3 x perplexity)
         start = time.perf_counter()
-        knn = knn_search(X, min(90, X.shape[0] - 1), random_state=seed)
+        knn = knn_search(X, min(90 if ablation else 15, X.shape[0] - 1), random_state=seed)
         report["knn_seconds"] = time.perf_counter() - start
+        report["rss_after_knn_mb"] = _peak_rss_bytes() / 2**20
         start = time.perf_counter()
         base = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn).fit(X)
         score("icongraph (default: debiased)", base.labels_, time.perf_counter() - start)
-        for name, params in [("icongraph kmeans-like", {"method": "kmeans"}),
-                             ("icongraph ncut-like", {"method": "ncut"}),
-                             *[(f"ablation: {n}", p) for n, p in ABLATION]]:
+        report["rss_after_fit_mb"] = _peak_rss_bytes() / 2**20
+        others = [("icongraph kmeans-like", {"method": "kmeans"}),
+                  ("icongraph ncut-like", {"method": "ncut"}),
+                  *[(f"ablation: {n}", p) for n, p in ABLATION]] if ablation else []
+        for name, params in others:
             start = time.perf_counter()
             model = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn, **params)
             labels = model.fit_predict(X)
@@ -323,7 +330,9 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
 
 def cluster_table(report: dict) -> str:
     lines = [f"## {report['dataset']}: {report['n_samples']} points, k={report['n_clusters']} "
-             f"(shared kNN graph: {report['knn_seconds']:.1f} s, not in the rows)",
+             f"(shared kNN graph: {report['knn_seconds']:.1f} s, not in the rows; peak RSS "
+             f"{report['rss_after_knn_mb']:.0f} MB after it, {report['rss_after_fit_mb']:.0f} MB "
+             "after icongraph's default fit)",
              "", "| method | ARI | NMI | Hungarian acc | clusters found | seconds |",
              "|---|---|---|---|---|---|"]
     for name, r in report["rows"].items():
@@ -338,6 +347,10 @@ def add_bench_parser(sub) -> None:
     bench.add_argument("--dataset", default="digits", help="digits | pbmc68k | manifolds")
     bench.add_argument("--n-clusters", type=int, help="cluster task: k (default: #classes)")
     bench.add_argument("--n-samples", type=int, help="size (manifolds) or subsample")
+    bench.add_argument("--n-classes", type=int, default=20, help="classes of 'manifolds'")
+    bench.add_argument("--no-ablation", action="store_true",
+                       help="cluster task: only the default preset and the baselines")
+    bench.add_argument("--no-leiden", action="store_true", help="cluster task: skip Leiden")
     bench.add_argument("--methods", default="umap,tsne,umap-learn",
                        help="comma list of: " + ", ".join([*ICON_METHODS, *PEER_METHODS]))
     bench.add_argument("--repeats", type=int, default=1)
@@ -350,7 +363,8 @@ def add_bench_parser(sub) -> None:
     def run(args) -> int:
         if args.task == "cluster":
             report = run_cluster_bench(args.dataset, args.n_samples, args.n_clusters, args.out,
-                                       args.seed, args.threads)
+                                       args.seed, args.threads, leiden=not args.no_leiden,
+                                       ablation=not args.no_ablation, n_classes=args.n_classes)
             print(cluster_table(report))
             return 0
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -359,7 +373,7 @@ def add_bench_parser(sub) -> None:
             raise ValueError(f"unknown method(s) {unknown}.")
         report = run_bench(args.dataset, args.n_samples, methods, args.repeats, args.threads,
                            args.out, args.seed, cold_start=not args.no_cold_start,
-                           verbose=not args.quiet)
+                           verbose=not args.quiet, n_classes=args.n_classes)
         print(markdown_table(report))
         return 0
 

@@ -6,11 +6,14 @@ With soft assignments ``phi(c|i)`` (N, C) and cluster masses ``M_c = sum_k w_k p
     q~(j|i) = (1 - alpha) q(j|i) + alpha / N             (debiasing on q)
     L = - 1/N sum_i E_{j ~ p~(.|i)} log q~(j|i)          (the KL up to the constant entropy of p)
 
-The normaliser is the cluster mass, C numbers, computed exactly over the whole dataset every
-step (full batch): no negatives are needed. Positives ``j ~ p~(.|i)`` are *sampled*: an edge of
-``p`` by weight, ``propagation_steps`` of random walk on it (neighbour propagation,
-``p = (P + ... + P^t) / t``, never a matrix power), a uniform point with probability ``alpha``
-(debiasing on p), or a same-class point (supervised). What is learned is a head on the
+The normaliser is the cluster mass, C numbers: no negatives are needed. On data up to a few
+hundred thousand points it is exact over the whole dataset every step (full batch); above, the
+fit runs in mini-batches and the masses are a running estimate (see ``Clustering._fit_head``).
+Positives ``j ~ p~(.|i)`` are *sampled*: an edge of ``p`` by weight, then neighbour
+propagation over ``propagation_steps`` hops, never a matrix power: random walks
+(``propagation='walk'``, ``p = (P + ... + P^t) / t``) or a uniform draw from the points
+reachable in 1..t hops (``propagation='reachable'``); a uniform point with probability
+``alpha`` (debiasing on p); or a same-class point (supervised). What is learned is a head on the
 standardised features (``linear``, the paper's choice, or ``mlp``), which is what ``predict``
 applies to new points, or free per-point logits (``free``).
 
@@ -44,7 +47,7 @@ from .progress import progress
 from .targets import PerplexityTarget, UniformKNNTarget
 from .validation import check_data, check_labels, check_random_state
 
-__all__ = ["Clustering", "CLUSTER_METHODS", "cluster_kernel", "PositiveSampler"]
+__all__ = ["Clustering", "CLUSTER_METHODS", "cluster_kernel", "cluster_mass", "PositiveSampler"]
 
 CLUSTER_METHODS = {
     "debiased": {"target": "knn", "weights": "uniform", "alpha": 0.2, "steps": 2},
@@ -54,13 +57,25 @@ CLUSTER_METHODS = {
     "supervised": {"target": "labels", "weights": "uniform", "alpha": 0.0, "steps": 1},
 }
 HEADS = ("linear", "mlp", "free")
+#: running average of the mini-batch cluster masses; rows per chunk when evaluating all points
+MASS_MOMENTUM = 0.9
+EVAL_CHUNK = 65536
+#: full-batch training while N x positives x C stays below this many floats
+FULL_BATCH_FLOATS = 1 << 24
+MINI_BATCH_STEPS = 600
+PROPAGATIONS = ("walk", "reachable")
+INITS = ("kmeans++", "random")
 
 
 def cluster_kernel(phi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Dense ``q(j|i) = sum_c phi_ic w_j phi_jc / sum_k w_k phi_kc`` (N, N): small N and tests."""
     w = torch.ones(phi.shape[0], dtype=phi.dtype) if weights is None else weights
-    mass = (w[:, None] * phi).sum(0)
-    return (phi / mass) @ (w[:, None] * phi).T
+    return (phi / cluster_mass(phi, w)) @ (w[:, None] * phi).T
+
+
+def cluster_mass(phi: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Cluster masses ``M_c = sum_k w_k phi_kc`` (C,)."""
+    return phi.sum(0) if weights is None else (weights[:, None] * phi).sum(0)
 
 
 class PositiveSampler:
@@ -71,8 +86,12 @@ class PositiveSampler:
     edge weights)."""
 
     def __init__(self, graph: sp.csr_matrix | None, n: int, device, steps: int = 1,
-                 alpha: float = 0.0, labels: np.ndarray | None = None):
+                 alpha: float = 0.0, labels: np.ndarray | None = None,
+                 propagation: str = "walk"):
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {PROPAGATIONS}; got {propagation!r}.")
         self.n, self.steps, self.alpha, self.device = n, steps, alpha, device
+        self.reachable = propagation == "reachable"
         if labels is not None:
             order = np.argsort(labels, kind="stable")
             _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -80,7 +99,7 @@ class PositiveSampler:
             self.members = torch.as_tensor(order, device=device)
             self.start = torch.as_tensor(starts[codes], device=device)
             self.count = torch.as_tensor(counts[codes], device=device)
-            self.graph = None
+            self.graph, self.reachable = None, False
             return
         self.graph = graph
         cum = np.concatenate([[0.0], np.cumsum(graph.data.astype(np.float64))])
@@ -91,25 +110,72 @@ class PositiveSampler:
         self.first = torch.as_tensor(starts.astype(np.int64), device=device)
         self.last = torch.as_tensor(np.maximum(ends - 1, starts).astype(np.int64), device=device)
         self.cols = torch.as_tensor(graph.indices.astype(np.int64), device=device)
+        # equal weights within every row (uniform kNN p): a walk step is an index, no search
+        degree = np.diff(graph.indptr)
+        row_mean = np.repeat(np.asarray(graph.sum(1)).ravel() / np.maximum(degree, 1), degree)
+        self.uniform_rows = bool(np.allclose(graph.data, row_mean, rtol=1e-6, atol=0))
+        self.degree = torch.as_tensor(degree.astype(np.int64), device=device)
+        if self.reachable:  # (N, max degree) neighbour table, -1 padded
+            table = np.full((n, max(int(degree.max()), 1)), -1, np.int64)
+            rows = np.repeat(np.arange(n), degree)
+            table[rows, np.arange(graph.nnz) - graph.indptr[rows]] = graph.indices
+            self.table = torch.as_tensor(table, device=device)
+
+    def _reachable(self, anchors: torch.Tensor, repeats: int, gen: torch.Generator):
+        """``repeats`` uniform draws per anchor from the distinct points reachable from it in
+        1..steps hops (the anchor itself excluded), laid out as ``anchors.repeat(repeats)``.
+        Candidate lists are materialised per chunk of anchors only,
+        ``chunk x (k + ... + k^steps)`` entries, never for all N."""
+        k = self.table.shape[1]
+        width = sum(k**s for s in range(1, self.steps + 1))
+        chunk = max(1, (1 << 22) // width)
+        out = torch.empty((repeats, anchors.shape[0]), dtype=anchors.dtype, device=self.device)
+        for lo in range(0, anchors.shape[0], chunk):
+            a = anchors[lo:lo + chunk]
+            hop, levels = a[:, None], []
+            for _ in range(self.steps):
+                hop = self.table[hop.clamp_min(0)].masked_fill((hop < 0)[..., None], -1)
+                hop = hop.reshape(a.shape[0], -1)
+                levels.append(hop)
+            cand = torch.cat(levels, 1).sort(1).values
+            keep = (cand >= 0) & (cand != a[:, None])
+            keep[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+            rank = keep.cumsum(1)
+            count = rank[:, -1:]
+            u = torch.rand((a.shape[0], repeats), generator=gen, device=self.device,
+                           dtype=torch.float64)
+            pick = (u * count).long().clamp_max(count - 1) + 1  # 1-based rank among distinct
+            drawn = cand.gather(1, torch.searchsorted(rank, pick))
+            out[:, lo:lo + chunk] = torch.where(count > 0, drawn, a[:, None]).T
+        return out.reshape(-1)
 
     def _step(self, nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         u = torch.rand(nodes.shape, generator=gen, device=self.device, dtype=torch.float64)
+        if self.uniform_rows:
+            pick = (u * self.degree[nodes]).long().clamp_max(self.degree[nodes] - 1)
+            return self.cols[self.first[nodes] + pick.clamp_min(0)]
         target = self.before[nodes] + u * self.mass[nodes]
         edge = torch.searchsorted(self.cum, target, right=True)
         edge = torch.minimum(torch.maximum(edge, self.first[nodes]), self.last[nodes])
         return self.cols[edge]
 
-    def sample(self, anchors: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def sample(self, anchors: torch.Tensor, gen: torch.Generator,
+               repeats: int = 1) -> torch.Tensor:
+        """``repeats`` positives per anchor (B,), laid out as ``anchors.repeat(repeats)``."""
+        repeated = anchors.repeat(repeats)
         if self.graph is None:  # supervised: a uniform member of the anchor's class
-            u = torch.rand(anchors.shape, generator=gen, device=self.device)
-            pick = (u * self.count[anchors]).long().clamp_max(self.count[anchors] - 1)
-            return self.members[self.start[anchors] + pick]
-        nodes = self._step(anchors, gen)
-        if self.steps > 1:
-            n_steps = torch.randint(1, self.steps + 1, anchors.shape, generator=gen,
-                                    device=self.device)
+            u = torch.rand(repeated.shape, generator=gen, device=self.device)
+            pick = (u * self.count[repeated]).long().clamp_max(self.count[repeated] - 1)
+            return self.members[self.start[repeated] + pick]
+        if self.reachable:
+            nodes = self._reachable(anchors, repeats, gen)
+        else:
+            nodes = self._step(repeated, gen)
+            n_steps = torch.randint(1, self.steps + 1, repeated.shape, generator=gen,
+                                    device=self.device) if self.steps > 1 else None
             for s in range(2, self.steps + 1):
                 nodes = torch.where(n_steps >= s, self._step(nodes, gen), nodes)
+        anchors = repeated
         if self.alpha > 0:
             uniform = torch.rand(anchors.shape, generator=gen, device=self.device) < self.alpha
             other = torch.randint(0, self.n, anchors.shape, generator=gen, device=self.device)
@@ -117,18 +183,49 @@ class PositiveSampler:
         return nodes
 
 
-def _head(kind: str, n_features: int, n: int, n_clusters: int, hidden: int, gen_seed: int):
-    """The learned module, initialised from ``gen_seed`` without touching torch's global RNG."""
+def seed_logits(features: torch.Tensor, n_clusters: int, seed: int,
+                sample: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding as a linear map: centres ``mu`` (C, D) drawn by scikit-learn's
+    ``kmeans_plusplus`` on up to ``sample`` rows, and ``(W, b)`` with
+    ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``: the softmax is the
+    posterior of an isotropic Gaussian mixture, ``s`` the mean squared distance of a point to
+    its nearest centre. Every cluster starts populated, where a random head starts near-uniform
+    and loses clusters early."""
+    from sklearn.cluster import kmeans_plusplus
+
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(features.shape[0], generator=gen)[:sample].to(features.device)
+    subset = features[rows].cpu().numpy()
+    centres, _ = kmeans_plusplus(subset, n_clusters, random_state=seed)
+    mu = torch.as_tensor(centres, device=features.device)
+    scale = torch.cdist(features[rows], mu).pow(2).min(1).values.mean().clamp_min(1e-12)
+    return 2 * mu / scale, -(mu * mu).sum(1) / scale
+
+
+def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
+          init: str):
+    """The learned module, initialised from ``seed`` without touching torch's global RNG;
+    ``init='kmeans++'`` seeds the linear and free heads with :func:`seed_logits`."""
+    n, n_features = features.shape
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(gen_seed)
+        torch.manual_seed(seed)
         if kind == "linear":
-            return torch.nn.Linear(n_features, n_clusters)
+            head = torch.nn.Linear(n_features, n_clusters)
+            if init == "kmeans++":
+                weight, bias = seed_logits(features, n_clusters, seed)
+                head.weight.data.copy_(weight)
+                head.bias.data.copy_(bias)
+            return head
         if kind == "mlp":
             return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden, n_clusters))
         if kind == "free":
             head = torch.nn.Embedding(n, n_clusters)
-            torch.nn.init.normal_(head.weight, std=0.01)
+            if init == "kmeans++":
+                weight, bias = seed_logits(features, n_clusters, seed)
+                head.weight.data.copy_(features @ weight.T + bias)
+            else:
+                torch.nn.init.normal_(head.weight, std=0.01)
             return head
     raise ValueError(f"head must be one of {HEADS}; got {kind!r}.")
 
@@ -140,10 +237,10 @@ class Clustering(ParamsMixin):
     @classmethod
     def _param_defaults(cls) -> dict:
         return {"n_clusters": 10, "method": "debiased", "n_neighbors": 15, "alpha": None,
-                "propagation_steps": None, "perplexity": 30.0, "head": "linear",
-                "hidden": 256, "n_epochs": 300, "learning_rate": 0.05,
-                "positives_per_anchor": 4, "temperature": 1.0, "n_init": 1,
-                "metric": "euclidean",
+                "propagation_steps": None, "propagation": "walk", "perplexity": 30.0,
+                "head": "linear", "init": "kmeans++", "hidden": 256, "n_epochs": None,
+                "batch_size": None, "learning_rate": 0.05, "positives_per_anchor": 4,
+                "temperature": 1.0, "n_init": 1, "metric": "euclidean",
                 "precomputed_knn": None, "knn_method": "auto", "knn_cache": None,
                 "random_state": None,
                 "device": "auto", "n_jobs": -1, "verbose": False, "callbacks": None}
@@ -192,8 +289,12 @@ class Clustering(ParamsMixin):
                              f"{self.n_clusters!r}.")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {self.head!r}.")
-        for name in ("n_init", "positives_per_anchor", "n_epochs"):
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}; got {self.init!r}.")
+        for name in ("n_init", "positives_per_anchor", "n_epochs", "batch_size"):
             value = getattr(self, name)
+            if value is None and name in ("n_epochs", "batch_size"):
+                continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
         if not self.temperature > 0:
@@ -211,17 +312,20 @@ class Clustering(ParamsMixin):
                 sampler = PositiveSampler(None, n, device, labels=labels)
             else:
                 graph, knn = self._graph(X, preset, seed, device)
-                sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"])
+                sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
+                                          propagation=self.propagation)
             timings["graph"] = time.perf_counter() - start
             start = time.perf_counter()
             self.mean_ = X.mean(0)
             self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
             features = self._standardise(X).to(device)
+            batch, epochs = self._schedule(n)
             weights = None
             if preset["weights"] == "degree":
                 degree = np.asarray(graph.sum(axis=0), dtype=np.float32).ravel()
                 weights = torch.as_tensor(degree / degree.mean(), device=device)
-            runs = [self._fit_head(features, sampler, weights, preset["alpha"], seed + r)
+            runs = [self._fit_head(features, sampler, weights, preset["alpha"], batch,
+                                    epochs, seed + r)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             for name, value in best.items():
@@ -237,40 +341,82 @@ class Clustering(ParamsMixin):
         self._fit_X = X
         return self
 
+    def _schedule(self, n: int) -> tuple[int, int]:
+        """(batch size, epochs): full batch and 300 epochs while ``N x positives x C`` is below
+        ``FULL_BATCH_FLOATS``; otherwise mini-batches of 8192 anchors and enough epochs for
+        ``MINI_BATCH_STEPS`` Adam steps (at least 2 passes over the data)."""
+        floats = n * self.positives_per_anchor * self.n_clusters
+        batch = self.batch_size or (n if floats <= FULL_BATCH_FLOATS else 8192)
+        batch = min(batch, n)
+        if self.n_epochs is not None:
+            return batch, int(self.n_epochs)
+        if batch >= n:
+            return batch, 300
+        return batch, max(2, -(-MINI_BATCH_STEPS // -(-n // batch)))
+
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.mean_) / self.scale_)
 
-    def _fit_head(self, features, sampler, weights, alpha_q, seed) -> dict:
-        """One training run from ``seed`` on standardised ``features`` (N, D) with kernel
-        weights ``w`` (None: uniform); returns the fitted attributes."""
+    def _fit_head(self, features, sampler, weights, alpha_q, batch, epochs, seed) -> dict:
+        """One training run from ``seed`` on standardised ``features`` (N, D) (row ids for the
+        free head) with kernel weights ``w`` (None: uniform); returns the fitted attributes.
+
+        Full batch (``batch >= N``): the cluster masses are exact every step. Mini-batches of
+        ``batch`` anchors: the masses are a running (exponential) average of the batch
+        estimates ``N / B sum_{k in batch} w_k phi_k``, and their gradient is the current
+        batch's, unbiased for the full-data gradient (straight-through: value from the average,
+        gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
+        with gradients."""
         n, device = features.shape[0], features.device
-        head = _head(self.head, features.shape[1], n, self.n_clusters, self.hidden, seed)
+        head = _head(self.head, features, self.n_clusters, self.hidden, seed, self.init)
         head = head.to(device)
+        inputs = torch.arange(n, device=device) if self.head == "free" else features
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)
         gen = torch.Generator(device=device).manual_seed(seed)
-        ids = torch.arange(n, device=device)
-        anchors = ids.repeat(self.positives_per_anchor)
+        full = batch >= n
+        ppa = self.positives_per_anchor
+        running = None
         losses = []
-        for epoch in progress(range(self.n_epochs), "cluster", self.verbose, unit="epoch"):
-            logits = head(ids) if self.head == "free" else head(features)
-            phi = torch.softmax(logits / self.temperature, dim=1)
-            positives = sampler.sample(anchors, gen)
-            loss = self._loss(phi, anchors, positives, weights, alpha_q, n)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if epoch % 10 == 0 or epoch == self.n_epochs - 1:
-                losses.append((epoch, float(loss.detach())))
+        for epoch in progress(range(epochs), "cluster", self.verbose, unit="epoch"):
+            order = torch.arange(n, device=device) if full else torch.randperm(
+                n, generator=gen, device=device)
+            for lo in range(0, n, batch):
+                anchors = order[lo:lo + batch]
+                positives = sampler.sample(anchors, gen, ppa)
+                if full:
+                    phi = self._phi(head, inputs)
+                    mass = cluster_mass(phi, weights)
+                    phi_a, phi_p = phi, phi[positives]
+                else:
+                    phi = self._phi(head, inputs[torch.cat([anchors, positives])])
+                    phi_a, phi_p = phi[:len(anchors)], phi[len(anchors):]
+                    w_a = None if weights is None else weights[anchors]
+                    estimate = cluster_mass(phi_a, w_a) * (n / len(anchors))
+                    value = estimate.detach()
+                    running = value if running is None else (
+                        MASS_MOMENTUM * running + (1 - MASS_MOMENTUM) * value)
+                    mass = running + (estimate - value)
+                w_p = None if weights is None else weights[positives]
+                loss = self._loss(phi_a, phi_p, mass, w_p, alpha_q, n)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            losses.append((epoch, float(loss.detach())))
             if self.callbacks and any([bool(cb(epoch, losses[-1][1], phi.detach()))
                                        for cb in self.callbacks]):
                 break
         with torch.no_grad():
-            logits = head(ids) if self.head == "free" else head(features)
-            phi = torch.softmax(logits / self.temperature, dim=1)
-            # the final loss on fresh positives: what restarts are compared by
-            positives = sampler.sample(anchors, gen)
-            final = float(self._loss(phi, anchors, positives, weights, alpha_q, n))
-        probabilities = phi.cpu().numpy()
+            probabilities = torch.cat([self._phi(head, inputs[lo:lo + EVAL_CHUNK])
+                                       for lo in range(0, n, EVAL_CHUNK)])
+            # the final loss (exact masses, fresh positives of up to EVAL_CHUNK anchors): what
+            # restarts are compared by
+            mass = cluster_mass(probabilities, weights)
+            anchors = torch.randperm(n, generator=gen, device=device)[:EVAL_CHUNK]
+            positives = sampler.sample(anchors, gen, ppa)
+            w_p = None if weights is None else weights[positives]
+            final = float(self._loss(probabilities[anchors], probabilities[positives], mass,
+                                     w_p, alpha_q, n))
+        probabilities = probabilities.cpu().numpy()
         labels = probabilities.argmax(1)
         sizes = np.bincount(labels, minlength=self.n_clusters)
         empty = np.flatnonzero(sizes == 0)
@@ -278,13 +424,18 @@ class Clustering(ParamsMixin):
                 "loss_history_": losses, "loss_": final, "cluster_sizes_": sizes,
                 "empty_clusters_": empty}
 
+    def _phi(self, head, rows: torch.Tensor) -> torch.Tensor:
+        """Soft assignments ``softmax(head(rows) / temperature)`` (B, C)."""
+        return torch.softmax(head(rows) / self.temperature, dim=1)
+
     @staticmethod
-    def _loss(phi, anchors, positives, weights, alpha_q, n):
-        """``-mean log((1 - a) sum_c phi_ic w_j phi_jc / M_c + a / N)`` over sampled pairs."""
-        mass = phi.sum(0) if weights is None else (weights[:, None] * phi).sum(0)
-        q = (phi[anchors] * phi[positives] / mass).sum(1)
-        if weights is not None:
-            q = q * weights[positives]
+    def _loss(phi_a, phi_p, mass, w_p, alpha_q, n):
+        """``-mean log((1 - a) sum_c phi_ic w_j phi_jc / M_c + a / N)`` over sampled pairs:
+        anchors ``phi_a`` (B, C), their positives ``phi_p`` (R B, C) laid out as
+        ``anchors.repeat(R)``, masses ``M`` (C,), positive weights ``w_j`` (R B,)."""
+        q = (phi_p.view(-1, *phi_a.shape) * (phi_a / mass)).sum(-1).reshape(-1)
+        if w_p is not None:
+            q = q * w_p
         return -torch.log((1 - alpha_q) * q + alpha_q / n + 1e-12).mean()
 
     def fit_predict(self, X, y=None):

@@ -67,12 +67,13 @@ def make_manifolds(n_samples: int = 100_000, n_classes: int = 20, ambient_dim: i
 DATASETS = {"digits": load_digits, "pbmc68k": load_pbmc68k, "manifolds": make_manifolds}
 
 
-def load(name: str, n_samples: int | None = None, seed: int = 0):
-    """A dataset by name: 'digits', 'pbmc68k' or 'manifolds' (generated, ``n_samples``)."""
+def load(name: str, n_samples: int | None = None, seed: int = 0, n_classes: int = 20):
+    """A dataset by name: 'digits', 'pbmc68k' or 'manifolds' (generated: ``n_samples`` points
+    in ``n_classes`` classes)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
     if name == "manifolds":
-        return make_manifolds(n_samples or 100_000, seed=seed)
+        return make_manifolds(n_samples or 100_000, n_classes=n_classes, seed=seed)
     X, y = DATASETS[name]()
     if n_samples is not None and n_samples < X.shape[0]:
         keep = np.sort(np.random.default_rng(seed).choice(X.shape[0], n_samples, replace=False))

@@ -8,7 +8,7 @@ from conftest import make_blobs
 
 import icongraph
 from icongraph import metrics
-from icongraph.clustering import Clustering, PositiveSampler, cluster_kernel
+from icongraph.clustering import Clustering, PositiveSampler, cluster_kernel, cluster_mass
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def test_sampled_loss_equals_dense_cross_entropy(degree_weights):
     dense = -(torch.tensor(p) * torch.log(q)).sum() / n
     anchors, positives = np.nonzero(p)
     pair_losses = torch.stack([
-        Clustering._loss(phi, torch.tensor([a]), torch.tensor([b]), w, alpha, n)
+        Clustering._loss(phi[[a]], phi[[b]], cluster_mass(phi, w),
+                         None if w is None else w[[b]], alpha, n)
         for a, b in zip(anchors, positives)])
     sparse = (torch.tensor(p[anchors, positives]) * pair_losses).sum() / n
     assert float(sparse) == pytest.approx(float(dense), rel=1e-10)
@@ -134,6 +135,90 @@ def test_sampler_never_leaves_the_anchor_row():
 
 def test_clustering_parameter_validation(separated):
     X, _ = separated
-    for bad in ({"positives_per_anchor": 0}, {"n_init": 0}, {"temperature": 0.0}):
+    for bad in ({"positives_per_anchor": 0}, {"n_init": 0}, {"temperature": 0.0},
+                {"batch_size": 0}, {"n_epochs": 2.5}, {"init": "pca"}, {"propagation": "bfs"}):
         with pytest.raises(ValueError):
             Clustering(n_clusters=3, **bad).fit(X)
+
+
+def _path_graph(n):
+    import scipy.sparse as sp
+
+    a = np.zeros((n, n))
+    a[np.arange(n - 1), np.arange(1, n)] = a[np.arange(1, n), np.arange(n - 1)] = 1.0
+    return sp.csr_matrix(a)
+
+
+@pytest.mark.parametrize("steps,expected", [(1, [0, 1, 0, 0, 0]), (2, [0, 0.5, 0.5, 0, 0]),
+                                            (3, [0, 1 / 3, 1 / 3, 1 / 3, 0])])
+def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expected):
+    """From node 0 of a path 0-1-2-3-4, each point within ``steps`` hops (not 0 itself, though
+    walks return to it) is equally likely, however many walks reach it."""
+    sampler = PositiveSampler(_path_graph(5), 5, "cpu", steps=steps, propagation="reachable")
+    drawn = sampler.sample(torch.zeros(3000, dtype=torch.long), torch.Generator().manual_seed(0),
+                           repeats=4)
+    assert drawn.shape == (12000,)
+    freq = torch.bincount(drawn, minlength=5).double() / len(drawn)
+    np.testing.assert_allclose(freq.numpy(), expected, atol=0.02)
+
+
+def test_reachable_sampler_repeats_follow_the_anchor_layout():
+    sampler = PositiveSampler(_path_graph(6), 6, "cpu", steps=1, propagation="reachable")
+    anchors = torch.tensor([0, 5])
+    drawn = sampler.sample(anchors, torch.Generator().manual_seed(0), repeats=3)
+    np.testing.assert_array_equal(drawn.numpy(), [1, 4, 1, 4, 1, 4])
+
+
+def test_uniform_row_shortcut_matches_the_cumulative_search():
+    """Equal-weight rows take an index shortcut; both draw 2-step walks from (P + P^2) / 2."""
+    import scipy.sparse as sp
+
+    g = sp.random(30, 30, density=0.2, random_state=2, format="csr") + sp.eye(30, k=1)
+    g = sp.csr_matrix(g)
+    g.data[:] = 1.0
+    P = g.toarray() / g.toarray().sum(1, keepdims=True)
+    expected = (P + P @ P) / 2
+    fast = PositiveSampler(g, 30, "cpu", steps=2)
+    slow = PositiveSampler(g, 30, "cpu", steps=2)
+    slow.uniform_rows = False
+    assert fast.uniform_rows
+    anchors = torch.arange(30)
+    for sampler in (fast, slow):
+        drawn = sampler.sample(anchors, torch.Generator().manual_seed(0), 20000).numpy()
+        freq = np.bincount(np.tile(np.arange(30), 20000) * 30 + drawn, minlength=900) / 20000
+        np.testing.assert_allclose(freq.reshape(30, 30), expected, atol=0.015)
+
+
+def test_seed_logits_are_the_gaussian_mixture_posterior():
+    from icongraph.clustering import seed_logits
+
+    x = torch.randn(200, 5)
+    weight, bias = seed_logits(x, 6, seed=0)
+    # W = 2 mu / s and b = -|mu|^2 / s give s = -4 b / |W|^2, one s for every cluster
+    scale = -4 * bias / (weight * weight).sum(1)
+    np.testing.assert_allclose(scale.numpy(), scale[0].item(), rtol=1e-4)
+    mu = weight * scale[:, None] / 2
+    assert (mu[:, None] - x[None]).norm(dim=2).min(1).values.max() < 1e-3  # data points
+    posterior = torch.softmax(-torch.cdist(x, mu).pow(2) / scale[0], 1)
+    np.testing.assert_allclose(torch.softmax(x @ weight.T + bias, 1).numpy(),
+                               posterior.numpy(), atol=1e-4)
+
+
+def test_mini_batches_recover_clusters_in_bounded_memory(separated):
+    """With ``batch_size`` < N the head never sees more than batch x (1 + positives) rows
+    at once (running cluster masses), and still recovers the clusters."""
+    X, y = separated
+    rows = []
+    model = Clustering(n_clusters=4, n_neighbors=10, batch_size=32, n_epochs=15,
+                       random_state=0, callbacks=[lambda e, loss, phi: rows.append(len(phi))])
+    labels = model.fit_predict(X)
+    assert max(rows) <= 32 * (1 + model.positives_per_anchor)
+    assert metrics.adjusted_rand_index(y, labels) >= 0.95
+    np.testing.assert_array_equal(model.predict(X), labels)
+
+
+def test_mini_batch_schedule_defaults():
+    small = Clustering(n_clusters=10)
+    assert small._schedule(1000) == (1000, 300)
+    batch, epochs = Clustering(n_clusters=100)._schedule(1_000_000)
+    assert batch == 8192 and epochs * -(-1_000_000 // batch) >= 600
