@@ -83,3 +83,15 @@ def test_bench_end_to_end_on_tiny_data(tmp_path):
     assert saved["n_samples"] == 300
     assert "| umap |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_cluster_bench_end_to_end_on_tiny_data(tmp_path, capsys):
+    assert main(["bench", "--task", "cluster", "--dataset", "manifolds", "--n-samples", "600",
+                 "--n-classes", "4", "--no-ablation", "--no-leiden", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "cluster_manifolds.json").read_text())
+    assert report["n_samples"] == 600 and report["n_clusters"] == 4
+    assert set(report["rows"]) == {"icongraph (default: debiased)", "KMeans (sklearn, n_init=10)"}
+    for row in report["rows"].values():
+        assert 0.0 <= row["acc"] <= 1.0 and row["n_found"] >= 1
+    assert report["rss_after_fit_mb"] >= report["rss_after_knn_mb"] > 0
+    assert "icongraph (default: debiased)" in capsys.readouterr().out
