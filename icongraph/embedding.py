@@ -19,9 +19,9 @@ from .init import initialize
 from .kernels import StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, as_knn, exact_knn, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
-from .optimize import locality_order, optimize, resolve_device, threads
+from .optimize import optimize, resolve_device, threads
 from .params import ParamsMixin
-from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, Target, debias, get_target
+from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, debias, get_target
 from .validation import check_data, check_random_state
 
 __all__ = ["ICon", "SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
@@ -50,22 +50,6 @@ COMMON_PARAMS = {
 }
 #: Dense exact KL is reported as ``kl_divergence_`` up to this many points.
 EXACT_LOSS_MAX_SAMPLES = 2000
-#: from this size the optimisation runs in :func:`~icongraph.optimize.locality_order`
-LOCALITY_MIN_SAMPLES = 50_000
-
-
-def _in_input_order(callback, inverse: np.ndarray):
-    """A callback that sees the embedding in the caller's row order (``y[inverse]``)."""
-    cache = {}
-
-    def wrapped(epoch, loss, y):
-        if "inverse" not in cache:
-            import torch
-
-            cache["inverse"] = torch.as_tensor(inverse, device=y.device)
-        return callback(epoch, loss, y[cache["inverse"]])
-
-    return wrapped
 
 
 class _Embedding(ParamsMixin):
@@ -139,6 +123,9 @@ class _Embedding(ParamsMixin):
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
             settings = self._settings(n)
+            objective = Objective(target, kernel, estimator, settings["n_negatives"],
+                                  settings["negative_sample_rate"], settings["clip"],
+                                  settings["edge_sampling"])
             start = time.perf_counter()
             init = self.init
             if X is None and isinstance(init, str) and init == "pca":
@@ -147,26 +134,13 @@ class _Embedding(ParamsMixin):
                             settings["init_scale"])
             timings["init"] = time.perf_counter() - start
             start = time.perf_counter()
-            # large data: optimise in an order where graph neighbours sit close in memory
-            order = locality_order(y0) if n >= LOCALITY_MIN_SAMPLES else None
-            inner = target if order is None else Target(
-                target.graph[order][:, order].tocsr(), target.alpha)
-            objective = Objective(inner, kernel, estimator, settings["n_negatives"],
-                                  settings["negative_sample_rate"], settings["clip"],
-                                  settings["edge_sampling"])
-            callbacks = list(self.callbacks or ())
-            if order is not None:
-                y0, inverse = y0[order], np.argsort(order)
-                callbacks = [_in_input_order(cb, inverse) for cb in callbacks]
             embedding, losses = optimize(
                 objective, y0, n_epochs=settings["n_epochs"],
                 learning_rate=settings["learning_rate"], optimizer=settings["optimizer"],
                 momentum=settings["momentum"], schedule=settings["schedule"],
                 exaggeration=settings["exaggeration"],
                 exaggeration_epochs=settings["exaggeration_epochs"], seed=seed, device=device,
-                callbacks=callbacks, verbose=self.verbose)
-            if order is not None:
-                embedding = embedding[inverse]
+                callbacks=self.callbacks or (), verbose=self.verbose)
             timings["optimize"] = time.perf_counter() - start
         self.embedding_ = embedding
         self.graph_ = target.graph

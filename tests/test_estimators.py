@@ -130,27 +130,3 @@ def test_init_options(blobs):
         assert np.isfinite(Y).all()
     with pytest.raises(ValueError, match="shape"):
         icongraph.UMAP(n_neighbors=10, init=np.zeros((3, 2))).fit(X)
-
-
-def test_locality_order_is_a_grid_sort_and_fit_returns_input_order(monkeypatch):
-    """Large fits optimise in a memory-local row order; the caller sees its own order."""
-    from icongraph import embedding as emb
-    from icongraph.optimize import locality_order
-
-    y = np.array([[0.9, 0.1], [0.1, 0.1], [0.1, 0.9], [0.9, 0.9]])
-    np.testing.assert_array_equal(locality_order(y, cells=2), [1, 2, 0, 3])
-    assert sorted(locality_order(np.random.default_rng(0).normal(size=(500, 3)))) == list(
-        range(500))
-    from conftest import make_blobs
-
-    X, labels = make_blobs(3, 60, 5, 8.0)
-    seen = []
-    plain = icongraph.UMAP(n_epochs=30, random_state=0).fit_transform(X)
-    monkeypatch.setattr(emb, "LOCALITY_MIN_SAMPLES", 10)
-    model = icongraph.UMAP(n_epochs=30, random_state=0,
-                           callbacks=[lambda e, loss, y: seen.append(y.numpy().copy())])
-    local = model.fit_transform(X)
-    np.testing.assert_array_equal(seen[-1], local)  # callbacks see the input order too
-    # same optimisation, other negatives (they are hashed by row): equally faithful layouts
-    assert metrics.knn_preservation(X, local, 10) > metrics.knn_preservation(X, plain, 10) - 0.05
-    assert metrics.knn_accuracy(local, labels, 10) > 0.99
