@@ -32,6 +32,7 @@ supervised      same-class (labels passed to ``fit``)    1          0
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -79,11 +80,12 @@ def cluster_mass(phi: torch.Tensor, weights: torch.Tensor | None) -> torch.Tenso
 
 
 class PositiveSampler:
-    """Draws ``j ~ p~(.|i)`` for anchors: by edge weight on a CSR graph, then ``steps - 1``
-    further walk steps with a uniform number of steps in 1..steps (``P + ... + P^t``), or a
-    uniform point with probability ``alpha``; or a same-class point when ``labels`` is given.
-    All vectorised torch ops on ``device`` (a walk step is a ``searchsorted`` over cumulative
-    edge weights)."""
+    """Draws ``j ~ p~(.|i)`` for anchors: a random walk of 1..steps steps by edge weight on a
+    CSR graph (``(P + ... + P^t) / t``), or with ``propagation='reachable'`` a uniform draw
+    from the distinct points within ``steps`` hops; then a uniform point with probability
+    ``alpha``; or a same-class point when ``labels`` is given. All vectorised torch ops on
+    ``device`` (a walk step is an index into equal-weight rows, else a ``searchsorted`` over
+    cumulative edge weights)."""
 
     def __init__(self, graph: sp.csr_matrix | None, n: int, device, steps: int = 1,
                  alpha: float = 0.0, labels: np.ndarray | None = None,
@@ -175,10 +177,9 @@ class PositiveSampler:
                                     device=self.device) if self.steps > 1 else None
             for s in range(2, self.steps + 1):
                 nodes = torch.where(n_steps >= s, self._step(nodes, gen), nodes)
-        anchors = repeated
         if self.alpha > 0:
-            uniform = torch.rand(anchors.shape, generator=gen, device=self.device) < self.alpha
-            other = torch.randint(0, self.n, anchors.shape, generator=gen, device=self.device)
+            uniform = torch.rand(repeated.shape, generator=gen, device=self.device) < self.alpha
+            other = torch.randint(0, self.n, repeated.shape, generator=gen, device=self.device)
             nodes = torch.where(uniform, other, nodes)
         return nodes
 
@@ -352,7 +353,8 @@ class Clustering(ParamsMixin):
             return batch, int(self.n_epochs)
         if batch >= n:
             return batch, 300
-        return batch, max(2, -(-MINI_BATCH_STEPS // -(-n // batch)))
+        steps_per_epoch = math.ceil(n / batch)
+        return batch, max(2, math.ceil(MINI_BATCH_STEPS / steps_per_epoch))
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.mean_) / self.scale_)
