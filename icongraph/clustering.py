@@ -65,7 +65,10 @@ EVAL_CHUNK = 65536
 FULL_BATCH_FLOATS = 1 << 24
 MINI_BATCH_STEPS = 600
 PROPAGATIONS = ("walk", "reachable")
-INITS = ("kmeans++", "random")
+INITS = ("kmeans", "kmeans++", "random")
+#: rows and k-means restarts of the seeding (:func:`seed_logits`)
+SEED_SAMPLE = 20000
+SEED_RESTARTS = 10
 
 
 def cluster_kernel(phi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,21 +187,27 @@ class PositiveSampler:
         return nodes
 
 
-def seed_logits(features: torch.Tensor, n_clusters: int, seed: int,
-                sample: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding as a linear map: centres ``mu`` (C, D) drawn by scikit-learn's
-    ``kmeans_plusplus`` on up to ``sample`` rows, and ``(W, b)`` with
+def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
+                sample: int = SEED_SAMPLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed centres as a linear map: centres ``mu`` (C, D) from scikit-learn on up to ``sample``
+    rows (``init='kmeans'``: Lloyd's k-means, best of ``SEED_RESTARTS`` k-means++ starts;
+    ``'kmeans++'``: the k-means++ draw alone), and ``(W, b)`` with
     ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``: the softmax is the
     posterior of an isotropic Gaussian mixture, ``s`` the mean squared distance of a point to
     its nearest centre. Every cluster starts populated, where a random head starts near-uniform
-    and loses clusters early."""
-    from sklearn.cluster import kmeans_plusplus
+    and loses clusters early; Lloyd's restarts keep the start out of the local minima where one
+    class holds two centres, which gradient steps on the head rarely leave."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
 
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randperm(features.shape[0], generator=gen)[:sample].to(features.device)
     subset = features[rows].cpu().numpy()
-    centres, _ = kmeans_plusplus(subset, n_clusters, random_state=seed)
-    mu = torch.as_tensor(centres, device=features.device)
+    if init == "kmeans":
+        centres = KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit(
+            subset).cluster_centers_
+    else:
+        centres, _ = kmeans_plusplus(subset, n_clusters, random_state=seed)
+    mu = torch.as_tensor(centres, dtype=features.dtype, device=features.device)
     scale = torch.cdist(features[rows], mu).pow(2).min(1).values.mean().clamp_min(1e-12)
     return 2 * mu / scale, -(mu * mu).sum(1) / scale
 
@@ -206,14 +215,15 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int,
 def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
           init: str):
     """The learned module, initialised from ``seed`` without touching torch's global RNG;
-    ``init='kmeans++'`` seeds the linear and free heads with :func:`seed_logits`."""
+    ``init='kmeans'`` or ``'kmeans++'`` seeds the linear and free heads with
+    :func:`seed_logits`."""
     n, n_features = features.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "linear":
             head = torch.nn.Linear(n_features, n_clusters)
-            if init == "kmeans++":
-                weight, bias = seed_logits(features, n_clusters, seed)
+            if init != "random":
+                weight, bias = seed_logits(features, n_clusters, seed, init)
                 head.weight.data.copy_(weight)
                 head.bias.data.copy_(bias)
             return head
@@ -222,8 +232,8 @@ def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed:
                                        torch.nn.Linear(hidden, n_clusters))
         if kind == "free":
             head = torch.nn.Embedding(n, n_clusters)
-            if init == "kmeans++":
-                weight, bias = seed_logits(features, n_clusters, seed)
+            if init != "random":
+                weight, bias = seed_logits(features, n_clusters, seed, init)
                 head.weight.data.copy_(features @ weight.T + bias)
             else:
                 torch.nn.init.normal_(head.weight, std=0.01)
@@ -239,7 +249,7 @@ class Clustering(ParamsMixin):
     def _param_defaults(cls) -> dict:
         return {"n_clusters": 10, "method": "debiased", "n_neighbors": 15, "alpha": None,
                 "propagation_steps": None, "propagation": "walk", "perplexity": 30.0,
-                "head": "linear", "init": "kmeans++", "hidden": 256, "n_epochs": None,
+                "head": "linear", "init": "kmeans", "hidden": 256, "n_epochs": None,
                 "batch_size": None, "learning_rate": 0.05, "positives_per_anchor": 4,
                 "temperature": 1.0, "n_init": 1, "metric": "euclidean",
                 "precomputed_knn": None, "knn_method": "auto", "knn_cache": None,

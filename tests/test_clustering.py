@@ -111,7 +111,8 @@ def test_bad_input(separated):
 def test_empty_clusters_are_reported_not_fatal(separated):
     X, _ = separated
     with pytest.warns(UserWarning, match="empty"):
-        model = Clustering(n_clusters=40, n_neighbors=10, random_state=0, n_epochs=60).fit(X)
+        model = Clustering(n_clusters=40, n_neighbors=10, random_state=0, n_epochs=60,
+                           init="random").fit(X)
     assert len(model.empty_clusters_) == (model.cluster_sizes_ == 0).sum() > 0
 
 
@@ -189,16 +190,22 @@ def test_uniform_row_shortcut_matches_the_cumulative_search():
         np.testing.assert_allclose(freq.reshape(30, 30), expected, atol=0.015)
 
 
-def test_seed_logits_are_the_gaussian_mixture_posterior():
+@pytest.mark.parametrize("init", ["kmeans", "kmeans++"])
+def test_seed_logits_are_the_gaussian_mixture_posterior(init):
     from icongraph.clustering import seed_logits
 
     x = torch.randn(200, 5)
-    weight, bias = seed_logits(x, 6, seed=0)
+    weight, bias = seed_logits(x, 6, seed=0, init=init)
     # W = 2 mu / s and b = -|mu|^2 / s give s = -4 b / |W|^2, one s for every cluster
     scale = -4 * bias / (weight * weight).sum(1)
     np.testing.assert_allclose(scale.numpy(), scale[0].item(), rtol=1e-4)
     mu = weight * scale[:, None] / 2
-    assert (mu[:, None] - x[None]).norm(dim=2).min(1).values.max() < 1e-3  # data points
+    if init == "kmeans++":  # centres are data points
+        assert (mu[:, None] - x[None]).norm(dim=2).min(1).values.max() < 1e-3
+    else:  # Lloyd's fixed point: every centre is the mean of the points nearest to it
+        nearest = torch.cdist(x, mu).argmin(1)
+        means = torch.stack([x[nearest == c].mean(0) for c in range(6)])
+        np.testing.assert_allclose(mu.numpy(), means.numpy(), atol=1e-3)
     posterior = torch.softmax(-torch.cdist(x, mu).pow(2) / scale[0], 1)
     np.testing.assert_allclose(torch.softmax(x @ weight.T + bias, 1).numpy(),
                                posterior.numpy(), atol=1e-4)
