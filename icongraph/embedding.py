@@ -15,7 +15,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .init import initialize
+from .init import INITS, _rescale, initialize, interpolate_from_sample, pca_init
 from .kernels import StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, as_knn, exact_knn, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
@@ -37,7 +37,7 @@ COMMON_PARAMS = {
     "schedule": None,
     "n_negatives": None,
     "edge_sampling": None,
-    "init": "pca",
+    "init": None,
     "alpha": 0.0,
     "precomputed_knn": None,
     "knn_method": "auto",
@@ -50,6 +50,11 @@ COMMON_PARAMS = {
 }
 #: Dense exact KL is reported as ``kl_divergence_`` up to this many points.
 EXACT_LOSS_MAX_SAMPLES = 2000
+#: ``init='coarse'``: the sample is 1 / COARSE_FACTOR of the data and at least COARSE_MIN_SAMPLE
+#: points; UMAP uses it by default from COARSE_AUTO_SAMPLES points.
+COARSE_FACTOR = 10
+COARSE_MIN_SAMPLE = 1000
+COARSE_AUTO_SAMPLES = 200_000
 
 
 class _Embedding(ParamsMixin):
@@ -66,16 +71,21 @@ class _Embedding(ParamsMixin):
     def _composition(self):
         raise NotImplementedError
 
-    def _defaults(self, n_samples: int) -> dict:
-        """Optimiser defaults of this composition (overridden by non-None shared params)."""
+    def _auto_init(self, n_samples: int, has_data: bool) -> str:
+        """The init used when ``init=None``."""
+        return "pca" if has_data else "spectral"
+
+    def _defaults(self, n_samples: int, init: str) -> dict:
+        """Optimiser defaults of this composition for the (resolved) ``init``; overridden by
+        non-None shared params."""
         return {"n_epochs": 500 if n_samples <= 10_000 else 200, "learning_rate": 1.0,
                 "optimizer": "sgd", "momentum": 0.0, "schedule": "linear", "n_negatives": 10,
                 "init_scale": 10.0, "exaggeration": 1.0, "exaggeration_epochs": 0,
                 "clip": np.inf, "negative_sample_rate": 5.0, "edge_sampling": False}
 
     # -- fitting -------------------------------------------------------------------------------
-    def _settings(self, n_samples: int) -> dict:
-        settings = self._defaults(n_samples)
+    def _settings(self, n_samples: int, init) -> dict:
+        settings = self._defaults(n_samples, init if isinstance(init, str) else "array")
         for key in ("n_epochs", "learning_rate", "optimizer", "momentum", "schedule",
                     "n_negatives", "edge_sampling"):
             if getattr(self, key) is not None:
@@ -122,16 +132,24 @@ class _Embedding(ParamsMixin):
                 target = debias(target, self.alpha)
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
-            settings = self._settings(n)
+            init = self.init if self.init is not None else self._auto_init(n, X is not None)
+            if isinstance(init, str) and init not in INITS + ("coarse",):
+                raise ValueError(f"init must be one of {INITS + ('coarse',)} or an array; got "
+                                 f"{init!r}.")
+            if X is None and isinstance(init, str) and init in ("pca", "coarse"):
+                if init == "coarse":
+                    raise ValueError("init='coarse' needs the data X (it fits a sample).")
+                init = "spectral"
+            settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
                                   settings["negative_sample_rate"], settings["clip"],
                                   settings["edge_sampling"])
             start = time.perf_counter()
-            init = self.init
-            if X is None and isinstance(init, str) and init == "pca":
-                init = "spectral"
-            y0 = initialize(init, X, target.graph, self.n_components, seed,
-                            settings["init_scale"])
+            if isinstance(init, str) and init == "coarse":
+                y0 = self._coarse_init(X, target.graph, seed)
+            else:
+                y0 = initialize(init, X, target.graph, self.n_components, seed,
+                                settings["init_scale"])
             timings["init"] = time.perf_counter() - start
             start = time.perf_counter()
             embedding, losses = optimize(
@@ -161,6 +179,28 @@ class _Embedding(ParamsMixin):
                 self.kl_divergence_ = float(exact_loss(target, kernel, embedding, estimator,
                                                        settings["negative_sample_rate"]))
         return self
+
+    def _coarse_init(self, X, graph: sp.csr_matrix, seed: int) -> np.ndarray:
+        """Coarse-to-fine start: this estimator with its default settings fitted on a random
+        1/COARSE_FACTOR of the rows (its own kNN graph), spread to every point through ``p``
+        (:func:`~icongraph.init.interpolate_from_sample`). The sample settles the global
+        layout in a tenth of the work, so the full data needs only a short, gentle refinement
+        (UMAP: 30 epochs at learning rate 0.01 instead of 200 at 0.05). Points in components
+        of ``p`` without a sampled point start at their PCA coordinates, scaled to the layout."""
+        n = X.shape[0]
+        m = n // COARSE_FACTOR
+        if m < COARSE_MIN_SAMPLE:
+            raise ValueError(f"init='coarse' needs at least {COARSE_FACTOR * COARSE_MIN_SAMPLE} "
+                             f"points; got {n}. Use init='pca'.")
+        rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+        params = {**self.get_params(), "init": None, "n_epochs": None, "learning_rate": None,
+                  "precomputed_knn": None, "random_state": seed, "callbacks": None}
+        sample = type(self)(**params).fit(X[rows]).embedding_
+        y, placed = interpolate_from_sample(graph, rows, sample, seed)
+        if not placed.all():
+            rest = pca_init(X[~placed], self.n_components, seed)
+            y[~placed] = _rescale(rest, float(np.abs(sample).max()))
+        return y
 
     def fit_transform(self, X, y=None):
         return self.fit(X, y).embedding_
@@ -201,13 +241,13 @@ class ICon(_Embedding):
         kernel = get_kernel(self.q, **(self.q_params or {}))
         return spec, kernel, self.estimator
 
-    def _defaults(self, n_samples):
+    def _defaults(self, n_samples, init):
         """The optimiser settings of the preset that uses the same estimator."""
         preset = {"neg": UMAP, "global": TSNE, "per_anchor": SNE}.get(self.estimator)
         if preset is None:
-            return super()._defaults(n_samples)
+            return super()._defaults(n_samples, init)
         shared = {k: getattr(self, k) for k in COMMON_PARAMS}
-        return {**preset(**shared)._defaults(n_samples), "exaggeration": 1.0,
+        return {**preset(**shared)._defaults(n_samples, init), "exaggeration": 1.0,
                 "exaggeration_epochs": 0}
 
 
@@ -221,8 +261,8 @@ class SNE(_Embedding):
         return PerplexityTarget(self.perplexity, symmetric=False), get_kernel("gaussian"), \
             "per_anchor"
 
-    def _defaults(self, n_samples):
-        return {**super()._defaults(n_samples), "learning_rate": 0.05, "momentum": 0.5,
+    def _defaults(self, n_samples, init):
+        return {**super()._defaults(n_samples, init), "learning_rate": 0.05, "momentum": 0.5,
                 "n_negatives": 20, "init_scale": 1e-2}
 
 
@@ -241,9 +281,9 @@ class TSNE(_Embedding):
         return (PerplexityTarget(self.perplexity, neighbors_factor=1.5), StudentKernel(self.dof),
                 "global")
 
-    def _defaults(self, n_samples):
+    def _defaults(self, n_samples, init):
         n_epochs = self.n_epochs or 550
-        return {**super()._defaults(n_samples), "n_epochs": n_epochs, "learning_rate": 0.02,
+        return {**super()._defaults(n_samples, init), "n_epochs": n_epochs, "learning_rate": 0.02,
                 "momentum": 0.9, "schedule": "cosine", "n_negatives": 20, "init_scale": 1e-2,
                 "edge_sampling": True, "exaggeration": self.early_exaggeration,
                 "exaggeration_epochs": n_epochs // 4}
@@ -263,10 +303,22 @@ class UMAP(_Embedding):
         spec = FuzzyTarget(self.n_neighbors, self.local_connectivity, self.set_op_mix_ratio)
         return spec, UMAPKernel.from_min_dist(self.min_dist, self.spread), "neg"
 
-    def _defaults(self, n_samples):
+    def _auto_init(self, n_samples, has_data):
+        """Coarse-to-fine from COARSE_AUTO_SAMPLES points (measured at 1M: 30 refinement epochs
+        reach higher kNN preservation than 200 epochs from PCA), PCA below."""
+        if has_data and n_samples >= COARSE_AUTO_SAMPLES:
+            return "coarse"
+        return super()._auto_init(n_samples, has_data)
+
+    def _defaults(self, n_samples, init):
         # small data runs 500 epochs (umap-learn's rule): a smaller step and more negatives
-        # per epoch pay off there; large data runs 200 epochs and needs the larger step
+        # per epoch pay off there; large data runs 200 epochs and needs the larger step; after
+        # a coarse fit 30 gentle epochs refine the settled layout (a larger step undoes it)
         small = n_samples <= 10_000
-        return {**super()._defaults(n_samples), "learning_rate": 0.02 if small else 0.05,
-                "momentum": 0.9, "n_negatives": 20 if small else 10, "clip": 4.0,
-                "negative_sample_rate": self.negative_sample_rate}
+        settings = {**super()._defaults(n_samples, init),
+                    "learning_rate": 0.02 if small else 0.05, "momentum": 0.9,
+                    "n_negatives": 20 if small else 10, "clip": 4.0,
+                    "negative_sample_rate": self.negative_sample_rate}
+        if init == "coarse":
+            settings.update(n_epochs=30, learning_rate=0.01)
+        return settings

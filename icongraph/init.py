@@ -1,4 +1,5 @@
-"""Initial embeddings: PCA (default), spectral (Laplacian eigenmaps of p), random, or an array.
+"""Initial embeddings: PCA (default), spectral (Laplacian eigenmaps of p), random, an array, or
+coarse-to-fine (:func:`interpolate_from_sample`: a fit on a random sample, spread through p).
 
 Every initialisation is rescaled so its largest coordinate magnitude is ``scale`` (umap-learn
 uses 10). Spectral init falls back to PCA with a warning when the graph is disconnected or the
@@ -15,7 +16,7 @@ import torch
 
 from .validation import check_data
 
-__all__ = ["initialize", "pca_init", "spectral_init", "INITS"]
+__all__ = ["initialize", "pca_init", "spectral_init", "interpolate_from_sample", "INITS"]
 
 INITS = ("pca", "spectral", "random")
 
@@ -90,9 +91,36 @@ def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: i
     return (inv_sqrt @ vecs[:, 1:k]).astype(np.float32)
 
 
+def interpolate_from_sample(graph: sp.csr_matrix, rows: np.ndarray, sample_embedding: np.ndarray,
+                            seed: int, jitter: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Spread the embedding of the sampled ``rows`` (M,) (``sample_embedding`` (M, d)) to all N
+    points through ``p``: every unplaced point with placed neighbours goes to their p-weighted
+    mean ``y_i = sum_j w_ij y_j / sum_j w_ij`` (j placed; both edge directions count), repeated
+    until nothing changes (each round reaches one hop further). Interpolated points get a seeded
+    jitter of ``jitter`` x the sample's spread, so none coincide. Returns ``(y (N, d), placed
+    (N,) bool)``: points in components of p without a sampled point stay unplaced (0)."""
+    n = graph.shape[0]
+    sym = (graph + graph.T).tocsr()
+    y = np.zeros((n, sample_embedding.shape[1]), np.float64)
+    placed = np.zeros(n, bool)
+    y[rows], placed[rows] = sample_embedding, True
+    while True:
+        mass = sym @ placed.astype(np.float64)
+        new = np.flatnonzero(~placed & (mass > 0))
+        if new.size == 0:
+            break
+        y[new] = (sym[new] @ y) / mass[new, None]  # unplaced rows of y are 0: they add nothing
+        placed[new] = True
+    spread = float(sample_embedding.std()) or 1.0
+    noise = np.random.default_rng(seed).normal(0.0, jitter * spread, y.shape)
+    noise[rows] = 0.0
+    return (y + noise * placed[:, None]).astype(np.float32), placed
+
+
 def initialize(init, X, graph: sp.csr_matrix, n_components: int, seed: int,
                scale: float = 10.0) -> np.ndarray:
-    """The starting embedding (N, n_components) for ``init`` in :data:`INITS` or an array."""
+    """The starting embedding (N, n_components) for ``init`` in :data:`INITS` or an array (the
+    estimators add ``'coarse'``, which needs a fit: ``_Embedding._coarse_init``)."""
     n = graph.shape[0]
     if isinstance(init, str):
         if init not in INITS:

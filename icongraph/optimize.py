@@ -122,7 +122,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     device = resolve_device(device)
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     lr_factor(schedule, 0, n_epochs)  # validates the schedule name
-    y = torch.tensor(np.asarray(y0, np.float32), device=device)
+    if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
+        y = torch.from_numpy(np.array(y0, np.float32))
+    else:
+        y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
     stepper = Stepper(y, optimizer, momentum)
     p0, p1 = objective.kernel_params
