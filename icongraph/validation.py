@@ -1,7 +1,8 @@
 """Input validation: every public entry point turns user data into clean float32 arrays here.
 
 The rule is "a clear ``ValueError`` naming the problem, and the caller's data untouched": every
-function returns a new array (or a read-only view that is never written to).
+function returns a new array, or the caller's own array when it is already in the right form,
+which icongraph never writes to.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ def to_numpy(X) -> np.ndarray | sp.spmatrix:
     return np.asarray(X)
 
 
-def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool = True):
-    """Validate a 2-D numeric data matrix (n_samples, n_features) and return a float32 copy.
+#: rows per block when checking for NaN/inf
+FINITE_CHECK_ROWS = 65536
 
+
+def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool = True):
+    """Validate a 2-D numeric data matrix (n_samples, n_features) and return it as float32.
+
+    Dense input that is already C-contiguous float32 is returned as is, without a copy (as
+    scikit-learn's ``check_array``: at 1M x 50 a copy is 200 MB of peak memory); nothing in
+    icongraph writes to it. Anything else is converted to a new C-contiguous float32 array.
     Raises ``ValueError`` for empty, 1-D, non-numeric or object input and for NaN/inf values.
     Scipy sparse input is returned as a float32 CSR copy when ``allow_sparse``.
     """
@@ -62,8 +70,9 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
             )
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {X.shape}).")
-        values = np.array(X, dtype=np.float32, order="C", copy=True)
-        if not np.all(np.isfinite(values)):
+        values = np.ascontiguousarray(X, dtype=np.float32)
+        if not all(np.isfinite(values[lo:lo + FINITE_CHECK_ROWS]).all()  # no N x D mask
+                   for lo in range(0, values.shape[0], FINITE_CHECK_ROWS)):
             bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
             raise ValueError(
                 f"{name} contains NaN or infinite values in {bad.size} row(s), first row {bad[0]}."

@@ -53,6 +53,14 @@ def test_caller_arrays_not_modified(blobs):
     np.testing.assert_array_equal(X, before)
     np.testing.assert_array_equal(init, init_before)
     np.testing.assert_array_equal(knn.indices, idx_before)
+    clustering = icongraph.Clustering(n_clusters=3, n_neighbors=10, n_epochs=5).fit(X)
+    np.testing.assert_array_equal(X, before)
+    # float32 C-contiguous data is used in place (no 200 MB copy at 1M x 50), the rest converted
+    from icongraph.validation import check_data
+
+    assert check_data(X) is X and clustering._fit_X is X
+    assert check_data(X.astype(np.float64)).dtype == np.float32
+    assert check_data(np.asfortranarray(X)).flags.c_contiguous
 
 
 def test_bad_precomputed_graphs(blobs):
