@@ -104,15 +104,24 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     return KNN(indices.cpu().numpy(), distances.cpu().numpy(), metric)
 
 
+#: random-projection trees that seed pynndescent (see :func:`nndescent_knn`)
+MAX_TREES = 16
+
+
 def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | None = None,
                   n_jobs: int = -1, verbose: bool = False) -> KNN:
-    """Approximate kNN with pynndescent (the index umap-learn uses), self removed."""
+    """Approximate kNN with pynndescent (the index umap-learn uses), self removed.
+
+    umap-learn's settings but at most ``MAX_TREES`` random-projection trees (umap-learn: up to
+    64): NN-descent refines the graph anyway. Measured at 1M x 50 (``make_manifolds``), recall
+    on 2,000 exact queries was 0.9983 with 55, 32, 16 and 8 trees, in 49.5, 33.3, 23.0 and
+    18.4 s; on 100k x 50 Gaussian noise (the hardest case) 0.701 with 21 trees, 0.688 with 16."""
     from pynndescent import NNDescent
 
     _check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(k, n)
-    n_trees = min(64, 5 + int(round(np.sqrt(n) / 20.0)))
+    n_trees = min(MAX_TREES, 5 + int(round(np.sqrt(n) / 20.0)))
     n_iters = max(5, int(round(np.log2(n))))
     with progress(None, "kNN (pynndescent)", verbose, total=1) as bar:
         index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
