@@ -55,6 +55,7 @@ EXACT_LOSS_MAX_SAMPLES = 2000
 COARSE_FACTOR = 10
 COARSE_MIN_SAMPLE = 1000
 COARSE_AUTO_SAMPLES = 200_000
+EMBEDDING_INITS = INITS + ("coarse",)
 
 
 class _Embedding(ParamsMixin):
@@ -74,6 +75,20 @@ class _Embedding(ParamsMixin):
     def _auto_init(self, n_samples: int, has_data: bool) -> str:
         """The init used when ``init=None``."""
         return "pca" if has_data else "spectral"
+
+    def _resolve_init(self, n_samples: int, has_data: bool):
+        """``init`` as fitted: the preset's choice for None, a checked name, or the array;
+        without data PCA becomes spectral and coarse is an error."""
+        if self.init is None:
+            return self._auto_init(n_samples, has_data)
+        if not isinstance(self.init, str):
+            return self.init
+        if self.init not in EMBEDDING_INITS:
+            raise ValueError(f"init must be one of {EMBEDDING_INITS} or an array; got "
+                             f"{self.init!r}.")
+        if not has_data and self.init == "coarse":
+            raise ValueError("init='coarse' needs the data X (it fits a sample).")
+        return "spectral" if not has_data and self.init == "pca" else self.init
 
     def _defaults(self, n_samples: int, init: str) -> dict:
         """Optimiser defaults of this composition for the (resolved) ``init``; overridden by
@@ -132,14 +147,7 @@ class _Embedding(ParamsMixin):
                 target = debias(target, self.alpha)
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
-            init = self.init if self.init is not None else self._auto_init(n, X is not None)
-            if isinstance(init, str) and init not in INITS + ("coarse",):
-                raise ValueError(f"init must be one of {INITS + ('coarse',)} or an array; got "
-                                 f"{init!r}.")
-            if X is None and isinstance(init, str) and init in ("pca", "coarse"):
-                if init == "coarse":
-                    raise ValueError("init='coarse' needs the data X (it fits a sample).")
-                init = "spectral"
+            init = self._resolve_init(n, X is not None)
             settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
                                   settings["negative_sample_rate"], settings["clip"],

@@ -183,3 +183,5 @@ def test_coarse_init_refines_a_sample_fit(manifolds_12k, monkeypatch):
         icongraph.UMAP(init="coarse").fit(X[:5000])
     with pytest.raises(ValueError, match="init must be"):
         icongraph.UMAP(init="laplacian").fit(X[:500])
+    with pytest.raises(ValueError, match="needs the data"):
+        icongraph.ICon(p=coarse.graph_, init="coarse").fit(None)
