@@ -11,7 +11,9 @@ samples. The formulas are documented in :mod:`icongraph.objective`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from .kernels import GAUSSIAN, STUDENT, UMAP
 
@@ -45,6 +47,51 @@ HALF = np.float32(0.5)
 EPS_NEG = np.float32(0.001)
 
 
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE-754 bits of a float32 as an int32 (a bit cast, no conversion)."""
+    return types.int32(types.float32), lambda ctx, builder, sig, args: builder.bitcast(
+        args[0], ir.IntType(32))
+
+
+@intrinsic
+def _bits_float(typingctx, x):
+    """The float32 whose IEEE-754 bits are the int32 ``x``."""
+    return types.float32(types.int32), lambda ctx, builder, sig, args: builder.bitcast(
+        args[0], ir.FloatType())
+
+
+# Least-squares polynomials on 2000 Chebyshev nodes of [0, 1] (numpy ``polyfit``, rounded to
+# float32): log2(1 + m) of degree 6 (abs. error 2.1e-6) and 2^f of degree 5 (abs. error 1.1e-7)
+LOG2_1P = tuple(np.float32(c) for c in (
+    2.1237408418528503e-06, 1.4424753189086914, -0.7175578474998474, 0.45552709698677063,
+    -0.27462324500083923, 0.11929823458194733, -0.025123203173279762))
+EXP2 = tuple(np.float32(c) for c in (
+    0.9999998807907104, 0.6931546330451965, 0.24014076590538025, 0.055863283574581146,
+    0.00894621480256319, 0.0018951073288917542))
+TINY = np.float32(1.1754944e-38)  # the smallest normal float32
+EXP_LIMIT = np.float32(126.0)
+
+
+@njit(inline="always", cache=True)
+def fast_pow(x, p):
+    """``x ** p`` for float32 ``x >= 0`` as ``2^(p log2 x)`` from the exponent bits and two
+    polynomials: relative error below 2e-5, and no libm call, so loops over it vectorise
+    (libm's ``powf`` does not). ``x`` is floored at the smallest normal float32 and
+    ``p log2 x`` clamped to [-126, 126], so the result is always a finite positive float32."""
+    bits = _float_bits(max(x, TINY))
+    m = _bits_float((bits & 0x007FFFFF) | 0x3F800000) - ONE  # mantissa - 1, in [0, 1)
+    c = LOG2_1P
+    log2x = (np.float32((bits >> 23) - 127) + c[0]
+             + m * (c[1] + m * (c[2] + m * (c[3] + m * (c[4] + m * (c[5] + m * c[6]))))))
+    y = min(max(p * log2x, -EXP_LIMIT), EXP_LIMIT)
+    n = np.floor(y)
+    f = y - n
+    e = EXP2
+    frac = e[0] + f * (e[1] + f * (e[2] + f * (e[3] + f * (e[4] + f * e[5]))))
+    return _bits_float(_float_bits(frac) + (np.int32(n) << 23))
+
+
 @njit(inline="always", cache=True)
 def kernel_and_slope(code, d2, p0, p1):
     """``(k(d2), g(d2) = d log k / d d2)`` for the built-in kernels (see kernels.py), in the
@@ -53,13 +100,13 @@ def kernel_and_slope(code, d2, p0, p1):
         if p0 == ONE:
             k = ONE / (ONE + d2)
             return k, -k
-        return (ONE + d2 / p0) ** (-HALF * (p0 + ONE)), -HALF * (p0 + ONE) / (p0 + d2)
+        return fast_pow(ONE + d2 / p0, -HALF * (p0 + ONE)), -HALF * (p0 + ONE) / (p0 + d2)
     if code == GAUSSIAN:
         return np.exp(-d2 * p0), -p0
     # UMAP: 1 / (1 + a d2^b)
     if d2 <= 0.0:
         return ONE, d2 * 0
-    d2b = d2**p1
+    d2b = fast_pow(d2, p1)
     k = ONE / (ONE + p0 * d2b)
     return k, -p0 * p1 * d2b * k / d2
 
@@ -87,12 +134,7 @@ def neg_repulsion(code, d2, k, g, p1):
 def add_force(grad, y, i, j, coef, weight, clip):
     """``grad[i] += weight * clip(coef * (y_i - y_j))`` (clip per coordinate; inf disables)."""
     for c in range(y.shape[1]):
-        f = coef * (y[i, c] - y[j, c])
-        if f > clip:
-            f = clip
-        elif f < -clip:
-            f = -clip
-        grad[i, c] += weight * f
+        grad[i, c] += weight * min(max(coef * (y[i, c] - y[j, c]), -clip), clip)
 
 
 @njit(inline="always", cache=True)
@@ -111,6 +153,19 @@ def edge_active(rate, phase, epoch):
     return np.floor((epoch + 1) * rate + phase) > np.floor(epoch * rate + phase)
 
 
+@njit(inline="always", cache=True)
+def kernels_and_slopes(code, d2, k, g, count, p0, p1):
+    """``k[t], g[t] = kernel_and_slope(d2[t])`` for ``t < count``: a branch-free loop over a
+    contiguous buffer, so LLVM vectorises it. Gathering first and evaluating the kernel on the
+    buffer made a UMAP epoch at 100k 1.45x faster than evaluating it between gathers."""
+    for t in range(count):
+        k[t], g[t] = kernel_and_slope(code, d2[t], p0, p1)
+
+
+#: anchors per parallel task; each task allocates its own small buffers once
+BLOCK = 512
+
+
 # fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
 def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, exaggeration,
@@ -121,7 +176,9 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
 
     ``edge_rate`` (E,) in (0, 1] schedules edges (see :func:`edge_active`); an empty array
     visits every edge every epoch. ``n_neg <= 0`` is the exact mode: every other point is a
-    negative (small N, tests).
+    negative (small N, tests). Per anchor, the partners' squared distances are gathered into
+    a buffer first, the kernel is evaluated on the buffer in one vectorised loop, and the
+    forces are added last.
     """
     n = y.shape[0]
     exact = n_neg <= 0
@@ -132,42 +189,56 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
     clip32 = np.float32(clip)
     two = np.float32(2.0)
     exag2 = np.float32(2.0 * exaggeration)
-    for i in prange(n):
-        for c in range(y.shape[1]):
-            grad[i, c] = 0.0
-        loss = 0.0
-        for e in range(indptr[i], indptr[i + 1]):
-            if scheduled and not edge_active(edge_rate[e], edge_phase[e], epoch):
-                continue
-            j = indices[e]
-            d2 = sq_dist(y, i, j)
-            k, g = kernel_and_slope(code, d2, a, b)
-            add_force(grad, y, i, j, -exag2 * g, weights[e], clip32)
-            if with_loss:
-                loss -= 0.5 * weights[e] * log_kernel(code, d2, p0, p1)
-        base = hash32(seed ^ hash32(i))
-        z = 0.0
-        m_i = row_mass[i]
-        for t in range(m):
-            j = (t + (t >= i)) if exact else negative_index(base, t, i, n)
-            d2 = sq_dist(y, i, j)
-            k, g = kernel_and_slope(code, d2, a, b)
-            z += k
-            if alpha > 0.0:  # uniform part of the debiased p, both directions
-                add_force(grad, y, i, j, -exag2 * g,
-                          np.float32(alpha * (m_i + row_mass[j]) / m), clip32)
+    width = max(m, np.max(np.diff(indptr))) if n > 0 else 1
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        part = np.empty(width, np.int64)  # partner j of each pair
+        d2 = np.empty(width, np.float32)
+        k = np.empty(width, np.float32)
+        g = np.empty(width, np.float32)
+        wts = np.empty(width, np.float32)
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            for c in range(y.shape[1]):
+                grad[i, c] = 0.0
+            loss = 0.0
+            count = 0
+            for e in range(indptr[i], indptr[i + 1]):
+                if scheduled and not edge_active(edge_rate[e], edge_phase[e], epoch):
+                    continue
+                part[count] = indices[e]
+                wts[count] = weights[e]
+                d2[count] = sq_dist(y, i, indices[e])
+                count += 1
+            kernels_and_slopes(code, d2, k, g, count, a, b)
+            for t in range(count):
+                add_force(grad, y, i, part[t], -exag2 * g[t], wts[t], clip32)
                 if with_loss:
-                    loss -= alpha * m_i / m * log_kernel(code, d2, p0, p1)
-            if estimator == PER_ANCHOR:
-                # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
-                share = m_i * min(k / z_prev[i], ONE) + row_mass[j] * min(k / z_prev[j], ONE)
-                add_force(grad, y, i, j, two * g, share, clip32)
-            elif estimator == GLOBAL:
-                add_force(grad, y, i, j, two * k * g, np.float32(global_scale), clip32)
-            else:
-                add_force(grad, y, i, j, two * neg_repulsion(code, d2, k, g, b),
-                          neg_scale[i], clip32)
-                if with_loss:
-                    loss -= neg_scale[i] * np.log(max(1.0 - np.float64(k), 1e-12))
-        zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
-        loss_rows[i] = loss
+                    loss -= 0.5 * wts[t] * log_kernel(code, d2[t], p0, p1)
+            base = hash32(seed ^ hash32(i))
+            for t in range(m):
+                part[t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+                d2[t] = sq_dist(y, i, part[t])
+            kernels_and_slopes(code, d2, k, g, m, a, b)
+            z = 0.0
+            m_i = row_mass[i]
+            for t in range(m):
+                j = part[t]
+                z += k[t]
+                if alpha > 0.0:  # uniform part of the debiased p, both directions
+                    add_force(grad, y, i, j, -exag2 * g[t],
+                              np.float32(alpha * (m_i + row_mass[j]) / m), clip32)
+                    if with_loss:
+                        loss -= alpha * m_i / m * log_kernel(code, d2[t], p0, p1)
+                if estimator == PER_ANCHOR:
+                    # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
+                    share = (m_i * min(k[t] / z_prev[i], ONE)
+                             + row_mass[j] * min(k[t] / z_prev[j], ONE))
+                    add_force(grad, y, i, j, two * g[t], share, clip32)
+                elif estimator == GLOBAL:
+                    add_force(grad, y, i, j, two * k[t] * g[t], np.float32(global_scale), clip32)
+                else:
+                    add_force(grad, y, i, j, two * neg_repulsion(code, d2[t], k[t], g[t], b),
+                              neg_scale[i], clip32)
+                    if with_loss:
+                        loss -= neg_scale[i] * np.log(max(1.0 - np.float64(k[t]), 1e-12))
+            zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
+            loss_rows[i] = loss
