@@ -131,10 +131,15 @@ def neg_repulsion(code, d2, k, g, p1):
 
 
 @njit(inline="always", cache=True)
-def add_force(grad, y, i, j, coef, weight, clip):
-    """``grad[i] += weight * clip(coef * (y_i - y_j))`` (clip per coordinate; inf disables)."""
+def add_forces(grad, y, i, part, coef, wts, count, clip):
+    """``grad[i] = sum_t wts[t] clip(coef[t] (y_i - y_part[t]))`` over ``t < count`` (clip per
+    coordinate; inf disables), one register sum per coordinate."""
     for c in range(y.shape[1]):
-        grad[i, c] += weight * min(max(coef * (y[i, c] - y[j, c]), -clip), clip)
+        y_ic = y[i, c]
+        total = y_ic - y_ic  # a zero of y's dtype
+        for t in range(count):
+            total += wts[t] * min(max(coef[t] * (y_ic - y[part[t], c]), -clip), clip)
+        grad[i, c] = total
 
 
 @njit(inline="always", cache=True)
@@ -176,9 +181,10 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
 
     ``edge_rate`` (E,) in (0, 1] schedules edges (see :func:`edge_active`); an empty array
     visits every edge every epoch. ``n_neg <= 0`` is the exact mode: every other point is a
-    negative (small N, tests). Per anchor, the partners' squared distances are gathered into
-    a buffer first, the kernel is evaluated on the buffer in one vectorised loop, and the
-    forces are added last.
+    negative (small N, tests). Per anchor, the partners (edges, then negatives) go into one
+    buffer; their squared distances are gathered, the kernel is evaluated on the buffer in one
+    vectorised loop, each pair's force coefficient and weight is set, and the forces are summed
+    per coordinate in a register (:func:`add_forces`).
     """
     n = y.shape[0]
     exact = n_neg <= 0
@@ -189,56 +195,61 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
     clip32 = np.float32(clip)
     two = np.float32(2.0)
     exag2 = np.float32(2.0 * exaggeration)
-    width = max(m, np.max(np.diff(indptr))) if n > 0 else 1
+    # one buffer row per pair: the anchor's edges, its negatives, and (alpha > 0) the negatives
+    # again for the uniform part of the debiased p
+    width = max(np.max(np.diff(indptr)) if n > 0 else 0, 0) + (2 if alpha > 0.0 else 1) * m
     for block in prange((n + BLOCK - 1) // BLOCK):
         part = np.empty(width, np.int64)  # partner j of each pair
         d2 = np.empty(width, np.float32)
         k = np.empty(width, np.float32)
         g = np.empty(width, np.float32)
+        coef = np.empty(width, np.float32)  # force = wts * clip(coef * (y_i - y_j))
         wts = np.empty(width, np.float32)
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            for c in range(y.shape[1]):
-                grad[i, c] = 0.0
-            loss = 0.0
-            count = 0
+            n_pos = 0
             for e in range(indptr[i], indptr[i + 1]):
                 if scheduled and not edge_active(edge_rate[e], edge_phase[e], epoch):
                     continue
-                part[count] = indices[e]
-                wts[count] = weights[e]
-                d2[count] = sq_dist(y, i, indices[e])
-                count += 1
-            kernels_and_slopes(code, d2, k, g, count, a, b)
-            for t in range(count):
-                add_force(grad, y, i, part[t], -exag2 * g[t], wts[t], clip32)
-                if with_loss:
-                    loss -= 0.5 * wts[t] * log_kernel(code, d2[t], p0, p1)
+                part[n_pos] = indices[e]
+                wts[n_pos] = weights[e]
+                n_pos += 1
             base = hash32(seed ^ hash32(i))
             for t in range(m):
-                part[t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+                part[n_pos + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+            count = n_pos + m
+            for t in range(count):
                 d2[t] = sq_dist(y, i, part[t])
-            kernels_and_slopes(code, d2, k, g, m, a, b)
+            kernels_and_slopes(code, d2, k, g, count, a, b)
+            loss = 0.0
+            for t in range(n_pos):
+                coef[t] = -exag2 * g[t]
+                if with_loss:
+                    loss -= 0.5 * wts[t] * log_kernel(code, d2[t], p0, p1)
             z = 0.0
             m_i = row_mass[i]
-            for t in range(m):
+            for t in range(n_pos, count):
                 j = part[t]
                 z += k[t]
                 if alpha > 0.0:  # uniform part of the debiased p, both directions
-                    add_force(grad, y, i, j, -exag2 * g[t],
-                              np.float32(alpha * (m_i + row_mass[j]) / m), clip32)
+                    u = t + m
+                    part[u] = j
+                    coef[u] = -exag2 * g[t]
+                    wts[u] = np.float32(alpha * (m_i + row_mass[j]) / m)
                     if with_loss:
                         loss -= alpha * m_i / m * log_kernel(code, d2[t], p0, p1)
                 if estimator == PER_ANCHOR:
                     # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
-                    share = (m_i * min(k[t] / z_prev[i], ONE)
-                             + row_mass[j] * min(k[t] / z_prev[j], ONE))
-                    add_force(grad, y, i, j, two * g[t], share, clip32)
+                    coef[t] = two * g[t]
+                    wts[t] = (m_i * min(k[t] / z_prev[i], ONE)
+                              + row_mass[j] * min(k[t] / z_prev[j], ONE))
                 elif estimator == GLOBAL:
-                    add_force(grad, y, i, j, two * k[t] * g[t], np.float32(global_scale), clip32)
+                    coef[t] = two * k[t] * g[t]
+                    wts[t] = np.float32(global_scale)
                 else:
-                    add_force(grad, y, i, j, two * neg_repulsion(code, d2[t], k[t], g[t], b),
-                              neg_scale[i], clip32)
+                    coef[t] = two * neg_repulsion(code, d2[t], k[t], g[t], b)
+                    wts[t] = neg_scale[i]
                     if with_loss:
                         loss -= neg_scale[i] * np.log(max(1.0 - np.float64(k[t]), 1e-12))
+            add_forces(grad, y, i, part, coef, wts, count + m if alpha > 0.0 else count, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss
