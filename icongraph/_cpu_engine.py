@@ -71,20 +71,28 @@ EXP2 = tuple(np.float32(c) for c in (
     0.00894621480256319, 0.0018951073288917542))
 TINY = np.float32(1.1754944e-38)  # the smallest normal float32
 EXP_LIMIT = np.float32(126.0)
+LN2 = np.float32(np.log(2.0))
+LOSS_FLOOR = np.float32(1e-12)
+
+
+@njit(inline="always", cache=True)
+def fast_log2(x):
+    """``log2 x`` for float32 ``x > 0`` from the exponent bits and a polynomial in the mantissa
+    (absolute error 2.1e-6; ``x`` floored at the smallest normal float32). No libm call, so
+    loops over it vectorise (libm's ``logf``/``powf`` do not)."""
+    bits = _float_bits(max(x, TINY))
+    m = _bits_float((bits & 0x007FFFFF) | 0x3F800000) - ONE  # mantissa - 1, in [0, 1)
+    c = LOG2_1P
+    return (np.float32((bits >> 23) - 127) + c[0]
+            + m * (c[1] + m * (c[2] + m * (c[3] + m * (c[4] + m * (c[5] + m * c[6]))))))
 
 
 @njit(inline="always", cache=True)
 def fast_pow(x, p):
-    """``x ** p`` for float32 ``x >= 0`` as ``2^(p log2 x)`` from the exponent bits and two
-    polynomials: relative error below 2e-5, and no libm call, so loops over it vectorise
-    (libm's ``powf`` does not). ``x`` is floored at the smallest normal float32 and
-    ``p log2 x`` clamped to [-126, 126], so the result is always a finite positive float32."""
-    bits = _float_bits(max(x, TINY))
-    m = _bits_float((bits & 0x007FFFFF) | 0x3F800000) - ONE  # mantissa - 1, in [0, 1)
-    c = LOG2_1P
-    log2x = (np.float32((bits >> 23) - 127) + c[0]
-             + m * (c[1] + m * (c[2] + m * (c[3] + m * (c[4] + m * (c[5] + m * c[6]))))))
-    y = min(max(p * log2x, -EXP_LIMIT), EXP_LIMIT)
+    """``x ** p`` for float32 ``x >= 0`` as ``2^(p log2 x)`` (:func:`fast_log2`, then a
+    polynomial for the fraction): relative error below 2e-5. ``p log2 x`` is clamped to
+    [-126, 126], so the result is always a finite positive float32."""
+    y = min(max(p * fast_log2(x), -EXP_LIMIT), EXP_LIMIT)
     n = np.floor(y)
     f = y - n
     e = EXP2
@@ -113,12 +121,15 @@ def kernel_and_slope(code, d2, p0, p1):
 
 @njit(inline="always", cache=True)
 def log_kernel(code, d2, p0, p1):
-    d2 = np.float64(d2)
+    """``log k(d2)`` for the loss estimate, in float32 by :func:`fast_log2` (libm's float64
+    ``log1p`` doubled the cost of the epochs that report the loss)."""
     if code == STUDENT:
-        return -0.5 * (p0 + 1.0) * np.log1p(d2 / p0)
+        return -HALF * (p0 + ONE) * LN2 * fast_log2(ONE + d2 / p0)
     if code == GAUSSIAN:
         return -d2 * p0
-    return -np.log1p(p0 * max(d2, 0.0) ** p1)
+    if d2 <= 0.0:
+        return d2 * 0
+    return -LN2 * fast_log2(ONE + p0 * fast_pow(d2, p1))
 
 
 @njit(inline="always", cache=True)
@@ -224,7 +235,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
             for t in range(n_pos):
                 coef[t] = -exag2 * g[t]
                 if with_loss:
-                    loss -= 0.5 * wts[t] * log_kernel(code, d2[t], p0, p1)
+                    loss -= 0.5 * wts[t] * log_kernel(code, d2[t], a, b)
             z = 0.0
             m_i = row_mass[i]
             for t in range(n_pos, count):
@@ -236,7 +247,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                     coef[u] = -exag2 * g[t]
                     wts[u] = np.float32(alpha * (m_i + row_mass[j]) / m)
                     if with_loss:
-                        loss -= alpha * m_i / m * log_kernel(code, d2[t], p0, p1)
+                        loss -= alpha * m_i / m * log_kernel(code, d2[t], a, b)
                 if estimator == PER_ANCHOR:
                     # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
                     coef[t] = two * g[t]
@@ -249,7 +260,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                     coef[t] = two * neg_repulsion(code, d2[t], k[t], g[t], b)
                     wts[t] = neg_scale[i]
                     if with_loss:
-                        loss -= neg_scale[i] * np.log(max(1.0 - np.float64(k[t]), 1e-12))
+                        loss -= neg_scale[i] * LN2 * fast_log2(max(ONE - k[t], LOSS_FLOOR))
             add_forces(grad, y, i, part, coef, wts, count + m if alpha > 0.0 else count, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss

@@ -2,10 +2,11 @@
 same data, in one run.
 
 Every method runs in a fresh child process (so peak RSS is its own and nothing is warm from
-another method), ``--repeats`` times; the report gives the median of each phase (kNN, graph,
-init, optimisation), the total, peak RSS, umap-learn's numba JIT warm-up (timed on a tiny input
-before its measured run), our own cold start (a fresh process that imports icongraph and embeds
-digits), and quality: kNN preservation (k=15), trustworthiness (k=15), 10-NN accuracy.
+another method), ``--repeats`` times, round robin over the methods; the report gives the median
+of each phase (kNN, graph, init, optimisation), the total, peak RSS, umap-learn's numba JIT
+warm-up (timed on a tiny input before its measured run), our own cold start (a fresh process
+that imports icongraph and embeds digits), and quality: kNN preservation (k=15),
+trustworthiness (k=15), 10-NN accuracy.
 Writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out``.
 """
 
@@ -160,27 +161,32 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         data_path = str(Path(tmp) / "X.npy")
         np.save(data_path, X)
-        for method in progress(list(methods), "bench", verbose):
-            if not _available(method):
+        runnable = [m for m in methods if _available(m)]
+        runs = {m: [] for m in runnable}
+        # round robin over the methods, repeat by repeat: a slow spell of a noisy machine then
+        # hits every method instead of all the repeats of one
+        jobs = [(r, m) for r in range(repeats) for m in runnable]
+        for r, method in progress(jobs, "bench", verbose):
+            stem = str(Path(tmp) / f"{method}-{r}")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "icongraph.bench", method, data_path,
+                            stem, str(seed + r), str(threads)], check=True,
+                           env=_child_env(threads))
+            wall = time.perf_counter() - start
+            with open(stem + ".json") as fh:
+                runs[method].append({**json.load(fh), "process_wall": wall})
+        for method in methods:
+            if method not in runs:
                 report["methods"][method] = {"skipped": "not installed"}
                 continue
-            runs = []
-            for r in range(repeats):
-                stem = str(Path(tmp) / f"{method}-{r}")
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "icongraph.bench", method, data_path,
-                                stem, str(seed + r), str(threads)], check=True,
-                               env=_child_env(threads))
-                wall = time.perf_counter() - start
-                with open(stem + ".json") as fh:
-                    runs.append({**json.load(fh), "process_wall": wall})
+            done = runs[method]
             Y = np.load(str(Path(tmp) / f"{method}-0.npy"))
-            phase_names = [k for k in runs[0]["phases"]]
-            result = {"phases": {k: statistics.median(r["phases"][k] for r in runs)
+            phase_names = [k for k in done[0]["phases"]]
+            result = {"phases": {k: statistics.median(r["phases"][k] for r in done)
                                  for k in phase_names}}
             result["total"] = statistics.median(
-                sum(v for k, v in r["phases"].items() if k != "jit_warmup") for r in runs)
-            result["peak_rss_mb"] = max(r["peak_rss"] for r in runs) / 2**20
+                sum(v for k, v in r["phases"].items() if k != "jit_warmup") for r in done)
+            result["peak_rss_mb"] = max(r["peak_rss"] for r in done) / 2**20
             result["knn_preservation"] = metrics.knn_preservation(X, Y, 15, quality_samples, seed)
             result["trustworthiness"] = metrics.trustworthiness(
                 X, Y, 15, min(quality_samples, 2_000), seed)
