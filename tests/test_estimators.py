@@ -153,33 +153,32 @@ def test_interpolate_from_sample_is_the_weighted_mean_of_placed_neighbours():
 
 
 @pytest.fixture(scope="module")
-def manifolds_12k():
+def manifolds_24k():
     from icongraph.datasets import make_manifolds
 
-    return make_manifolds(12_000, n_classes=6, seed=0)
+    return make_manifolds(24_000, n_classes=6, seed=0)
 
 
-def test_coarse_init_refines_a_sample_fit(manifolds_12k, monkeypatch):
+def test_coarse_init_refines_a_sample_fit(manifolds_24k, monkeypatch):
     import icongraph.embedding as embedding
 
-    X, y = manifolds_12k
-    knn = icongraph.knn.knn_search(X, 15, random_state=0)
+    X, y = manifolds_24k
+    knn = icongraph.knn.exact_knn(X, 15)
     coarse = icongraph.UMAP(init="coarse", random_state=0, precomputed_knn=knn)
     Y = coarse.fit_transform(X)
     pca = icongraph.UMAP(random_state=0, precomputed_knn=knn).fit_transform(X)
-    # a 1,200-point sample fit, spread through p, then 30 epochs: class structure as good as
-    # 200 epochs from PCA; at this size a little less local detail (0.69 vs 0.74 kNN
-    # preservation), which is why it is the default only from COARSE_AUTO_SAMPLES points
+    # a 1,200-point sample fit, spread through p, then 60 epochs: class structure and local
+    # detail as good as 200 epochs from PCA
     assert metrics.knn_accuracy(Y, y, 10) >= metrics.knn_accuracy(pca, y, 10) - 0.01
-    assert metrics.knn_preservation(X, Y) >= 0.9 * metrics.knn_preservation(X, pca)
+    assert metrics.knn_preservation(X, Y) >= 0.97 * metrics.knn_preservation(X, pca)
     np.testing.assert_array_equal(Y, icongraph.UMAP(init="coarse", random_state=0,
                                                     precomputed_knn=knn).fit_transform(X))
     # the default switches to it from COARSE_AUTO_SAMPLES points, with the short schedule
-    monkeypatch.setattr(embedding, "COARSE_AUTO_SAMPLES", 10_000)
+    monkeypatch.setattr(embedding, "COARSE_AUTO_SAMPLES", 20_000)
     auto = icongraph.UMAP(random_state=0, precomputed_knn=knn)
     np.testing.assert_array_equal(auto.fit_transform(X), Y)
-    assert len(auto.loss_history_) == len(coarse.loss_history_) == 4  # epochs 0, 10, 20, 29
-    with pytest.raises(ValueError, match="at least 10000 points"):
+    assert len(auto.loss_history_) == len(coarse.loss_history_) == 7  # epochs 0, 10, ..., 59
+    with pytest.raises(ValueError, match="at least 20000 points"):
         icongraph.UMAP(init="coarse").fit(X[:5000])
     with pytest.raises(ValueError, match="init must be"):
         icongraph.UMAP(init="laplacian").fit(X[:500])
