@@ -80,6 +80,7 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     elif k > n:
         raise ValueError(f"k={k} exceeds the {n} reference points.")
     sq, sq_query = (data * data).sum(1), (query * query).sum(1)
+    ones = torch.ones_like(sq)
     n_query = query.shape[0]
     if block_size is None:  # keep a block's distance matrix around 64 MB
         block_size = int(max(64, min(n_query, 16_000_000 // max(n, 1))))
@@ -88,11 +89,12 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     for start in progress(range(0, n_query, block_size), "kNN (exact)", verbose,
                           total=(n_query + block_size - 1) // block_size):
         stop = min(start + block_size, n_query)
-        dot = query[start:stop] @ data.T
+        # one (block, N) matrix, updated in place: no temporaries of the same size
         if metric == "cosine":
-            dist = (1.0 - dot).clamp_min_(0.0)
+            dist = torch.addmm(ones, query[start:stop], data.T, alpha=-1.0).clamp_min_(0.0)
         else:
-            dist = (sq_query[start:stop, None] - 2.0 * dot + sq[None, :]).clamp_min_(0.0)
+            dist = torch.addmm(sq, query[start:stop], data.T, alpha=-2.0)
+            dist.add_(sq_query[start:stop, None]).clamp_min_(0.0)
         if queries is None:
             rows = torch.arange(stop - start, device=device)
             dist[rows, rows + start] = float("inf")  # exclude self, keep duplicates

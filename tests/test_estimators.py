@@ -184,3 +184,26 @@ def test_coarse_init_refines_a_sample_fit(manifolds_24k, monkeypatch):
         icongraph.UMAP(init="laplacian").fit(X[:500])
     with pytest.raises(ValueError, match="needs the data"):
         icongraph.ICon(p=coarse.graph_, init="coarse").fit(None)
+
+
+def test_coarse_init_places_unsampled_components_by_pca(manifolds_24k):
+    """A component of p that the random sample misses starts at PCA coordinates, scaled into
+    the sample's layout, instead of staying at the origin."""
+    import icongraph.embedding as embedding
+
+    X, _ = manifolds_24k
+    X = X.copy()
+    n, seed = len(X), 0
+    rows = np.sort(np.random.default_rng(seed).choice(n, n // embedding.COARSE_FACTOR,
+                                                       replace=False))  # as _coarse_init
+    island = np.setdiff1d(np.arange(n), rows)[:30]  # 30 unsampled points, moved far away
+    X[island] = 1e3 + np.random.default_rng(1).normal(size=(30, X.shape[1]))
+    knn = icongraph.knn.exact_knn(X, 15)
+    model = icongraph.UMAP(random_state=seed, precomputed_knn=knn, n_epochs=1).fit(X)
+    component = sp.csgraph.connected_components(model.graph_)[1]
+    assert (component == component[island[0]]).sum() == 30  # the island is its own component
+    y = model._coarse_init(X, model.graph_, seed)
+    assert np.isfinite(y).all()
+    sample_extent = np.abs(np.delete(y, island, 0)).max()
+    assert np.abs(y[island]).max() <= sample_extent * 1.001  # rescaled into the layout
+    assert np.ptp(y[island], axis=0).min() > 0  # spread by PCA, not stacked at one point
