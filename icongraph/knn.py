@@ -123,8 +123,7 @@ def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | N
     _check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(k, n)
-    n_trees = min(MAX_TREES, 5 + int(round(np.sqrt(n) / 20.0)))
-    n_iters = max(5, int(round(np.log2(n))))
+    n_trees, n_iters = nndescent_schedule(n)
     with progress(None, "kNN (pynndescent)", verbose, total=1) as bar:
         index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
                           n_trees=n_trees, n_iters=n_iters, max_candidates=60,
@@ -178,6 +177,12 @@ def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
                np.take_along_axis(dist, order, 1), metric)
 
 
+def nndescent_schedule(n: int) -> tuple[int, int]:
+    """(random-projection trees, NN-descent iterations) for ``n`` points: umap-learn's rule,
+    with the trees capped at :data:`MAX_TREES`. Part of the kNN cache key."""
+    return min(MAX_TREES, 5 + int(round(np.sqrt(n) / 20.0))), max(5, int(round(np.log2(n))))
+
+
 def data_fingerprint(X) -> str:
     """A content hash of a data matrix (shape, dtype and every byte; blake2b, ~1 GB/s)."""
     import hashlib
@@ -201,8 +206,9 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     points, or on CUDA where the blocked search is fast at any size).
 
     With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
-    and the method (and, for pynndescent, the seed); a later search for the same or a smaller
-    ``k`` on the same data loads it instead, so trying several methods costs one kNN search.
+    and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later
+    search for the same or a smaller ``k`` on the same data loads it instead, so trying several
+    methods costs one kNN search.
     """
     n = X.shape[0]
     check_n_neighbors(k, n)
@@ -211,8 +217,11 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
 
         resolved = method if method != "auto" else (
             "exact" if n <= EXACT_MAX_SAMPLES and not sp.issparse(X) else "nndescent")
-        seed = random_state if resolved == "nndescent" else None
-        stem = f"knn-{data_fingerprint(X)}-{metric}-{resolved}-{seed}"
+        tag = resolved
+        if resolved == "nndescent":
+            n_trees, n_iters = nndescent_schedule(n)
+            tag = f"nndescent-{random_state}-t{n_trees}-i{n_iters}"
+        stem = f"knn-{data_fingerprint(X)}-{metric}-{tag}"
         folder = Path(cache_dir)
         for path in sorted(folder.glob(stem + "-k*.npz")):
             stored_k = int(path.stem.rsplit("-k", 1)[1])

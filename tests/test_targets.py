@@ -148,6 +148,23 @@ def test_knn_cache_reuses_and_invalidates(tmp_path, blobs, monkeypatch):
     assert len(calls) == 4
 
 
+def test_knn_cache_key_includes_the_nndescent_schedule(tmp_path, blobs, monkeypatch):
+    import icongraph.knn as knn_module
+
+    X, _ = blobs
+    calls = []
+    monkeypatch.setattr(knn_module, "nndescent_knn",  # the exact graph stands in (no JIT)
+                        lambda X, k, *a, **kw: calls.append(1) or knn_module.exact_knn(X, k))
+    knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
+    knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
+    assert len(calls) == 1
+    knn_module.knn_search(X, 10, method="nndescent", random_state=1, cache_dir=tmp_path)
+    assert len(calls) == 2  # another seed: another graph
+    monkeypatch.setattr(knn_module, "MAX_TREES", 2)  # fewer trees: the stored graph is stale
+    knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
+    assert len(calls) == 3
+
+
 def test_estimators_share_a_knn_graph(tmp_path, blobs):
     import icongraph
 
