@@ -208,7 +208,8 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
     exag2 = np.float32(2.0 * exaggeration)
     # one buffer row per pair: the anchor's edges, its negatives, and (alpha > 0) the negatives
     # again for the uniform part of the debiased p
-    width = max(np.max(np.diff(indptr)) if n > 0 else 0, 0) + (2 if alpha > 0.0 else 1) * m
+    max_degree = np.max(np.diff(indptr)) if n > 0 else 0
+    width = max_degree + (2 if alpha > 0.0 else 1) * m
     for block in prange((n + BLOCK - 1) // BLOCK):
         part = np.empty(width, np.int64)  # partner j of each pair
         d2 = np.empty(width, np.float32)
