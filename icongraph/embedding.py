@@ -15,7 +15,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .init import INITS, _rescale, initialize, interpolate_from_sample, pca_init
+from .init import INITS, initialize, interpolate_from_sample, pca_init, rescale
 from .kernels import StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, as_knn, exact_knn, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
@@ -208,7 +208,7 @@ class _Embedding(ParamsMixin):
         y, placed = interpolate_from_sample(graph, rows, sample, seed)
         if not placed.all():
             rest = pca_init(X[~placed], self.n_components, seed)
-            y[~placed] = _rescale(rest, float(np.abs(sample).max()))
+            y[~placed] = rescale(rest, float(np.abs(sample).max()))
         return y
 
     def fit_transform(self, X, y=None):

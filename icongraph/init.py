@@ -16,12 +16,14 @@ import torch
 
 from .validation import check_data
 
-__all__ = ["initialize", "pca_init", "spectral_init", "interpolate_from_sample", "INITS"]
+__all__ = ["initialize", "pca_init", "spectral_init", "interpolate_from_sample", "rescale",
+           "INITS"]
 
 INITS = ("pca", "spectral", "random")
 
 
-def _rescale(y: np.ndarray, scale: float) -> np.ndarray:
+def rescale(y: np.ndarray, scale: float) -> np.ndarray:
+    """``y`` (N, d) centred and scaled so its largest coordinate magnitude is ``scale``."""
     y = y - y.mean(axis=0)
     peak = np.abs(y).max()
     return (y * (scale / peak if peak > 0 else 1.0)).astype(np.float32)
@@ -132,7 +134,7 @@ def initialize(init, X, graph: sp.csr_matrix, n_components: int, seed: int,
             y = np.random.default_rng(seed).uniform(-1.0, 1.0, (n, n_components))
         elif y is None:
             y = pca_init(X, n_components, seed)
-        return _rescale(np.asarray(y), scale)
+        return rescale(np.asarray(y), scale)
     y = check_data(init, name="init", allow_sparse=False)
     if y.shape != (n, n_components):
         raise ValueError(f"init array has shape {y.shape}; expected {(n, n_components)}.")

@@ -80,7 +80,9 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     elif k > n:
         raise ValueError(f"k={k} exceeds the {n} reference points.")
     sq, sq_query = (data * data).sum(1), (query * query).sum(1)
-    ones = torch.ones_like(sq)
+    # distance = bias_j + alpha x.y (+ |x|^2 for euclidean): cosine 1 - x.y, euclidean
+    # |y|^2 - 2 x.y + |x|^2
+    bias, alpha = (torch.ones_like(sq), -1.0) if metric == "cosine" else (sq, -2.0)
     n_query = query.shape[0]
     if block_size is None:  # keep a block's distance matrix around 64 MB
         block_size = int(max(64, min(n_query, 16_000_000 // max(n, 1))))
@@ -90,11 +92,10 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
                           total=(n_query + block_size - 1) // block_size):
         stop = min(start + block_size, n_query)
         # one (block, N) matrix, updated in place: no temporaries of the same size
-        if metric == "cosine":
-            dist = torch.addmm(ones, query[start:stop], data.T, alpha=-1.0).clamp_min_(0.0)
-        else:
-            dist = torch.addmm(sq, query[start:stop], data.T, alpha=-2.0)
-            dist.add_(sq_query[start:stop, None]).clamp_min_(0.0)
+        dist = torch.addmm(bias, query[start:stop], data.T, alpha=alpha)
+        if metric == "euclidean":
+            dist.add_(sq_query[start:stop, None])
+        dist.clamp_min_(0.0)
         if queries is None:
             rows = torch.arange(stop - start, device=device)
             dist[rows, rows + start] = float("inf")  # exclude self, keep duplicates
