@@ -84,9 +84,9 @@ def _cluster(args) -> int:
     from .plotting import plot_embedding
 
     X, truth = read_input(args.input)
-    model = Clustering(n_clusters=args.n_clusters, method=args.method,
-                       n_neighbors=args.n_neighbors, random_state=args.seed, device=args.device,
-                       verbose=not args.quiet, metric=args.metric)
+    model = Clustering(n_clusters=args.n_clusters, method=args.method, head=args.head,
+                       init=args.init, n_neighbors=args.n_neighbors, random_state=args.seed,
+                       device=args.device, verbose=not args.quiet, metric=args.metric)
     labels = model.fit_predict(X)
     np.save(args.output, labels)
     sizes = np.bincount(labels, minlength=args.n_clusters)
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--n-clusters", type=int, required=True)
     cluster.add_argument("--method", default="debiased",
                          choices=("debiased", "infonce", "kmeans", "ncut"))
+    cluster.add_argument("--head", default="linear", choices=("linear", "mlp", "free"))
+    cluster.add_argument("--init", default="embedding",
+                         choices=("embedding", "kmeans", "kmeans++", "random"),
+                         help="seed centres: clusters of a 2-D embedding of the graph, or k-means")
     cluster.add_argument("--n-neighbors", type=int, default=15)
     cluster.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
     cluster.add_argument("--plot", help="write a PNG (UMAP layout coloured by cluster)")

@@ -190,9 +190,9 @@ def test_uniform_row_shortcut_matches_the_cumulative_search():
         np.testing.assert_allclose(freq.reshape(30, 30), expected, atol=0.015)
 
 
-@pytest.mark.parametrize("init", ["kmeans", "kmeans++"])
+@pytest.mark.parametrize("init", ["embedding", "kmeans", "kmeans++"])
 def test_seed_logits_are_the_gaussian_mixture_posterior(init):
-    from icongraph.clustering import seed_logits
+    from icongraph.clustering import embedding_partition, seed_logits
 
     x = torch.randn(200, 5)
     weight, bias = seed_logits(x, 6, seed=0, init=init)
@@ -202,6 +202,10 @@ def test_seed_logits_are_the_gaussian_mixture_posterior(init):
     mu = weight * scale[:, None] / 2
     if init == "kmeans++":  # centres are data points
         assert (mu[:, None] - x[None]).norm(dim=2).min(1).values.max() < 1e-3
+    elif init == "embedding":  # centres are the means of the embedding's k-means clusters
+        labels = torch.as_tensor(embedding_partition(x, 6, seed=0))
+        means = torch.stack([x[labels == c].mean(0) for c in range(6)])
+        np.testing.assert_allclose(mu.numpy(), means.numpy(), atol=1e-3)
     else:  # Lloyd's fixed point: every centre is the mean of the points nearest to it
         nearest = torch.cdist(x, mu).argmin(1)
         means = torch.stack([x[nearest == c].mean(0) for c in range(6)])
@@ -229,3 +233,41 @@ def test_mini_batch_schedule_defaults():
     assert small._schedule(1000) == (1000, 300)
     batch, epochs = Clustering(n_clusters=100)._schedule(1_000_000)
     assert batch == 8192 and epochs * -(-1_000_000 // batch) >= 600
+
+
+def test_final_loss_is_the_dense_loss(separated):
+    """``loss_`` (taken on the shared sample of about a million pairs) equals the dense
+    cross-entropy of the fitted assignments against p~ = (1 - a) (P + P^2) / 2 + a / N."""
+    X, _ = separated
+    model = Clustering(n_clusters=4, n_neighbors=10, random_state=0, n_epochs=40).fit(X)
+    n, alpha = len(X), 0.2
+    P = model.graph_.toarray()
+    P /= P.sum(1, keepdims=True)
+    p = (1 - alpha) * (P + P @ P) / 2 + alpha / n
+    phi = torch.as_tensor(model.probabilities_, dtype=torch.float64)
+    q = (1 - alpha) * cluster_kernel(phi).numpy() + alpha / n
+    dense = -(p * np.log(q)).sum() / n
+    assert model.loss_ == pytest.approx(dense, rel=2e-3)
+
+
+def test_restarts_keep_the_lowest_loss(separated):
+    X, _ = separated
+    runs = Clustering(n_clusters=5, n_neighbors=10, random_state=3, n_epochs=20, n_init=3,
+                      init="kmeans++")
+    runs.fit(X)
+    losses = []
+    for r in range(3):  # each restart alone, scored on the same shared pairs
+        single = Clustering(n_clusters=5, n_neighbors=10, random_state=3, n_epochs=20,
+                            init="kmeans++")
+        single._fit_head = _offset_seed(single._fit_head, r)
+        losses.append(single.fit(X).loss_)
+    assert runs.loss_ == pytest.approx(min(losses), rel=1e-6)
+    assert len(set(np.round(losses, 6))) > 1  # the restarts differ
+
+
+def _offset_seed(fit_head, offset):
+    def shifted(*args):
+        args = list(args)
+        args[6] += offset  # the training seed; the evaluation pairs stay those of random_state
+        return fit_head(*args)
+    return shifted

@@ -95,3 +95,27 @@ def test_cluster_bench_end_to_end_on_tiny_data(tmp_path, capsys):
         assert 0.0 <= row["acc"] <= 1.0 and row["n_found"] >= 1
     assert report["rss_after_fit_mb"] >= report["rss_after_knn_mb"] > 0
     assert "icongraph (default: debiased)" in capsys.readouterr().out
+
+
+def test_cli_cluster_writes_labels_and_plot(tmp_path, blobs, capsys):
+    from icongraph.clustering import HEADS, INITS
+
+    X, y = blobs
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    out, png = tmp_path / "labels.npy", tmp_path / "clusters.png"
+    k = len(np.unique(y))
+    assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", str(k),
+                 "--n-neighbors", "10", "--plot", str(png), "-q"]) == 0
+    labels = np.load(out)
+    assert labels.shape == (len(X),) and metrics.adjusted_rand_index(y, labels) >= 0.95
+    assert png.stat().st_size > 1000
+    assert "ARI" in capsys.readouterr().out  # scored against the labels in the file
+    assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", "1",
+                 "-q"]) == 2
+    assert "n_clusters" in capsys.readouterr().err
+    # the command line offers exactly the estimator's heads and seeds
+    from icongraph.cli import build_parser
+
+    actions = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices[
+        "cluster"]._actions}
+    assert tuple(actions["head"].choices) == HEADS and tuple(actions["init"].choices) == INITS
