@@ -195,7 +195,8 @@ class PositiveSampler:
 
 
 def embedding_partition(features: torch.Tensor, n_clusters: int, seed: int,
-                        knn: KNN | None = None, n_jobs: int = -1) -> np.ndarray:
+                        knn: KNN | None = None, metric: str = "euclidean",
+                        n_jobs: int = -1) -> np.ndarray:
     """Cluster labels (n,) of ``features`` (n, D) from k-means (best of ``SEED_RESTARTS``) on
     a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
     rows): the embedding's attraction and repulsion pull the graph's groups apart, where k-means
@@ -205,13 +206,14 @@ def embedding_partition(features: torch.Tensor, n_clusters: int, seed: int,
     from .embedding import UMAP
 
     n_neighbors = 15 if knn is None else min(15, knn.n_neighbors + 1)
-    layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, random_state=seed,
-                  device=features.device, n_jobs=n_jobs).fit_transform(features.cpu().numpy())
+    layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
+                  random_state=seed, device=features.device,
+                  n_jobs=n_jobs).fit_transform(features.cpu().numpy())
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
 
 def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
-                sample: int = SEED_SAMPLE, knn: KNN | None = None,
+                sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
                 n_jobs: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
     ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
@@ -237,7 +239,7 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     subset = features[rows]
     if init == "embedding":
         labels = embedding_partition(subset, n_clusters, seed, knn if len(rows) == n else None,
-                                     n_jobs)
+                                     metric, n_jobs)
         labels = torch.as_tensor(labels, device=features.device)
         mu = torch.stack([subset[labels == c].mean(0) for c in range(n_clusters)])
     else:
@@ -252,7 +254,7 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
 
 def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
-          init: str, knn: KNN | None = None, n_jobs: int = -1):
+          init: str, knn: KNN | None = None, metric: str = "euclidean", n_jobs: int = -1):
     """The learned module, initialised from ``seed`` without touching torch's global RNG;
     every ``init`` but ``'random'`` seeds the linear and free heads with :func:`seed_logits`
     (``knn``: the fit's graph, for ``init='embedding'``)."""
@@ -262,7 +264,8 @@ def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed:
     seeded = kind in ("linear", "free") and init != "random"
     with torch.random.fork_rng(devices=[]):
         if seeded:
-            weight, bias = seed_logits(features, n_clusters, seed, init, knn=knn, n_jobs=n_jobs)
+            weight, bias = seed_logits(features, n_clusters, seed, init, knn=knn,
+                                       metric=metric, n_jobs=n_jobs)
         torch.manual_seed(seed)
         if kind == "linear":
             head = torch.nn.Linear(n_features, n_clusters)
@@ -452,7 +455,7 @@ class Clustering(ParamsMixin):
         with gradients."""
         n, device = features.shape[0], features.device
         head = _head(self.head, features, self.n_clusters, self.hidden, seed, self.init, knn,
-                     self.n_jobs)
+                     self.metric, self.n_jobs)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)
