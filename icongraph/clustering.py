@@ -70,6 +70,10 @@ EVAL_CHUNK = 65536
 FULL_BATCH_FLOATS = 1 << 24
 MINI_BATCH_STEPS = 600
 PROPAGATIONS = ("walk", "reachable")
+#: reachable propagation: the distinct reachable points are stored for every node while
+#: N x (k + ... + k^steps) stays below this many entries, else rebuilt per chunk of anchors
+REACHABLE_STORE_MAX = 1 << 25
+REACHABLE_CHUNK = 1 << 22
 INITS = ("embedding", "kmeans", "kmeans++", "random")
 #: rows and k-means restarts of the seeding (:func:`seed_logits`)
 SEED_SAMPLE = 20000
@@ -127,31 +131,63 @@ class PositiveSampler:
         row_mean = np.repeat(np.asarray(graph.sum(1)).ravel() / np.maximum(degree, 1), degree)
         self.uniform_rows = bool(np.allclose(graph.data, row_mean, rtol=1e-6, atol=0))
         self.degree = torch.as_tensor(degree.astype(np.int64), device=device)
+        self.reach_cols = None
         if self.reachable:  # (N, max degree) neighbour table, -1 padded
             table = np.full((n, max(int(degree.max()), 1)), -1, np.int64)
             rows = np.repeat(np.arange(n), degree)
             table[rows, np.arange(graph.nnz) - graph.indptr[rows]] = graph.indices
             self.table = torch.as_tensor(table, device=device)
+            self.reach_width = sum(table.shape[1] ** s for s in range(1, steps + 1))
+            if n * self.reach_width <= REACHABLE_STORE_MAX:
+                self._store_reachable()
+
+    def _reachable_lists(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Walk candidates of ``anchors`` (B,): ``cand`` (B, k + ... + k^steps) sorted per
+        row, and ``keep`` marking the first copy of each distinct point (the anchor itself and
+        padding excluded)."""
+        hop, levels = anchors[:, None], []
+        for _ in range(self.steps):
+            hop = self.table[hop.clamp_min(0)].masked_fill((hop < 0)[..., None], -1)
+            hop = hop.reshape(anchors.shape[0], -1)
+            levels.append(hop)
+        cand = torch.cat(levels, 1).sort(1).values
+        keep = (cand >= 0) & (cand != anchors[:, None])
+        keep[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+        return cand, keep
+
+    def _store_reachable(self) -> None:
+        """The distinct reachable points of every node as a CSR (``reach_first``,
+        ``reach_count``, ``reach_cols``), built once in chunks of ``REACHABLE_CHUNK`` entries."""
+        chunk = max(1, REACHABLE_CHUNK // self.reach_width)
+        counts, cols = [], []
+        for lo in range(0, self.n, chunk):
+            cand, keep = self._reachable_lists(torch.arange(lo, min(lo + chunk, self.n),
+                                                            device=self.device))
+            counts.append(keep.sum(1))
+            cols.append(cand[keep].int())
+        self.reach_count = torch.cat(counts)
+        self.reach_first = torch.cumsum(self.reach_count, 0) - self.reach_count
+        self.reach_cols = torch.cat(cols)
 
     def _reachable(self, anchors: torch.Tensor, repeats: int, gen: torch.Generator):
         """``repeats`` uniform draws per anchor from the distinct points reachable from it in
-        1..steps hops (the anchor itself excluded), laid out as ``anchors.repeat(repeats)``.
-        Candidate lists are materialised per chunk of anchors only,
-        ``chunk x (k + ... + k^steps)`` entries, never for all N."""
-        k = self.table.shape[1]
-        width = sum(k**s for s in range(1, self.steps + 1))
-        chunk = max(1, (1 << 22) // width)
+        1..steps hops (the anchor itself excluded), laid out as ``anchors.repeat(repeats)``:
+        an index into the stored lists, or, when they were too large to store, lists rebuilt
+        per chunk of anchors (``chunk x (k + ... + k^steps)`` entries, never for all N)."""
+        if self.reach_cols is not None:
+            repeated = anchors.repeat(repeats)
+            count = self.reach_count[repeated]
+            u = torch.rand(repeated.shape, generator=gen, device=self.device,
+                           dtype=torch.float64)
+            pick = (u * count).long().clamp_max(count - 1).clamp_min(0)
+            at = (self.reach_first[repeated] + pick).clamp_max(len(self.reach_cols) - 1)
+            drawn = self.reach_cols[at].long()
+            return torch.where(count > 0, drawn, repeated)
+        chunk = max(1, REACHABLE_CHUNK // self.reach_width)
         out = torch.empty((repeats, anchors.shape[0]), dtype=anchors.dtype, device=self.device)
         for lo in range(0, anchors.shape[0], chunk):
             a = anchors[lo:lo + chunk]
-            hop, levels = a[:, None], []
-            for _ in range(self.steps):
-                hop = self.table[hop.clamp_min(0)].masked_fill((hop < 0)[..., None], -1)
-                hop = hop.reshape(a.shape[0], -1)
-                levels.append(hop)
-            cand = torch.cat(levels, 1).sort(1).values
-            keep = (cand >= 0) & (cand != a[:, None])
-            keep[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+            cand, keep = self._reachable_lists(a)
             rank = keep.cumsum(1)
             count = rank[:, -1:]
             u = torch.rand((a.shape[0], repeats), generator=gen, device=self.device,

@@ -7,7 +7,7 @@ import torch
 from conftest import make_blobs
 
 import icongraph
-from icongraph import metrics
+from icongraph import clustering, metrics
 from icongraph.clustering import Clustering, PositiveSampler, cluster_kernel, cluster_mass
 
 
@@ -150,12 +150,18 @@ def _path_graph(n):
     return sp.csr_matrix(a)
 
 
+@pytest.mark.parametrize("stored", [True, False])
 @pytest.mark.parametrize("steps,expected", [(1, [0, 1, 0, 0, 0]), (2, [0, 0.5, 0.5, 0, 0]),
                                             (3, [0, 1 / 3, 1 / 3, 1 / 3, 0])])
-def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expected):
+def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expected, stored,
+                                                                     monkeypatch):
     """From node 0 of a path 0-1-2-3-4, each point within ``steps`` hops (not 0 itself, though
-    walks return to it) is equally likely, however many walks reach it."""
+    walks return to it) is equally likely, however many walks reach it: from the lists stored
+    for all nodes, and from lists rebuilt per chunk (graphs too large to store)."""
+    if not stored:
+        monkeypatch.setattr(clustering, "REACHABLE_STORE_MAX", 0)
     sampler = PositiveSampler(_path_graph(5), 5, "cpu", steps=steps, propagation="reachable")
+    assert (sampler.reach_cols is not None) == stored
     drawn = sampler.sample(torch.zeros(3000, dtype=torch.long), torch.Generator().manual_seed(0),
                            repeats=4)
     assert drawn.shape == (12000,)
@@ -163,7 +169,10 @@ def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expe
     np.testing.assert_allclose(freq.numpy(), expected, atol=0.02)
 
 
-def test_reachable_sampler_repeats_follow_the_anchor_layout():
+@pytest.mark.parametrize("stored", [True, False])
+def test_reachable_sampler_repeats_follow_the_anchor_layout(stored, monkeypatch):
+    if not stored:
+        monkeypatch.setattr(clustering, "REACHABLE_STORE_MAX", 0)
     sampler = PositiveSampler(_path_graph(6), 6, "cpu", steps=1, propagation="reachable")
     anchors = torch.tensor([0, 5])
     drawn = sampler.sample(anchors, torch.Generator().manual_seed(0), repeats=3)
