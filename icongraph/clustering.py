@@ -18,9 +18,9 @@ standardised features (``linear``, the paper's choice, or ``mlp``), which is wha
 applies to new points, or free per-point logits (``free``). The linear and free heads start as
 a Gaussian-mixture posterior around seed centres (``init``, :func:`seed_logits`): by default the
 feature means of the clusters of a 2-D UMAP-preset embedding of the same kNN graph
-(``'embedding'``), which reaches a lower loss than Lloyd's k-means centres (``'kmeans'``) on
-every dataset of the benchmark. Restarts (``n_init``) are compared by their loss on one shared
-sample of about a million (anchor, positive) pairs.
+(``'embedding'``), which reaches a lower (or equal) loss than Lloyd's k-means centres
+(``'kmeans'``) on every dataset of the benchmark. Restarts (``n_init``) are compared by their
+loss on one shared sample of about a million (anchor, positive) pairs.
 
 Presets (``method=``), each a composition of p, the kernel's weights and alpha:
 
@@ -241,7 +241,7 @@ def embedding_partition(features: torch.Tensor, n_clusters: int, seed: int,
 
     from .embedding import UMAP
 
-    n_neighbors = 15 if knn is None else min(15, knn.n_neighbors + 1)
+    n_neighbors = min(15, len(features) - 1) if knn is None else min(15, knn.n_neighbors + 1)
     layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
                   random_state=seed, device=features.device,
                   n_jobs=n_jobs).fit_transform(features.cpu().numpy())
@@ -416,7 +416,7 @@ class Clustering(ParamsMixin):
                 weights = torch.as_tensor(degree / degree.mean(), device=device)
             evaluation = self._evaluation_pairs(sampler, n, seed, device)
             runs = [self._fit_head(features, sampler, weights, preset["alpha"], batch,
-                                    epochs, seed + r, knn, evaluation)
+                                    epochs, seed=seed + r, knn=knn, evaluation=evaluation)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             for name, value in best.items():

@@ -275,8 +275,6 @@ def test_restarts_keep_the_lowest_loss(separated):
 
 
 def _offset_seed(fit_head, offset):
-    def shifted(*args):
-        args = list(args)
-        args[6] += offset  # the training seed; the evaluation pairs stay those of random_state
-        return fit_head(*args)
+    def shifted(*args, seed, **kwargs):  # the training seed; the pairs stay random_state's
+        return fit_head(*args, seed=seed + offset, **kwargs)
     return shifted
