@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .clustering import CLUSTER_METHODS, HEADS, INITS
+
 __all__ = ["main", "read_input"]
 
 METHODS = {"umap": "UMAP", "tsne": "TSNE", "sne": "SNE"}
@@ -149,10 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("-o", "--output", required=True, help="output .npy of the labels")
     cluster.add_argument("--n-clusters", type=int, required=True)
     cluster.add_argument("--method", default="debiased",
-                         choices=("debiased", "infonce", "kmeans", "ncut"))
-    cluster.add_argument("--head", default="linear", choices=("linear", "mlp", "free"))
-    cluster.add_argument("--init", default="embedding",
-                         choices=("embedding", "kmeans", "kmeans++", "random"),
+                         choices=[m for m in CLUSTER_METHODS if m != "supervised"])
+    cluster.add_argument("--head", default="linear", choices=HEADS)
+    cluster.add_argument("--init", default="embedding", choices=INITS,
                          help="seed centres: clusters of a 2-D embedding of the graph, or k-means")
     cluster.add_argument("--n-neighbors", type=int, default=15)
     cluster.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")

@@ -71,7 +71,7 @@ FULL_BATCH_FLOATS = 1 << 24
 MINI_BATCH_STEPS = 600
 PROPAGATIONS = ("walk", "reachable")
 #: reachable propagation: the distinct reachable points are stored for every node while
-#: N x (k + ... + k^steps) stays below this many entries, else rebuilt per chunk of anchors
+#: N x (k + ... + k^steps) is at most this many entries, else rebuilt per chunk of anchors
 REACHABLE_STORE_MAX = 1 << 25
 REACHABLE_CHUNK = 1 << 22
 INITS = ("embedding", "kmeans", "kmeans++", "random")
@@ -230,27 +230,28 @@ class PositiveSampler:
         return nodes
 
 
-def embedding_partition(features: torch.Tensor, n_clusters: int, seed: int,
-                        knn: KNN | None = None, metric: str = "euclidean",
-                        n_jobs: int = -1) -> np.ndarray:
-    """Cluster labels (n,) of ``features`` (n, D) from k-means (best of ``SEED_RESTARTS``) on
-    a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
+def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
+                        metric: str = "euclidean", n_jobs: int = -1) -> np.ndarray:
+    """Cluster labels (n,) of the rows ``data`` (n, D) from k-means (best of ``SEED_RESTARTS``)
+    on a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
     rows): the embedding's attraction and repulsion pull the graph's groups apart, where k-means
-    on the features cuts across them."""
+    on the features cuts across them. The embedding runs on the CPU, where the engine is
+    deterministic, so ``seed`` fixes the labels on any device."""
     from sklearn.cluster import KMeans
 
     from .embedding import UMAP
 
-    n_neighbors = min(15, len(features) - 1) if knn is None else min(15, knn.n_neighbors + 1)
+    # UMAP's n_neighbors counts the point itself
+    n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
     layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
-                  random_state=seed, device=features.device,
-                  n_jobs=n_jobs).fit_transform(features.cpu().numpy())
+                  random_state=seed, device="cpu", n_jobs=n_jobs).fit_transform(data)
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
 
 def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
                 sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
-                n_jobs: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+                n_jobs: int = -1, data: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
     ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
     the softmax is the posterior of an isotropic Gaussian mixture, ``s`` the mean squared
@@ -258,8 +259,10 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
     * ``init='kmeans'``: Lloyd's k-means (scikit-learn), best of ``SEED_RESTARTS`` k-means++
       starts; ``'kmeans++'``: the k-means++ draw alone;
-    * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` (on
-      the fit's kNN graph ``knn`` when every row is used, else on the sample's own graph).
+    * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
+      ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
+      metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` when
+      every row is used, else on the sample's own graph.
 
     Every cluster starts populated, where a random head starts near-uniform and loses
     clusters early; Lloyd's restarts keep the start out of the local minima where one class
@@ -269,15 +272,19 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     n = features.shape[0]
     gen = torch.Generator().manual_seed(seed)
     if init == "embedding" and n <= sample:  # every row, in the kNN graph's order
-        rows = torch.arange(n, device=features.device)
+        rows = torch.arange(n)
     else:
-        rows = torch.randperm(n, generator=gen)[:sample].to(features.device)
-    subset = features[rows]
+        rows = torch.randperm(n, generator=gen)[:sample]
+    subset = features[rows.to(features.device)]
     if init == "embedding":
-        labels = embedding_partition(subset, n_clusters, seed, knn if len(rows) == n else None,
-                                     metric, n_jobs)
+        data = features.cpu().numpy() if data is None else data
+        labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
+                                     knn if len(rows) == n else None, metric, n_jobs)
         labels = torch.as_tensor(labels, device=features.device)
-        mu = torch.stack([subset[labels == c].mean(0) for c in range(n_clusters)])
+        sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
+                           device=subset.device).index_add_(0, labels, subset)
+        counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1)
+        mu = sums / counts[:, None].to(subset.dtype)
     else:
         if init == "kmeans":
             centres = KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit(
@@ -290,18 +297,18 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
 
 def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
-          init: str, knn: KNN | None = None, metric: str = "euclidean", n_jobs: int = -1):
-    """The learned module, initialised from ``seed`` without touching torch's global RNG;
-    every ``init`` but ``'random'`` seeds the linear and free heads with :func:`seed_logits`
-    (``knn``: the fit's graph, for ``init='embedding'``)."""
+          init: str, knn: KNN | None = None, metric: str = "euclidean", n_jobs: int = -1,
+          data: np.ndarray | None = None):
+    """The learned module (``kind`` one of ``HEADS``), initialised from ``seed`` without
+    touching torch's global RNG; every ``init`` but ``'random'`` seeds the linear and free
+    heads with :func:`seed_logits` (``knn``, ``data``: the fit's graph and raw rows, for
+    ``init='embedding'``)."""
     n, n_features = features.shape
-    if kind not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}; got {kind!r}.")
     seeded = kind in ("linear", "free") and init != "random"
     with torch.random.fork_rng(devices=[]):
         if seeded:
             weight, bias = seed_logits(features, n_clusters, seed, init, knn=knn,
-                                       metric=metric, n_jobs=n_jobs)
+                                       metric=metric, n_jobs=n_jobs, data=data)
         torch.manual_seed(seed)
         if kind == "linear":
             head = torch.nn.Linear(n_features, n_clusters)
@@ -416,7 +423,8 @@ class Clustering(ParamsMixin):
                 weights = torch.as_tensor(degree / degree.mean(), device=device)
             evaluation = self._evaluation_pairs(sampler, n, seed, device)
             runs = [self._fit_head(features, sampler, weights, preset["alpha"], batch,
-                                    epochs, seed=seed + r, knn=knn, evaluation=evaluation)
+                                    epochs, seed=seed + r, knn=knn, evaluation=evaluation,
+                                    data=X)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             for name, value in best.items():
@@ -478,10 +486,12 @@ class Clustering(ParamsMixin):
         return float(total) / positives.numel()
 
     def _fit_head(self, features, sampler, weights, alpha_q, batch, epochs, seed, knn,
-                  evaluation) -> dict:
+                  evaluation, data) -> dict:
         """One training run from ``seed`` on standardised ``features`` (N, D) (row ids for the
-        free head) with kernel weights ``w`` (None: uniform); returns the fitted attributes,
-        ``loss_`` taken on the shared ``evaluation`` pairs (:meth:`_evaluation_pairs`).
+        free head; ``data`` the raw rows, for the embedding seed) with kernel weights ``w``
+        (None: uniform); returns the fitted attributes, ``loss_`` taken on the shared
+        ``evaluation`` pairs (:meth:`_evaluation_pairs`). Each restart seeds afresh (for
+        ``init='embedding'`` a new embedding of the graph from its own seed).
 
         Full batch (``batch >= N``): the cluster masses are exact every step. Mini-batches of
         ``batch`` anchors: the masses are a running (exponential) average of the batch
@@ -491,7 +501,7 @@ class Clustering(ParamsMixin):
         with gradients."""
         n, device = features.shape[0], features.device
         head = _head(self.head, features, self.n_clusters, self.hidden, seed, self.init, knn,
-                     self.metric, self.n_jobs)
+                     self.metric, self.n_jobs, data)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)

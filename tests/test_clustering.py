@@ -203,7 +203,7 @@ def test_uniform_row_shortcut_matches_the_cumulative_search():
 def test_seed_logits_are_the_gaussian_mixture_posterior(init):
     from icongraph.clustering import embedding_partition, seed_logits
 
-    x = torch.randn(200, 5)
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(0))
     weight, bias = seed_logits(x, 6, seed=0, init=init)
     # W = 2 mu / s and b = -|mu|^2 / s give s = -4 b / |W|^2, one s for every cluster
     scale = -4 * bias / (weight * weight).sum(1)
@@ -212,7 +212,7 @@ def test_seed_logits_are_the_gaussian_mixture_posterior(init):
     if init == "kmeans++":  # centres are data points
         assert (mu[:, None] - x[None]).norm(dim=2).min(1).values.max() < 1e-3
     elif init == "embedding":  # centres are the means of the embedding's k-means clusters
-        labels = torch.as_tensor(embedding_partition(x, 6, seed=0))
+        labels = torch.as_tensor(embedding_partition(x.numpy(), 6, seed=0))
         means = torch.stack([x[labels == c].mean(0) for c in range(6)])
         np.testing.assert_allclose(mu.numpy(), means.numpy(), atol=1e-3)
     else:  # Lloyd's fixed point: every centre is the mean of the points nearest to it
@@ -262,12 +262,12 @@ def test_final_loss_is_the_dense_loss(separated):
 def test_restarts_keep_the_lowest_loss(separated):
     X, _ = separated
     runs = Clustering(n_clusters=5, n_neighbors=10, random_state=3, n_epochs=20, n_init=3,
-                      init="kmeans++")
+                      init="kmeans++", device="cpu")  # bit-identical reruns: CPU
     runs.fit(X)
     losses = []
     for r in range(3):  # each restart alone, scored on the same shared pairs
         single = Clustering(n_clusters=5, n_neighbors=10, random_state=3, n_epochs=20,
-                            init="kmeans++")
+                            init="kmeans++", device="cpu")
         single._fit_head = _offset_seed(single._fit_head, r)
         losses.append(single.fit(X).loss_)
     assert runs.loss_ == pytest.approx(min(losses), rel=1e-6)
@@ -278,3 +278,22 @@ def _offset_seed(fit_head, offset):
     def shifted(*args, seed, **kwargs):  # the training seed; the pairs stay random_state's
         return fit_head(*args, seed=seed + offset, **kwargs)
     return shifted
+
+
+def test_embedding_seed_of_a_sample_finds_separated_clusters(separated):
+    """Above ``sample`` rows the seed embeds a sample on its own kNN graph; its posterior
+    already separates well-separated clusters for every row."""
+    from icongraph.clustering import seed_logits
+
+    X, y = separated
+    x = torch.as_tensor(X)
+    weight, bias = seed_logits(x, 4, seed=0, init="embedding", sample=100)
+    assert torch.isfinite(weight).all() and torch.isfinite(bias).all()
+    labels = (x @ weight.T + bias).argmax(1).numpy()
+    assert metrics.adjusted_rand_index(y, labels) >= 0.95
+
+
+def test_supervised_fit_on_two_points():
+    X = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    model = Clustering(n_clusters=2, method="supervised", random_state=0, n_epochs=5)
+    assert sorted(model.fit_predict(X, [0, 1])) == [0, 1]
