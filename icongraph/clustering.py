@@ -64,6 +64,7 @@ CLUSTER_METHODS = {
 }
 HEADS = ("linear", "mlp", "free")
 #: running average of the mini-batch cluster masses; rows per chunk when evaluating all points
+#: (and the most anchors of the final loss's evaluation sample)
 MASS_MOMENTUM = 0.9
 EVAL_CHUNK = 65536
 #: full-batch training while N x positives x C stays below this many floats
@@ -175,14 +176,8 @@ class PositiveSampler:
         an index into the stored lists, or, when they were too large to store, lists rebuilt
         per chunk of anchors (``chunk x (k + ... + k^steps)`` entries, never for all N)."""
         if self.reach_cols is not None:
-            repeated = anchors.repeat(repeats)
-            count = self.reach_count[repeated]
-            u = torch.rand(repeated.shape, generator=gen, device=self.device,
-                           dtype=torch.float64)
-            pick = (u * count).long().clamp_max(count - 1).clamp_min(0)
-            at = (self.reach_first[repeated] + pick).clamp_max(len(self.reach_cols) - 1)
-            drawn = self.reach_cols[at].long()
-            return torch.where(count > 0, drawn, repeated)
+            return _uniform_member(self.reach_first, self.reach_count, self.reach_cols,
+                                   anchors.repeat(repeats), gen)
         chunk = max(1, REACHABLE_CHUNK // self.reach_width)
         out = torch.empty((repeats, anchors.shape[0]), dtype=anchors.dtype, device=self.device)
         for lo in range(0, anchors.shape[0], chunk):
@@ -198,10 +193,9 @@ class PositiveSampler:
         return out.reshape(-1)
 
     def _step(self, nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        u = torch.rand(nodes.shape, generator=gen, device=self.device, dtype=torch.float64)
         if self.uniform_rows:
-            pick = (u * self.degree[nodes]).long().clamp_max(self.degree[nodes] - 1)
-            return self.cols[self.first[nodes] + pick.clamp_min(0)]
+            return _uniform_member(self.first, self.degree, self.cols, nodes, gen)
+        u = torch.rand(nodes.shape, generator=gen, device=self.device, dtype=torch.float64)
         target = self.before[nodes] + u * self.mass[nodes]
         edge = torch.searchsorted(self.cum, target, right=True)
         edge = torch.minimum(torch.maximum(edge, self.first[nodes]), self.last[nodes])
@@ -228,6 +222,17 @@ class PositiveSampler:
             other = torch.randint(0, self.n, repeated.shape, generator=gen, device=self.device)
             nodes = torch.where(uniform, other, nodes)
         return nodes
+
+
+def _uniform_member(first: torch.Tensor, count: torch.Tensor, cols: torch.Tensor,
+                    nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A uniform entry of each CSR row ``nodes`` (row ``r`` holds ``cols[first[r]:first[r] +
+    count[r]]``), as int64; a node with an empty row draws itself."""
+    count = count[nodes]
+    u = torch.rand(nodes.shape, generator=gen, device=nodes.device, dtype=torch.float64)
+    pick = (u * count).long().clamp_max(count - 1).clamp_min(0)
+    at = (first[nodes] + pick).clamp_max(max(len(cols) - 1, 0))
+    return torch.where(count > 0, cols[at].long(), nodes)
 
 
 def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
@@ -297,31 +302,25 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
 
 def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
-          init: str, knn: KNN | None = None, metric: str = "euclidean", n_jobs: int = -1,
-          data: np.ndarray | None = None):
+          logits: tuple[torch.Tensor, torch.Tensor] | None = None):
     """The learned module (``kind`` one of ``HEADS``), initialised from ``seed`` without
-    touching torch's global RNG; every ``init`` but ``'random'`` seeds the linear and free
-    heads with :func:`seed_logits` (``knn``, ``data``: the fit's graph and raw rows, for
-    ``init='embedding'``)."""
+    touching torch's global RNG; the linear and free heads start from ``logits`` = ``(W, b)``
+    of :func:`seed_logits` when given (the free head as ``features W^T + b``)."""
     n, n_features = features.shape
-    seeded = kind in ("linear", "free") and init != "random"
     with torch.random.fork_rng(devices=[]):
-        if seeded:
-            weight, bias = seed_logits(features, n_clusters, seed, init, knn=knn,
-                                       metric=metric, n_jobs=n_jobs, data=data)
         torch.manual_seed(seed)
         if kind == "linear":
             head = torch.nn.Linear(n_features, n_clusters)
-            if seeded:
-                head.weight.data.copy_(weight)
-                head.bias.data.copy_(bias)
+            if logits is not None:
+                head.weight.data.copy_(logits[0])
+                head.bias.data.copy_(logits[1])
             return head
         if kind == "mlp":
             return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden, n_clusters))
         head = torch.nn.Embedding(n, n_clusters)
-        if seeded:
-            head.weight.data.copy_(features @ weight.T + bias)
+        if logits is not None:
+            head.weight.data.copy_(features @ logits[0].T + logits[1])
         else:
             torch.nn.init.normal_(head.weight, std=0.01)
         return head
@@ -500,8 +499,11 @@ class Clustering(ParamsMixin):
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
         with gradients."""
         n, device = features.shape[0], features.device
-        head = _head(self.head, features, self.n_clusters, self.hidden, seed, self.init, knn,
-                     self.metric, self.n_jobs, data)
+        logits = None  # the mlp head and init='random' start from torch's default init
+        if self.head != "mlp" and self.init != "random":
+            logits = seed_logits(features, self.n_clusters, seed, self.init, knn=knn,
+                                 metric=self.metric, n_jobs=self.n_jobs, data=data)
+        head = _head(self.head, features, self.n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
         opt = torch.optim.Adam(head.parameters(), lr=self.learning_rate)
