@@ -200,6 +200,16 @@ def data_fingerprint(X) -> str:
     return h.hexdigest()
 
 
+def _resolve_method(method: str, X, device) -> str:
+    """``'auto'`` -> ``'exact'`` below :data:`EXACT_MAX_SAMPLES` points or on CUDA (never for
+    sparse data, which it would densify), else ``'nndescent'``; other names pass through."""
+    if method != "auto":
+        return method
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    small = X.shape[0] <= EXACT_MAX_SAMPLES
+    return "exact" if (small or on_cuda) and not sp.issparse(X) else "nndescent"
+
+
 def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,
                random_state: int | None = None, n_jobs: int = -1, verbose: bool = False,
                cache_dir: str | None = None) -> KNN:
@@ -216,8 +226,7 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     if cache_dir is not None:
         from pathlib import Path
 
-        resolved = method if method != "auto" else (
-            "exact" if n <= EXACT_MAX_SAMPLES and not sp.issparse(X) else "nndescent")
+        resolved = _resolve_method(method, X, device)
         tag = resolved
         if resolved == "nndescent":
             n_trees, n_iters = nndescent_schedule(n)
@@ -234,10 +243,7 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
         return knn
-    if method == "auto":
-        on_cuda = device is not None and torch.device(device).type == "cuda"
-        small = n <= EXACT_MAX_SAMPLES and not sp.issparse(X)  # never densify sparse data
-        method = "exact" if (small or on_cuda) else "nndescent"
+    method = _resolve_method(method, X, device)
     if method == "exact":
         return exact_knn(X, k, metric, device=device, verbose=verbose)
     if method == "nndescent":

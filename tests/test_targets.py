@@ -173,3 +173,18 @@ def test_estimators_share_a_knn_graph(tmp_path, blobs):
     b = icongraph.UMAP(n_neighbors=10, n_epochs=10, random_state=0, precomputed_knn=a.knn_).fit(X)
     np.testing.assert_array_equal(a.embedding_, b.embedding_)
     assert len(list(tmp_path.glob("knn-*.npz"))) == 1
+
+
+def test_auto_knn_method_is_the_same_with_and_without_the_cache():
+    """'auto' resolves in one place: exact for small dense data and on CUDA (the cache key
+    too), never for sparse data."""
+    import scipy.sparse as sp
+
+    from icongraph.knn import EXACT_MAX_SAMPLES, _resolve_method
+
+    small, large = np.empty((100, 3)), np.empty((EXACT_MAX_SAMPLES + 1, 3))
+    assert _resolve_method("auto", small, None) == "exact"
+    assert _resolve_method("auto", large, "cpu") == "nndescent"
+    assert _resolve_method("auto", large, "cuda") == "exact"
+    assert _resolve_method("auto", sp.random(100, 3, format="csr"), "cuda") == "nndescent"
+    assert _resolve_method("nndescent", small, None) == "nndescent"
