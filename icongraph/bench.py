@@ -8,10 +8,15 @@ warm-up (timed on a tiny input before its measured run), our own cold start (a f
 that imports icongraph and embeds digits), and quality: kNN preservation (k=15),
 trustworthiness (k=15), 10-NN accuracy.
 Writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out``.
+
+``icongraph bench --suite real`` (:func:`run_suite`) runs the presets and the peers on every
+real dataset of :data:`SUITE` for several seeds and writes ``suite.json`` and ``suite.md``
+(mean ± sd over the seeds, and ours minus peer); peer embeddings are cached on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -25,10 +30,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["run_bench", "add_bench_parser", "ICON_METHODS", "PEER_METHODS"]
+__all__ = ["run_bench", "run_suite", "suite_quality", "suite_markdown", "add_bench_parser",
+           "ICON_METHODS", "PEER_METHODS", "SUITE", "SUITE_METHODS"]
 
 ICON_METHODS = {"umap": "UMAP", "tsne": "TSNE", "sne": "SNE"}
 PEER_METHODS = ("umap-learn", "opentsne")
+#: the pip distribution of each peer (its version keys the peer cache)
+PEER_PACKAGES = {"umap-learn": "umap-learn", "opentsne": "openTSNE"}
+#: bump when the peers' child pipelines change what they compute or time: keys the peer cache
+PEER_CACHE_VERSION = 1
 
 
 def _peak_rss_bytes() -> int:
@@ -38,8 +48,8 @@ def _peak_rss_bytes() -> int:
 WARMUP_SAMPLES = 5000  # above umap-learn's 4096 cut-over, so its pynndescent path compiles too
 
 
-def _warmup_data(n_features: int) -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(WARMUP_SAMPLES, n_features)).astype(np.float32)
+def _warmup_data(n_features: int, n_samples: int = WARMUP_SAMPLES) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n_samples, n_features)).astype(np.float32)
 
 
 def _child_icongraph(method: str, X, seed: int, threads: int) -> tuple[np.ndarray, dict]:
@@ -57,23 +67,40 @@ def _child_icongraph(method: str, X, seed: int, threads: int) -> tuple[np.ndarra
     return Y, {**model.timings_, "jit_warmup": warmup}
 
 
-def _child_umap_learn(X, seed: int, threads: int) -> tuple[np.ndarray, dict]:
-    """umap-learn's own pipeline, phase by phase (what ``UMAP().fit`` runs), after a warm-up
-    on a tiny input so numba's JIT compilation is timed separately. No ``random_state``:
-    umap-learn is only parallel without one, and we compare against it at its fastest."""
-    import umap
+#: below this many rows ``UMAP.fit`` finds the neighbours from all pairwise distances
+UMAP_LEARN_SMALL_DATA = 4096
+
+
+def _umap_learn_knn(X, n_neighbors: int, state, threads: int):
+    """umap-learn's kNN as ``UMAP().fit`` finds it: exact from the pairwise distance matrix
+    below :data:`UMAP_LEARN_SMALL_DATA` rows, else NN-descent. Returns (indices, distances)."""
+    import umap.umap_ as uu
+
+    if X.shape[0] < UMAP_LEARN_SMALL_DATA:
+        from sklearn.metrics import pairwise_distances
+
+        idx, dist, _ = uu.nearest_neighbors(pairwise_distances(X), n_neighbors, "precomputed",
+                                            {}, False, state)
+    else:
+        idx, dist, _ = uu.nearest_neighbors(X, n_neighbors, "euclidean", {}, False, state,
+                                            n_jobs=threads)
+    return idx, dist
+
+
+def _umap_learn_fit(X, seed: int, threads: int, n_epochs: int | None = None):
+    """umap-learn's own pipeline, phase by phase (what ``UMAP().fit`` runs at its defaults:
+    the kNN as in :func:`_umap_learn_knn`, the fuzzy graph, the spectral initialisation,
+    ``n_epochs`` of SGD, by default 500 up to 10,000 rows and 200 above), on its parallel path
+    (what ``UMAP()`` without a ``random_state`` runs: we compare against it at its fastest).
+    Returns the embedding and the phase seconds."""
     import umap.umap_ as uu
     from umap.spectral import spectral_layout
 
     phases = {}
-    start = time.perf_counter()
-    umap.UMAP(n_epochs=5, n_jobs=threads).fit(_warmup_data(X.shape[1]))
-    phases["jit_warmup"] = time.perf_counter() - start
     state = np.random.RandomState(seed)
     n_neighbors = 15
     start = time.perf_counter()
-    idx, dist, _ = uu.nearest_neighbors(X, n_neighbors, "euclidean", {}, False, state,
-                                        n_jobs=threads)
+    idx, dist = _umap_learn_knn(X, n_neighbors, state, threads)
     phases["knn"] = time.perf_counter() - start
     start = time.perf_counter()
     graph, _, _ = uu.fuzzy_simplicial_set(X, n_neighbors, state, "euclidean", knn_indices=idx,
@@ -83,7 +110,7 @@ def _child_umap_learn(X, seed: int, threads: int) -> tuple[np.ndarray, dict]:
     init = spectral_layout(X, graph, 2, state)
     phases["init"] = time.perf_counter() - start
     a, b = uu.find_ab_params(1.0, 0.1)
-    n_epochs = 500 if X.shape[0] <= 10_000 else 200
+    n_epochs = n_epochs or (500 if X.shape[0] <= 10_000 else 200)
     start = time.perf_counter()
     Y, _ = uu.simplicial_set_embedding(X, graph, 2, 1.0, a, b, 1.0, 5, n_epochs, init, state,
                                        "euclidean", {}, False, {}, False, parallel=True)
@@ -91,22 +118,62 @@ def _child_umap_learn(X, seed: int, threads: int) -> tuple[np.ndarray, dict]:
     return Y, phases
 
 
-def _child_opentsne(X, seed: int, threads: int) -> tuple[np.ndarray, dict]:
+def _opentsne_fit(X, seed: int, threads: int, **params):
+    """openTSNE's ``TSNE(n_jobs=threads, **params).fit(X)`` (its defaults without
+    ``params``), run step by step as ``fit`` runs them so that each phase is timed: the kNN
+    index (3 x perplexity neighbours), the affinities on it, the PCA initialisation
+    (``prepare_initial``), then the early-exaggeration and the final optimisation. The same
+    embedding as ``fit`` for the same ``random_state``. Returns it and the phase seconds."""
     import openTSNE
+    from openTSNE.affinity import MultiscaleMixture, get_knn_index
 
+    phases = {}
+    tsne = openTSNE.TSNE(n_jobs=threads, random_state=seed, **params)
     start = time.perf_counter()
-    Y = np.asarray(openTSNE.TSNE(n_jobs=threads, random_state=seed).fit(X))
-    return Y, {"optimize": time.perf_counter() - start}
+    index = get_knn_index(X, tsne.neighbors, min(X.shape[0] - 1, int(3 * tsne.perplexity)),
+                          tsne.metric, tsne.metric_params, threads, seed, tsne.verbose,
+                          tsne.knn_kwargs)
+    neighbours = index.build()
+    index.build = lambda: neighbours  # the affinities call build(): hand them this result
+    phases["knn"] = time.perf_counter() - start
+    start = time.perf_counter()
+    affinities = MultiscaleMixture(perplexities=tsne.perplexity, n_jobs=threads,
+                                   random_state=seed, knn_index=index)
+    phases["graph"] = time.perf_counter() - start
+    start = time.perf_counter()
+    embedding = tsne.prepare_initial(X, affinities)
+    phases["init"] = time.perf_counter() - start
+    start = time.perf_counter()
+    embedding.optimize(n_iter=tsne.early_exaggeration_iter, exaggeration=tsne.early_exaggeration,
+                       momentum=tsne.initial_momentum, inplace=True)
+    embedding.optimize(n_iter=tsne.n_iter, exaggeration=tsne.exaggeration,
+                       momentum=tsne.final_momentum, inplace=True)
+    phases["optimize"] = time.perf_counter() - start
+    return np.asarray(embedding), phases
+
+
+def _with_warmup(fit, X, seed: int, threads: int, warmup_rows: int, **short):
+    """``fit(X, seed, threads)`` after a warm-up: the same ``fit`` with the ``short``
+    settings on random data of ``warmup_rows`` rows (choose them on the same side of the
+    method's exact/approximate kNN cut as ``X``, so the warm-up compiles the code the measured
+    run uses). Returns the embedding and the phases, the warm-up as ``jit_warmup``."""
+    start = time.perf_counter()
+    fit(_warmup_data(X.shape[1], warmup_rows), seed, threads, **short)
+    warmup = time.perf_counter() - start
+    Y, phases = fit(X, seed, threads)
+    return Y, {**phases, "jit_warmup": warmup}
 
 
 def _child(method: str, data_path: str, out_path: str, seed: int, threads: int) -> None:
     X = np.load(data_path)
     if method in ICON_METHODS:
         Y, phases = _child_icongraph(method, X, seed, threads)
-    elif method == "umap-learn":
-        Y, phases = _child_umap_learn(X, seed, threads)
-    elif method == "opentsne":
-        Y, phases = _child_opentsne(X, seed, threads)
+    elif method == "umap-learn":  # min(N, 5000) rows: exact below 4,096 rows as X, else NN-descent
+        Y, phases = _with_warmup(_umap_learn_fit, X, seed, threads,
+                                 min(X.shape[0], WARMUP_SAMPLES), n_epochs=5)
+    elif method == "opentsne":  # min(N, 1500) rows: exact below 1,000 rows as X, else Annoy
+        Y, phases = _with_warmup(_opentsne_fit, X, seed, threads, min(X.shape[0], 1500),
+                                 n_iter=5, early_exaggeration_iter=5)
     else:
         raise ValueError(f"unknown method {method!r}")
     np.save(out_path + ".npy", np.asarray(Y, np.float32))
@@ -120,6 +187,42 @@ def _child_env(threads: int) -> dict:
                 "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     return env
+
+
+def _run_child(method: str, data_path: str, stem: str, seed: int,
+               threads: int) -> tuple[np.ndarray, dict]:
+    """One fit of ``method`` on the saved array ``data_path`` in a fresh child process.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`ICON_METHODS` or one of :data:`PEER_METHODS`.
+    data_path : str
+        ``.npy`` file of the data.
+    stem : str
+        Path prefix of the child's outputs (``stem.npy``, ``stem.json``).
+    seed, threads : int
+        Seed of the fit; threads of the child.
+
+    Returns
+    -------
+    Y : ndarray of float32, shape (N, 2)
+    record : dict
+        ``phases`` (seconds, with ``jit_warmup``), ``peak_rss`` (bytes) and ``process_wall``
+        (seconds of the whole child process).
+    """
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "icongraph.bench", method, data_path, stem,
+                    str(seed), str(threads)], check=True, env=_child_env(threads))
+    wall = time.perf_counter() - start
+    with open(stem + ".json") as fh:
+        record = {**json.load(fh), "process_wall": wall}
+    return np.load(stem + ".npy"), record
+
+
+def _total_seconds(phases: dict) -> float:
+    """End-to-end seconds of a fit: its phases without the JIT warm-up."""
+    return sum(v for k, v in phases.items() if k != "jit_warmup")
 
 
 def cold_start_seconds(threads: int) -> float:
@@ -163,29 +266,25 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
         np.save(data_path, X)
         runnable = [m for m in methods if _available(m)]
         runs = {m: [] for m in runnable}
+        first = {}
         # round robin over the methods, repeat by repeat: a slow spell of a noisy machine then
         # hits every method instead of all the repeats of one
         jobs = [(r, m) for r in range(repeats) for m in runnable]
         for r, method in progress(jobs, "bench", verbose):
-            stem = str(Path(tmp) / f"{method}-{r}")
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "icongraph.bench", method, data_path,
-                            stem, str(seed + r), str(threads)], check=True,
-                           env=_child_env(threads))
-            wall = time.perf_counter() - start
-            with open(stem + ".json") as fh:
-                runs[method].append({**json.load(fh), "process_wall": wall})
+            Y, record = _run_child(method, data_path, str(Path(tmp) / f"{method}-{r}"),
+                                   seed + r, threads)
+            runs[method].append(record)
+            first.setdefault(method, Y)
         for method in methods:
             if method not in runs:
                 report["methods"][method] = {"skipped": "not installed"}
                 continue
             done = runs[method]
-            Y = np.load(str(Path(tmp) / f"{method}-0.npy"))
+            Y = first[method]
             phase_names = [k for k in done[0]["phases"]]
             result = {"phases": {k: statistics.median(r["phases"][k] for r in done)
                                  for k in phase_names}}
-            result["total"] = statistics.median(
-                sum(v for k, v in r["phases"].items() if k != "jit_warmup") for r in done)
+            result["total"] = statistics.median(_total_seconds(r["phases"]) for r in done)
             result["peak_rss_mb"] = max(r["peak_rss"] for r in done) / 2**20
             result["knn_preservation"] = metrics.knn_preservation(X, Y, 15, quality_samples, seed)
             result["trustworthiness"] = metrics.trustworthiness(
@@ -224,6 +323,266 @@ def markdown_table(report: dict) -> str:
     if "icongraph_cold_start_digits" in report:
         lines += ["", f"icongraph cold start (fresh process, import + digits UMAP): "
                       f"{report['icongraph_cold_start_digits']:.2f} s"]
+    return "\n".join(lines) + "\n"
+
+
+#: the real-data suite: dataset -> points (None: every row; 'manifolds': how many to generate)
+SUITE = {"digits": None, "pbmc68k": None, "mnist1d": None, "cells": None, "tissue": None,
+         "movies": None, "manifolds": 20_000}
+SUITE_METHODS = ("umap", "tsne", "umap-learn", "opentsne")
+#: our preset -> its peer, for the "ours minus peer" tables
+PEER_OF = {"tsne": "opentsne", "umap": "umap-learn"}
+#: sample size of the quality metrics (the within-sample readings and the all-points queries)
+QUALITY_SAMPLES = 5_000
+QUALITY_COLUMNS = {"pres_sample": "kNN-pres@15 (5k sample)",
+                   "pres_all": "kNN-pres@15 (5k queries, all N)",
+                   "trust": "trust@15 (5k sample)", "acc_cv5": "10-NN acc (5-fold)",
+                   "acc_loo": "10-NN acc (LOO)"}
+TIME_COLUMNS = {"knn": "kNN s", "graph": "graph s", "init": "init s", "optimize": "optimise s",
+                "total": "total s", "jit_warmup": "JIT warm-up s", "peak_rss_mb": "peak RSS MB"}
+
+
+def _suite_data(name: str, cap: int | None = None):
+    """The data of suite dataset ``name`` as the suite runs it: float32, C-contiguous, at
+    most ``cap`` rows (a fixed random subsample, seed 0). Raises ImportError when the package
+    that ships the data is missing."""
+    from .datasets import load
+
+    size = SUITE[name]
+    if cap is not None:
+        size = cap if size is None else min(size, cap)
+    X, y = load(name, size, seed=0)
+    return np.ascontiguousarray(X, dtype=np.float32), y
+
+
+def _peer_cache_stem(method: str, dataset: str, X: np.ndarray, seed: int, threads: int) -> str:
+    """Path prefix under which a peer's fit of ``X`` is cached: keyed by the dataset, its
+    size, the method, the peer package's version, the seed, the threads, a digest of the data
+    (so a changed recipe is never served a stale embedding) and :data:`PEER_CACHE_VERSION`."""
+    from importlib.metadata import version
+
+    from .datasets import cache_dir
+
+    digest = hashlib.sha1(X.tobytes()).hexdigest()[:12]
+    return str(cache_dir("peers") / (f"{dataset}-{X.shape[0]}x{X.shape[1]}-{method}-"
+                                     f"{version(PEER_PACKAGES[method])}-seed{seed}-"
+                                     f"t{threads}-{digest}-v{PEER_CACHE_VERSION}"))
+
+
+def _run_cached(method: str, data_path: str, stem: str, seed: int, threads: int,
+                cache_stem: str | None) -> tuple[np.ndarray, dict]:
+    """:func:`_run_child`, served from ``cache_stem`` when it holds this fit (the record then
+    says ``cached``) and stored there after a run; no cache when ``cache_stem`` is None."""
+    if cache_stem is not None and Path(cache_stem + ".json").exists():
+        with open(cache_stem + ".json") as fh:
+            return np.load(cache_stem + ".npy"), {**json.load(fh), "cached": True}
+    Y, record = _run_child(method, data_path, stem, seed, threads)
+    if cache_stem is not None:
+        np.save(cache_stem + ".npy", Y)
+        with open(cache_stem + ".json", "w") as fh:  # written last: marks the entry complete
+            json.dump(record, fh)
+    return Y, record
+
+
+def suite_quality(X, Y, y, seed: int, n_samples: int = QUALITY_SAMPLES) -> dict:
+    """The suite's quality metrics of one embedding.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, D)
+        Data.
+    Y : ndarray, shape (N, 2)
+        Its embedding.
+    y : ndarray of shape (N,) or None
+        Labels; None skips the accuracies.
+    seed : int
+        Seed of the samples and of the 5-fold split (runs of one seed share them).
+    n_samples : int
+        Sample size of the preservation and trustworthiness readings.
+
+    Returns
+    -------
+    dict
+        ``pres_sample``: kNN preservation@15 within a random sample of ``n_samples`` points;
+        ``pres_all``: the same for ``n_samples`` queries against all N points; ``trust``:
+        trustworthiness@15 within the sample; with labels, ``acc_cv5``: 5-fold (stratified,
+        shuffled) accuracy of a 10-NN classifier and ``acc_loo``: its leave-one-out accuracy
+        over all points.
+    """
+    from . import metrics
+
+    quality = {"pres_sample": metrics.knn_preservation_within_sample(X, Y, 15, n_samples, seed),
+               "pres_all": metrics.knn_preservation(X, Y, 15, n_samples, seed),
+               "trust": metrics.trustworthiness_within_sample(X, Y, 15, n_samples, seed)}
+    if y is not None:
+        quality["acc_cv5"] = metrics.knn_accuracy_cv(Y, y, 10, 5, seed)
+        quality["acc_loo"] = metrics.knn_accuracy(Y, y, 10, n_samples=None)
+    return quality
+
+
+def _run_values(record: dict, quality: dict) -> dict:
+    """One run's numbers in one flat dict: quality, phase seconds, total, peak RSS (MB)."""
+    return {**quality, **record["phases"], "total": _total_seconds(record["phases"]),
+            "peak_rss_mb": record["peak_rss"] / 2**20}
+
+
+def _mean_sd(runs: list[dict]) -> dict:
+    """``{name: {"mean", "sd"}}`` over the runs of every number they all have (sd with
+    ddof=1, 0 for a single run)."""
+    names = [k for k in runs[0] if all(k in r for r in runs)]
+    return {k: {"mean": float(np.mean([r[k] for r in runs])),
+                "sd": float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0}
+            for k in names}
+
+
+def _run_suite_dataset(name: str, X, y, methods, seeds, threads: int, use_cache: bool,
+                       verbose: bool) -> dict:
+    """Every method on one dataset for every seed (round robin over the methods within a
+    seed, each fit in a fresh child process, peers from the cache when allowed); returns the
+    dataset's report: per-run values and their mean and sd over the seeds."""
+    from .progress import progress
+
+    report = {"n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
+              "labelled": y is not None, "methods": {}}
+    runnable = [m for m in methods if _available(m)]
+    runs = {m: [] for m in runnable}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = str(Path(tmp) / "X.npy")
+        np.save(data_path, X)
+        jobs = [(seed, m) for seed in seeds for m in runnable]
+        for seed, method in progress(jobs, f"suite {name}", verbose):
+            cache_stem = (_peer_cache_stem(method, name, X, seed, threads)
+                          if use_cache and method in PEER_METHODS else None)
+            Y, record = _run_cached(method, data_path, str(Path(tmp) / f"{method}-{seed}"),
+                                    seed, threads, cache_stem)
+            runs[method].append({"seed": seed, "cached": record.get("cached", False),
+                                 "values": _run_values(record, suite_quality(X, Y, y, seed))})
+    for method in methods:
+        if method not in runs:
+            report["methods"][method] = {"skipped": "not installed"}
+            continue
+        report["methods"][method] = {"runs": runs[method],
+                                     "summary": _mean_sd([r["values"] for r in runs[method]])}
+    return report
+
+
+def run_suite(datasets=None, methods=SUITE_METHODS, seeds=(0, 1, 2), threads: int | None = None,
+              out: str = "bench_out", n_samples: int | None = None, use_cache: bool = True,
+              verbose: bool = True) -> dict:
+    """The real-data suite: our presets and the peers side by side on every dataset.
+
+    Parameters
+    ----------
+    datasets : sequence of str, optional
+        Keys of :data:`SUITE` (default: all). A dataset whose package is missing is skipped
+        with a printed reason.
+    methods : sequence of str
+        Our presets (:data:`ICON_METHODS`) and peers (:data:`PEER_METHODS`).
+    seeds : sequence of int
+        One fit of every method per seed; the report gives mean ± sd over the seeds.
+    threads : int, optional
+        Threads of every fit (default: all cores).
+    out : str
+        Directory of ``suite.json`` and ``suite.md`` (rewritten after every dataset).
+    n_samples : int, optional
+        Cap on the rows of every dataset (a fixed random subsample) for quick runs.
+    use_cache : bool
+        Serve peer fits from the on-disk cache (``~/.cache/icongraph/peers``) and store new
+        ones there.
+    verbose : bool
+        Progress bars and skip messages.
+
+    Returns
+    -------
+    dict
+        The report written to ``suite.json``.
+    """
+    threads = threads or os.cpu_count() or 1
+    datasets = list(SUITE) if datasets is None else list(datasets)
+    unknown = [d for d in datasets if d not in SUITE]
+    if unknown:
+        raise ValueError(f"unknown suite dataset(s) {unknown}; choose from {list(SUITE)}.")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"suite": "real", "threads": threads, "seeds": list(seeds), "methods": list(methods),
+              "n_samples_cap": n_samples, "quality_samples": QUALITY_SAMPLES, "datasets": {}}
+    for name in datasets:
+        try:
+            X, y = _suite_data(name, n_samples)
+        except ImportError as err:
+            print(f"suite: skipping {name}: {err}")
+            report["datasets"][name] = {"skipped": str(err)}
+            continue
+        report["datasets"][name] = _run_suite_dataset(name, X, y, methods, seeds, threads,
+                                                      use_cache, verbose)
+        _write_suite(report, out_dir)  # after every dataset: a long run keeps what it has done
+    _write_suite(report, out_dir)
+    return report
+
+
+def _write_suite(report: dict, out_dir: Path) -> None:
+    with open(out_dir / "suite.json", "w") as fh:
+        json.dump(report, fh, indent=2)
+    (out_dir / "suite.md").write_text(suite_markdown(report))
+
+
+def _mean_sd_cell(stat: dict | None, digits: int) -> str:
+    return "-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def _dataset_table(name: str, data: dict, threads: int, seeds) -> list[str]:
+    """Markdown lines of one dataset: a row per method, ``mean ± sd`` per metric."""
+    columns = {**QUALITY_COLUMNS, **TIME_COLUMNS}
+    lines = [f"## {name}: {data['n_samples']} x {data['n_features']}, {threads} threads, "
+             f"mean ± sd over seeds {', '.join(map(str, seeds))}", "",
+             "| method | " + " | ".join(columns.values()) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for method, r in data["methods"].items():
+        if "skipped" in r:
+            lines.append(f"| {method} | skipped: {r['skipped']} |" + " |" * (len(columns) - 1))
+            continue
+        cached = " (cached)" if all(run["cached"] for run in r["runs"]) else ""
+        cells = [_mean_sd_cell(r["summary"].get(k), 0 if k == "peak_rss_mb" else
+                               3 if k in QUALITY_COLUMNS else 2) for k in columns]
+        lines.append(f"| {method}{cached} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _difference_table(data: dict) -> list[str]:
+    """Markdown lines of ours minus peer (means over the seeds) for each pair that ran, and
+    our total time as a fraction of the peer's."""
+    pairs = [(ours, peer) for ours, peer in PEER_OF.items()
+             if "summary" in data["methods"].get(ours, {})
+             and "summary" in data["methods"].get(peer, {})]
+    if not pairs:
+        return []
+    names = [k for k in QUALITY_COLUMNS
+             if all(k in data["methods"][m]["summary"] for pair in pairs for m in pair)]
+    lines = ["", "| ours minus peer | " + " | ".join(QUALITY_COLUMNS[k] for k in names)
+             + " | total time ours / peer |", "|---" * (len(names) + 2) + "|"]
+    for ours, peer in pairs:
+        a, b = data["methods"][ours]["summary"], data["methods"][peer]["summary"]
+        cells = [f"{a[k]['mean'] - b[k]['mean']:+.3f}" for k in names]
+        ratio = a["total"]["mean"] / b["total"]["mean"]
+        lines.append(f"| {ours} - {peer} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    return lines
+
+
+def suite_markdown(report: dict) -> str:
+    """``suite.md``: per dataset, the table of methods and the ours-minus-peer table."""
+    lines = ["# icongraph bench --suite real", "",
+             f"Quality on {report['quality_samples']:,} points: kNN preservation@15 within a "
+             "random sample and for random queries against all N points; trustworthiness@15 "
+             "within the sample; 10-NN accuracy 5-fold (stratified, shuffled) and "
+             "leave-one-out. Times exclude the JIT warm-up (its own column); peak RSS of "
+             "the fit's child process."]
+    for name, data in report["datasets"].items():
+        lines.append("")
+        if "skipped" in data:
+            lines.append(f"## {name}: skipped ({data['skipped']})")
+            continue
+        lines += _dataset_table(name, data, report["threads"], report["seeds"])
+        lines += _difference_table(data)
     return "\n".join(lines) + "\n"
 
 
@@ -286,6 +645,8 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
     from .optimize import threads as use_threads
 
     X, y = load(dataset, n_samples, seed, n_classes)
+    if y is None:
+        raise ValueError(f"the cluster benchmark scores against labels; {dataset!r} has none.")
     k = n_clusters or len(np.unique(y))
     report = {"dataset": dataset, "n_samples": int(X.shape[0]), "n_clusters": k, "rows": {}}
 
@@ -348,18 +709,34 @@ def cluster_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def add_bench_parser(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn")
+    from .datasets import DATASETS
+
+    bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn and openTSNE")
     bench.add_argument("--task", choices=("embed", "cluster"), default="embed")
-    bench.add_argument("--dataset", default="digits", help="digits | pbmc68k | manifolds")
+    bench.add_argument("--suite", choices=("real",),
+                       help="embed task: the real-data suite (every dataset, several seeds, "
+                            "peers cached) -> suite.json, suite.md")
+    bench.add_argument("--dataset", default="digits", help=" | ".join(DATASETS))
+    bench.add_argument("--datasets", help="suite: comma list of " + ", ".join(SUITE)
+                       + " (default: all)")
+    bench.add_argument("--seeds", default="0,1,2", help="suite: comma list of seeds")
+    bench.add_argument("--no-cache", action="store_true",
+                       help="suite: re-run the peers instead of reading their cached fits")
     bench.add_argument("--n-clusters", type=int, help="cluster task: k (default: #classes)")
-    bench.add_argument("--n-samples", type=int, help="size (manifolds) or subsample")
+    bench.add_argument("--n-samples", type=int,
+                       help="size (manifolds) or subsample; suite: cap on every dataset")
     bench.add_argument("--n-classes", type=int, default=20, help="classes of 'manifolds'")
     bench.add_argument("--no-ablation", action="store_true",
                        help="cluster task: only the default preset and the baselines")
     bench.add_argument("--no-leiden", action="store_true", help="cluster task: skip Leiden")
-    bench.add_argument("--methods", default="umap,tsne,umap-learn",
-                       help="comma list of: " + ", ".join([*ICON_METHODS, *PEER_METHODS]))
+    bench.add_argument("--methods", help="comma list of: " + ", ".join([*ICON_METHODS,
+                       *PEER_METHODS]) + " (default: umap,tsne,umap-learn; suite: "
+                       + ",".join(SUITE_METHODS) + ")")
     bench.add_argument("--repeats", type=int, default=1)
     bench.add_argument("--threads", type=int, help="threads per method (default: all cores)")
     bench.add_argument("--out", default="bench_out")
@@ -374,10 +751,17 @@ def add_bench_parser(sub) -> None:
                                        ablation=not args.no_ablation, n_classes=args.n_classes)
             print(cluster_table(report))
             return 0
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        default = ",".join(SUITE_METHODS) if args.suite else "umap,tsne,umap-learn"
+        methods = _comma_list(args.methods or default)
         unknown = [m for m in methods if m not in ICON_METHODS and m not in PEER_METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}.")
+        if args.suite:
+            report = run_suite(_comma_list(args.datasets) if args.datasets else None, methods,
+                               [int(s) for s in _comma_list(args.seeds)], args.threads,
+                               args.out, args.n_samples, not args.no_cache, not args.quiet)
+            print(suite_markdown(report))
+            return 0
         report = run_bench(args.dataset, args.n_samples, methods, args.repeats, args.threads,
                            args.out, args.seed, cold_start=not args.no_cold_start,
                            verbose=not args.quiet, n_classes=args.n_classes)

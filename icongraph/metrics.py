@@ -14,8 +14,9 @@ import torch
 from .knn import exact_knn
 from .validation import check_data, check_labels
 
-__all__ = ["knn_preservation", "trustworthiness", "knn_accuracy", "adjusted_rand_index",
-           "normalized_mutual_info", "hungarian_accuracy"]
+__all__ = ["knn_preservation", "knn_preservation_within_sample", "trustworthiness",
+           "trustworthiness_within_sample", "knn_accuracy", "knn_accuracy_cv",
+           "adjusted_rand_index", "normalized_mutual_info", "hungarian_accuracy"]
 
 
 def _queries(n: int, n_samples: int | None, seed: int) -> np.ndarray:
@@ -57,6 +58,47 @@ def knn_preservation(X, Y, k: int = 15, n_samples: int | None = 10_000, seed: in
     return float(hits.mean() / k)
 
 
+def _within_sample(X, Y, n_samples: int | None, seed: int):
+    """``X`` and ``Y`` restricted to the same ``n_samples`` random rows (all rows if None or
+    at least N); the rows are ``np.sort(default_rng(seed).choice(N, n_samples, replace=False))``."""
+    X, Y = _pair(X, Y)
+    rows = _queries(X.shape[0], n_samples, seed)
+    return X[rows], Y[rows]
+
+
+def knn_preservation_within_sample(X, Y, k: int = 15, n_samples: int | None = 5_000,
+                                   seed: int = 0) -> float:
+    """kNN preservation (recall@k) within a random sample: both spaces restricted to the
+    sample, neighbours looked up among the sampled points only.
+
+    Unlike :func:`knn_preservation` (sampled queries against all N points), the neighbourhoods
+    here are those of a dataset of ``n_samples`` points, so the value does not fall with N the
+    way the all-points reading does.
+
+    Parameters
+    ----------
+    X : array-like, shape (N, D)
+        High-dimensional data.
+    Y : array-like, shape (N, d)
+        Embedding of ``X``.
+    k : int
+        Neighbours compared.
+    n_samples : int, optional
+        Size of the sample (all N if None or at least N: then equal to
+        ``knn_preservation(X, Y, k, None)``).
+    seed : int
+        Seed of the sample: rows ``np.sort(default_rng(seed).choice(N, n_samples,
+        replace=False))``.
+
+    Returns
+    -------
+    float
+        Mean over the sampled points of the fraction of their k nearest sampled neighbours in
+        ``X`` that are among their k nearest sampled neighbours in ``Y``.
+    """
+    return knn_preservation(*_within_sample(X, Y, n_samples, seed), k, n_samples=None)
+
+
 def trustworthiness(X, Y, k: int = 15, n_samples: int | None = 2_000, seed: int = 0) -> float:
     """Venna & Kaski's trustworthiness: ``1 - 2/(n k (2N - 3k - 1)) sum_i sum_{j in U_i}
     (r(i, j) - k)`` with ``U_i`` the embedding neighbours of ``i`` that are not among its k
@@ -83,6 +125,32 @@ def trustworthiness(X, Y, k: int = 15, n_samples: int | None = 2_000, seed: int 
     return float(1.0 - 2.0 / (n * k * (2.0 * N - 3.0 * k - 1.0)) * penalty)
 
 
+def trustworthiness_within_sample(X, Y, k: int = 15, n_samples: int | None = 5_000,
+                                  seed: int = 0) -> float:
+    """Exact trustworthiness of the embedding restricted to a random sample of points.
+
+    What scikit-learn's ``trustworthiness`` gives on the sampled rows of ``X`` and ``Y``: its
+    memory and time are O(n_samples^2) whatever N. (:func:`trustworthiness` with sampled
+    queries instead estimates the all-points value, at O(n_samples N) cost.)
+
+    Parameters
+    ----------
+    X, Y : array-like, shapes (N, D) and (N, d)
+        Data and its embedding.
+    k : int
+        Neighbourhood size, below half the sample size.
+    n_samples, seed : int
+        Size (all N if None or at least N) and seed of the sample: the same rows as
+        :func:`knn_preservation_within_sample`.
+
+    Returns
+    -------
+    float
+        Trustworthiness in [0, 1] of the sampled points among themselves.
+    """
+    return trustworthiness(*_within_sample(X, Y, n_samples, seed), k, n_samples=None)
+
+
 def knn_accuracy(Y, labels, k: int = 10, n_samples: int | None = 10_000, seed: int = 0) -> float:
     """Leave-one-out k-NN classification accuracy of ``labels`` in the embedding ``Y``
     (majority vote of the k nearest other points; ties to the smallest label)."""
@@ -94,6 +162,41 @@ def knn_accuracy(Y, labels, k: int = 10, n_samples: int | None = 10_000, seed: i
     votes = np.zeros((len(q), codes.max() + 1), np.int64)
     np.add.at(votes, (np.repeat(np.arange(len(q)), k), codes[nbr].ravel()), 1)
     return float((votes.argmax(1) == codes[q]).mean())
+
+
+def knn_accuracy_cv(Y, labels, k: int = 10, n_folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a k-NN classifier on the embedding.
+
+    scikit-learn's ``cross_val_score(KNeighborsClassifier(k), Y, labels, cv=folds)`` averaged
+    over the folds, with ``folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)``
+    so that the value is reproducible. Each test point is classified by the majority vote of
+    its k nearest training points (ties to the smallest label).
+
+    Parameters
+    ----------
+    Y : array-like, shape (N, d)
+        Embedding.
+    labels : array-like, shape (N,)
+        Class labels.
+    k : int
+        Neighbours that vote.
+    n_folds : int
+        Folds of the stratified split.
+    seed : int
+        Seed of the shuffled split.
+
+    Returns
+    -------
+    float
+        Mean test accuracy over the folds.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    Y = check_data(Y, name="Y", allow_sparse=False)
+    labels = check_labels(labels, Y.shape[0])
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(KNeighborsClassifier(k), Y, labels, cv=folds).mean())
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:

@@ -114,3 +114,76 @@ def test_cli_cluster_writes_labels_and_plot(tmp_path, blobs, capsys):
     assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", str(k),
                  "--n-neighbors", "10", "--init", "kmeans", "--head", "free", "-q"]) == 0
     assert metrics.adjusted_rand_index(y, np.load(out)) >= 0.95
+
+
+def _brute_neighbours(Z, k):
+    """k nearest other rows of each row of Z, by a float64 full distance matrix."""
+    d = ((Z[:, None, :].astype(np.float64) - Z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1)[:, :k]
+
+
+def _brute_vote(nbr_labels):
+    return np.array([np.bincount(row).argmax() for row in nbr_labels])
+
+
+def test_within_sample_readings_match_brute_force():
+    from sklearn.manifold import trustworthiness
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 6))
+    Y = X[:, :2] + rng.normal(0, 0.7, (120, 2))
+    rows = np.sort(np.random.default_rng(3).choice(120, 50, replace=False))  # the documented sample
+    high, low = _brute_neighbours(X[rows], 5), _brute_neighbours(Y[rows], 5)
+    expected = np.mean([len(set(h) & set(lo)) / 5 for h, lo in zip(high, low)])
+    within = metrics.knn_preservation_within_sample(X, Y, 5, n_samples=50, seed=3)
+    assert within == pytest.approx(expected, abs=1e-12)
+    # a different reading from 50 queries against all 120 points
+    assert within != pytest.approx(metrics.knn_preservation(X, Y, 5, n_samples=50, seed=3), abs=1e-3)
+    assert metrics.trustworthiness_within_sample(X, Y, 5, n_samples=50, seed=3) == pytest.approx(
+        trustworthiness(X[rows], Y[rows], n_neighbors=5), abs=1e-6)
+    assert metrics.knn_preservation_within_sample(X, Y, 5, n_samples=None) == pytest.approx(
+        metrics.knn_preservation(X, Y, 5, n_samples=None))
+
+
+def test_knn_accuracies_match_brute_force():
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(3), 40)
+    Y = rng.normal(size=(120, 2)) + y[:, None] * 0.8  # overlapping classes: accuracy well below 1
+    loo = (_brute_vote(y[_brute_neighbours(Y, 10)]) == y).mean()
+    assert 0.4 < loo < 0.95
+    assert metrics.knn_accuracy(Y, y, 10, n_samples=None) == pytest.approx(loo)
+    fold_acc = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=7).split(Y, y):
+        d = ((Y[test, None, :] - Y[None, train, :]) ** 2).sum(-1)
+        votes = _brute_vote(y[train][np.argsort(d, axis=1)[:, :10]])
+        fold_acc.append((votes == y[test]).mean())
+    assert metrics.knn_accuracy_cv(Y, y, 10, n_folds=5, seed=7) == pytest.approx(np.mean(fold_acc))
+
+
+def test_suite_serves_peer_fits_from_the_cache(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from icongraph import bench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    X, y = bench._suite_data("digits", 400)
+    planted = {0: X[:, :2].copy(), 1: X[:, 2:4].copy()}  # stand-ins for two peer fits
+    for seed, Y in planted.items():
+        stem = bench._peer_cache_stem("umap-learn", "digits", X, seed, 1)
+        np.save(stem + ".npy", Y)
+        phases = {"knn": 1.0, "graph": 2.0, "init": 0.5, "optimize": 4.0 + 2 * seed, "jit_warmup": 9.0}
+        Path(stem + ".json").write_text(json.dumps({"phases": phases, "peak_rss": 2**30}))
+    report = bench.run_suite(["digits"], ["umap-learn"], seeds=[0, 1], threads=1,
+                             out=str(tmp_path / "out"), n_samples=400, verbose=False)
+    result = report["datasets"]["digits"]["methods"]["umap-learn"]
+    assert [run["cached"] for run in result["runs"]] == [True, True]  # no child process ran
+    assert result["summary"]["total"]["mean"] == pytest.approx(8.5)  # JIT warm-up excluded
+    assert result["summary"]["total"]["sd"] == pytest.approx(np.sqrt(2))
+    assert result["summary"]["peak_rss_mb"]["mean"] == pytest.approx(1024)
+    accuracies = [metrics.knn_accuracy_cv(planted[s], y, 10, 5, s) for s in (0, 1)]
+    assert result["summary"]["acc_cv5"]["mean"] == pytest.approx(np.mean(accuracies))
+    table = (tmp_path / "out" / "suite.md").read_text()
+    assert "| umap-learn (cached) |" in table and "8.50 ± 1.41" in table
