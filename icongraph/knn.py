@@ -15,8 +15,8 @@ import torch
 from .progress import progress
 from .validation import check_n_neighbors
 
-__all__ = ["KNN", "exact_knn", "nndescent_knn", "knn_search", "as_knn", "EXACT_MAX_SAMPLES",
-           "data_fingerprint"]
+__all__ = ["KNN", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
+           "EXACT_MAX_SAMPLES", "data_fingerprint"]
 
 METRICS = ("euclidean", "cosine")
 #: Below this many points the exact blocked search is faster than pynndescent here (2 cores).
@@ -52,6 +52,118 @@ def _check_metric(metric: str) -> str:
     return metric
 
 
+#: Candidates per query beyond ``k`` that :func:`exact_knn` keeps from the expanded distances
+#: and re-ranks by the directly computed ones (see :class:`PairDistances`).
+RERANK_MARGIN = 16
+#: values per chunk when preparing data in float64 (no float64 copy of a whole large matrix)
+_PREPARE_CHUNK = 1 << 22
+
+
+def _rows64(A, start: int, stop: int, normalise: bool) -> np.ndarray:
+    """Rows ``start:stop`` of ``A`` in float64, unit-normalised if asked (zero rows stay 0)."""
+    a = np.asarray(A[start:stop], dtype=np.float64)
+    if normalise:
+        norm = np.sqrt(np.einsum("ij,ij->i", a, a))[:, None]
+        a = np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
+    return a
+
+
+def _centred_float32(A, mean: np.ndarray | None, normalise: bool):
+    """(rows of ``A`` minus ``mean`` as float32, the float64 mean, the zero rows): the rows
+    are normalised (if asked) and centred in float64, chunk by chunk, before the cast.
+
+    ``mean=None`` centres on the mean of these rows, rounded per feature to a multiple of a
+    power of two ``2^-12`` of the feature's range: for data on a coarser grid (integer pixels;
+    float32 values far from 0) ``x - mean`` is then exact in float32, so equal distances stay
+    exactly equal (:func:`exact_knn` gives such ties to the lower index), at a cost of at most
+    ``2^-13`` of the range in the centred norms."""
+    n = A.shape[0]
+    step = max(1, _PREPARE_CHUNK // max(A.shape[1], 1))
+    if mean is None:
+        total = np.zeros(A.shape[1], np.float64)
+        low, high = np.full(A.shape[1], np.inf), np.full(A.shape[1], -np.inf)
+        for s in range(0, n, step):
+            a = _rows64(A, s, s + step, normalise)
+            total += a.sum(0)
+            low, high = np.minimum(low, a.min(0)), np.maximum(high, a.max(0))
+        mean = total / max(n, 1)
+        spread = high - low
+        grid = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))) - 12)
+        mean = np.where(spread > 0, np.round(mean / grid) * grid, mean)
+    out = np.empty(A.shape, np.float32)
+    zero = np.empty(n, bool)
+    for s in range(0, n, step):
+        a = _rows64(A, s, s + step, normalise)
+        zero[s:s + len(a)] = ~a.any(axis=1)
+        out[s:s + len(a)] = a - mean
+    return out, mean, zero
+
+
+class PairDistances:
+    """Euclidean or cosine distances from query rows to reference rows, float32 on any torch
+    device yet precise far from the origin: the one routine behind :func:`exact_knn` and the
+    metrics.
+
+    Both sets are centred on the reference mean in float64 before the float32 cast (cosine:
+    rows unit-normalised first and ``1 - cos = |u - v|^2 / 2``, so centring applies too), so
+    the expansion ``|x|^2 - 2 x.y + |y|^2`` behind :meth:`block` loses ``eps |x - mean|^2``
+    rather than ``eps |x|^2`` (uncentred, a feature offset of 1e4 left recall at 0.01).
+    :meth:`exact` computes chosen pairs directly from ``x - y``: its error is linear in the
+    spread, not quadratic, and it does not depend on how the queries are blocked (a point
+    alone gets the same distances as in a batch; a point's distance to itself is exactly 0).
+    """
+
+    def __init__(self, X, metric: str = "euclidean", queries=None, device=None):
+        _check_metric(metric)
+        self.metric = metric
+        device = torch.device(device or "cpu")
+        cosine = metric == "cosine"
+        data, mean, zero = _centred_float32(X, None, cosine)
+        self.data = torch.as_tensor(data, device=device)
+        if queries is None:
+            self.query, zero_query = self.data, zero
+        else:
+            query, _, zero_query = _centred_float32(queries, mean, cosine)
+            self.query = torch.as_tensor(query, device=device)
+        sq = (self.data * self.data).sum(1)
+        if cosine:
+            # 1 - u.v = |u - v|^2/2 + (1 - |u|^2)/2 + (1 - |v|^2)/2: the last two are 1/2 for
+            # a zero row (distance 1 to every row, as 1 - u.v gives) and 0 for unit rows
+            self._extra = torch.as_tensor(0.5 * zero, dtype=torch.float32, device=device)
+            self._extra_query = torch.as_tensor(0.5 * zero_query, dtype=torch.float32,
+                                                device=device)
+            # score: (|v|^2/2 + extra_v) - u.v, the distance minus a constant per query
+            self._bias, self._alpha = 0.5 * sq + self._extra, -1.0
+        else:  # score: |y|^2 - 2 x.y, the squared distance minus |x|^2
+            self._bias, self._alpha = sq, -2.0
+
+    @property
+    def n_queries(self) -> int:
+        return self.query.shape[0]
+
+    @property
+    def n_reference(self) -> int:
+        return self.data.shape[0]
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        """(stop - start, n_reference) scores of queries ``start:stop`` against every reference
+        row, in the order of their distances: the squared euclidean distance (cosine: the
+        cosine distance) minus a constant per query, by one matrix product and no other pass
+        over the block. For ranking within a row only; near-ties are resolved to about
+        ``eps |x - mean|^2``."""
+        return torch.addmm(self._bias, self.query[start:stop], self.data.T, alpha=self._alpha)
+
+    def exact(self, start: int, stop: int, idx: torch.Tensor) -> torch.Tensor:
+        """Distances (euclidean; cosine ``1 - cos``) of queries ``start:stop`` to the reference
+        rows ``idx`` (stop - start, m), computed directly from the differences."""
+        diff = self.data[idx]  # (b, m, D)
+        diff.sub_(self.query[start:stop, None, :])
+        sq = diff.square_().sum(-1)
+        if self.metric == "cosine":
+            return sq.mul_(0.5).add_(self._extra[idx]).add_(self._extra_query[start:stop, None])
+        return sq.sqrt_()
+
+
 def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None,
               block_size: int | None = None, verbose: bool = False) -> KNN:
     """Exact kNN by blocked distance matrices: memory ``block_size x N``, never ``N x N``.
@@ -59,51 +171,47 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     Without ``queries`` each point's neighbours among the others (self excluded); with
     ``queries`` (M, D) their k nearest points of ``X`` (rows of the result follow ``queries``).
 
-    Euclidean distances use ``|x|^2 - 2 x.y + |y|^2`` (clamped at 0); cosine uses ``1 - x.y/|x||y|``.
+    Distances come from :class:`PairDistances`: the data are centred (cosine: normalised) in
+    float64, the ``k +`` :data:`RERANK_MARGIN` best candidates of each query are found from the
+    expanded ``|x|^2 - 2 x.y + |y|^2`` and re-ranked by the distance computed directly, which is
+    the one returned. Exact ties go to the lower index, so a query's result does not depend on
+    the other queries in its block.
     """
     _check_metric(metric)
     if sp.issparse(X):
         X = X.toarray()
+    if queries is not None and sp.issparse(queries):
+        queries = queries.toarray()
     n = X.shape[0]
-    device = torch.device(device or "cpu")
-
-    def prepare(A):
-        A = torch.as_tensor(np.ascontiguousarray(A, dtype=np.float32), device=device)
-        if metric == "cosine":
-            return A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return A
-
-    data = prepare(X)
-    query = data if queries is None else prepare(queries)
     if queries is None:
         check_n_neighbors(k, n)
     elif k > n:
         raise ValueError(f"k={k} exceeds the {n} reference points.")
-    sq, sq_query = (data * data).sum(1), (query * query).sum(1)
-    # distance = bias_j + alpha x.y (+ |x|^2 for euclidean): cosine 1 - x.y, euclidean
-    # |y|^2 - 2 x.y + |x|^2
-    bias, alpha = (torch.ones_like(sq), -1.0) if metric == "cosine" else (sq, -2.0)
-    n_query = query.shape[0]
-    if block_size is None:  # keep a block's distance matrix around 64 MB
-        block_size = int(max(64, min(n_query, 16_000_000 // max(n, 1))))
+    device = torch.device(device or "cpu")
+    pairs = PairDistances(X, metric, queries, device)
+    n_query = pairs.n_queries
+    n_cand = min(k + RERANK_MARGIN, n)
+    if block_size is None:  # keep a block's distance matrix (and its candidates) around 64 MB
+        per_row = max(n, n_cand * X.shape[1], 1)
+        block_size = int(max(64, min(n_query, 16_000_000 // per_row)))
     indices = torch.empty((n_query, k), dtype=torch.int32, device=device)
     distances = torch.empty((n_query, k), dtype=torch.float32, device=device)
     for start in progress(range(0, n_query, block_size), "kNN (exact)", verbose,
                           total=(n_query + block_size - 1) // block_size):
         stop = min(start + block_size, n_query)
-        # one (block, N) matrix, updated in place: no temporaries of the same size
-        dist = torch.addmm(bias, query[start:stop], data.T, alpha=alpha)
-        if metric == "euclidean":
-            dist.add_(sq_query[start:stop, None])
-        dist.clamp_min_(0.0)
+        dist = pairs.block(start, stop)
         if queries is None:
-            rows = torch.arange(stop - start, device=device)
-            dist[rows, rows + start] = float("inf")  # exclude self, keep duplicates
-        best, idx = torch.topk(dist, k, dim=1, largest=False, sorted=True)
-        if metric == "euclidean":
-            best = best.sqrt()
-        indices[start:stop] = idx.to(torch.int32)
-        distances[start:stop] = best
+            rows = torch.arange(start, stop, device=device)
+            dist[rows - start, rows] = float("inf")  # exclude self, keep duplicates
+        cand = torch.topk(dist, n_cand, dim=1, largest=False, sorted=False).indices
+        del dist
+        cand = cand.sort(dim=1).values  # index order, so the stable sort below breaks ties by it
+        exact = pairs.exact(start, stop, cand)
+        if queries is None:  # self is a candidate only when n_cand = n
+            exact.masked_fill_(cand == rows[:, None], float("inf"))
+        best, order = torch.sort(exact, dim=1, stable=True)
+        indices[start:stop] = cand.gather(1, order[:, :k]).to(torch.int32)
+        distances[start:stop] = best[:, :k]
     return KNN(indices.cpu().numpy(), distances.cpu().numpy(), metric)
 
 
