@@ -272,3 +272,98 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
             add_forces(grad, y, i, part, coef, wts, count + m if alpha > 0.0 else count, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss
+
+
+@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+def edge_gradient(y, indptr, indices, weights, exaggeration, code, p0, p1, with_loss, grad,
+                  loss_rows):
+    """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
+    the stored edges ``e = (i, j)`` of row ``i`` and (``with_loss``) ``loss_rows[i] =
+    -1/2 sum_e w_e log k(d2_e)`` (the weights are symmetrised, so each pair counts once in
+    the sum over rows). Used with a normaliser summed elsewhere (:func:`all_pair_sums` or the
+    grid). One pass per edge with the forces in registers; parallel over blocks of anchors,
+    each thread owning its rows: no races."""
+    n, dim = y.shape
+    a = np.float32(p0)
+    b = np.float32(p1)
+    exag2 = np.float32(2.0 * exaggeration)
+    cauchy = code == STUDENT and a == ONE
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        force = np.empty(dim, np.float32)
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            force[:] = 0.0
+            loss = 0.0
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                d2 = sq_dist(y, i, j)
+                if cauchy:  # g = -k
+                    coef = weights[e] * exag2 / (ONE + d2)
+                else:
+                    coef = -weights[e] * exag2 * kernel_and_slope(code, d2, a, b)[1]
+                for c in range(dim):
+                    force[c] += coef * (y[i, c] - y[j, c])
+                if with_loss:
+                    loss -= 0.5 * weights[e] * log_kernel(code, d2, a, b)
+            for c in range(dim):
+                grad[i, c] = force[c]
+            loss_rows[i] = loss
+
+
+@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+def all_pair_sums(yt, code, p0, p1, row_mass, with_alpha, with_log, force_s, row_z, force_r,
+                  force_rm, log_k):
+    """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),
+    with ``s = -dk/dd2`` and ``r = -d log k / dd2``: ``force_s[i] = sum_j s_ij (y_i - y_j)``,
+    ``row_z[i] = sum_{j != i} k_ij`` and, when ``with_alpha``, ``force_r[i] = sum_j r_ij
+    (y_i - y_j)``, ``force_rm[i] = sum_j m_j r_ij (y_i - y_j)``; ``with_log``: ``log_k[i] =
+    sum_{j != i} log k_ij``. ``yt`` is the embedding transposed, (d, N) C-contiguous, so every
+    loop over ``j`` reads contiguous memory and vectorises. Each thread owns its anchors."""
+    dim, n = yt.shape
+    a = np.float32(p0)
+    b = np.float32(p1)
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        d2 = np.empty(n, np.float32)
+        k = np.empty(n, np.float32)
+        g = np.empty(n, np.float32)
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            d2[:] = 0.0
+            for c in range(dim):
+                y_ic = yt[c, i]
+                for j in range(n):
+                    diff = y_ic - yt[c, j]
+                    d2[j] += diff * diff
+            if code == STUDENT and a == ONE:  # t-SNE's Cauchy kernel: r = k, one division
+                for j in range(n):
+                    k[j] = ONE / (ONE + d2[j])
+                    g[j] = k[j]
+            else:
+                kernels_and_slopes(code, d2, k, g, n, a, b)
+                for j in range(n):
+                    g[j] = -g[j]  # r = -g; s = k r
+            z = np.float32(0.0)
+            for j in range(n):
+                z += k[j]
+            row_z[i] = z - k[i]
+            for c in range(dim):
+                y_ic = yt[c, i]
+                fs = np.float32(0.0)
+                for j in range(n):
+                    fs += k[j] * g[j] * (y_ic - yt[c, j])
+                force_s[i, c] = fs
+            if with_alpha:
+                for c in range(dim):
+                    y_ic = yt[c, i]
+                    fr = np.float32(0.0)
+                    frm = np.float32(0.0)
+                    for j in range(n):
+                        rd = g[j] * (y_ic - yt[c, j])
+                        fr += rd
+                        frm += row_mass[j] * rd
+                    force_r[i, c] = fr
+                    force_rm[i, c] = frm
+            if with_log:
+                total = 0.0
+                for j in range(n):
+                    if j != i:
+                        total += log_kernel(code, d2[j], a, b)
+                log_k[i] = total

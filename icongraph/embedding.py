@@ -48,7 +48,7 @@ COMMON_PARAMS = {
     "verbose": False,
     "callbacks": None,
 }
-#: Dense exact KL is reported as ``kl_divergence_`` up to this many points.
+#: ``kl_divergence_`` (dense, computed on first access) is available up to this many points.
 EXACT_LOSS_MAX_SAMPLES = 2000
 #: ``init='coarse'``: the sample is 1 / COARSE_FACTOR of the data and at least COARSE_MIN_SAMPLE
 #: points; UMAP uses it by default from COARSE_AUTO_SAMPLES points.
@@ -90,13 +90,28 @@ class _Embedding(ParamsMixin):
             raise ValueError("init='coarse' needs the data X (it fits a sample).")
         return "spectral" if not has_data and self.init == "pca" else self.init
 
-    def _defaults(self, n_samples: int, init: str) -> dict:
-        """Optimiser defaults of this composition for the (resolved) ``init``; overridden by
-        non-None shared params."""
+    def _defaults(self, n_samples: int, init: str, estimator: str | None = None) -> dict:
+        """Optimiser defaults of this composition for the (resolved) ``init`` and the
+        normaliser ``estimator`` (None: the preset's own); overridden by non-None shared
+        params."""
         return {"n_epochs": 500 if n_samples <= 10_000 else 200, "learning_rate": 1.0,
                 "optimizer": "sgd", "momentum": 0.0, "schedule": "linear", "n_negatives": 10,
                 "init_scale": 10.0, "exaggeration": 1.0, "exaggeration_epochs": 0,
-                "clip": np.inf, "negative_sample_rate": 5.0, "edge_sampling": False}
+                "clip": np.inf, "negative_sample_rate": 5.0, "edge_sampling": False,
+                "max_step": np.inf, "recentre": False}
+
+    def _step_sizes(self, settings: dict, objective: Objective) -> tuple[float, float | None]:
+        """``(learning_rate, exaggeration_learning_rate)`` handed to the optimiser (None: the
+        same in both phases). With the ``"gains"`` optimiser the learning rate is in openTSNE's
+        and scikit-learn's units, a step on ``d KL(P/M || Q) / dy / 4`` (None: openTSNE's
+        ``"auto"``, ``N / exaggeration`` in each phase), converted here to a step on this
+        objective's gradient ``dL/dy = 4 M d KL / dy`` (``M = sum p``, the target's mass)."""
+        if settings["optimizer"] != "gains":
+            return settings["learning_rate"], None
+        n, scale = objective.n, 1.0 / (4.0 * objective.total_mass)
+        if settings["learning_rate"] is not None:
+            return settings["learning_rate"] * scale, None
+        return n * scale, n / settings["exaggeration"] * scale
 
     # -- fitting -------------------------------------------------------------------------------
     def _settings(self, n_samples: int, init) -> dict:
@@ -160,12 +175,15 @@ class _Embedding(ParamsMixin):
                                 settings["init_scale"])
             timings["init"] = time.perf_counter() - start
             start = time.perf_counter()
+            learning_rate, exaggeration_learning_rate = self._step_sizes(settings, objective)
             embedding, losses = optimize(
-                objective, y0, n_epochs=settings["n_epochs"],
-                learning_rate=settings["learning_rate"], optimizer=settings["optimizer"],
-                momentum=settings["momentum"], schedule=settings["schedule"],
-                exaggeration=settings["exaggeration"],
-                exaggeration_epochs=settings["exaggeration_epochs"], seed=seed, device=device,
+                objective, y0, n_epochs=settings["n_epochs"], learning_rate=learning_rate,
+                exaggeration_learning_rate=exaggeration_learning_rate,
+                optimizer=settings["optimizer"], momentum=settings["momentum"],
+                schedule=settings["schedule"], exaggeration=settings["exaggeration"],
+                exaggeration_epochs=settings["exaggeration_epochs"],
+                max_step=settings["max_step"], recentre=settings["recentre"], seed=seed,
+                device=device,
                 callbacks=self.callbacks or (), verbose=self.verbose)
             timings["optimize"] = time.perf_counter() - start
         self.embedding_ = embedding
@@ -179,14 +197,29 @@ class _Embedding(ParamsMixin):
         self.n_features_in_ = None if X is None else X.shape[1]
         self._fit_X = X
         self._target_spec = spec
-        self.kl_divergence_ = None  # exact objective (for 'neg': its binary cross-entropy)
-        if n <= EXACT_LOSS_MAX_SAMPLES:
+        self._loss_spec = (estimator, settings["negative_sample_rate"])
+        self._kl_divergence = None
+        return self
+
+    @property
+    def kl_divergence_(self) -> float | None:
+        """The exact objective of the fitted embedding divided by the target's mass
+        ``M = sum_ij p_ij``: for t-SNE ``KL(P / M || Q)``, openTSNE's scale (``loss_`` and
+        ``loss_history_`` are ``M`` times larger: the sampled estimate of ``L``); for the
+        per-anchor estimator the mass-weighted mean of ``KL(p_i || q_i)``; for ``'neg'`` its
+        binary cross-entropy per unit mass. Computed densely on first access, only up to
+        ``EXACT_LOSS_MAX_SAMPLES`` points (None above)."""
+        if not hasattr(self, "embedding_"):
+            raise AttributeError("kl_divergence_ is available after fit.")
+        if self._kl_divergence is None and self.target_.n_samples <= EXACT_LOSS_MAX_SAMPLES:
             import torch
 
+            estimator, rate = self._loss_spec
             with torch.no_grad():
-                self.kl_divergence_ = float(exact_loss(target, kernel, embedding, estimator,
-                                                       settings["negative_sample_rate"]))
-        return self
+                value = float(exact_loss(self.target_, self.kernel_, self.embedding_,
+                                         estimator, rate))
+            self._kl_divergence = value / float(self.target_.row_mass.sum(dtype=np.float64))
+        return self._kl_divergence
 
     def _coarse_init(self, X, graph: sp.csr_matrix, seed: int) -> np.ndarray:
         """Coarse-to-fine start: this estimator with its default settings fitted on a random
@@ -250,13 +283,14 @@ class ICon(_Embedding):
         kernel = get_kernel(self.q, **(self.q_params or {}))
         return spec, kernel, self.estimator
 
-    def _defaults(self, n_samples, init):
+    def _defaults(self, n_samples, init, estimator=None):
         """The optimiser settings of the preset that uses the same estimator."""
-        preset = {"neg": UMAP, "global": TSNE, "per_anchor": SNE}.get(self.estimator)
+        preset = {"neg": UMAP, "global": TSNE, "fft": TSNE, "per_anchor": SNE}.get(
+            self.estimator)
         if preset is None:
-            return super()._defaults(n_samples, init)
+            return super()._defaults(n_samples, init, estimator)
         shared = {k: getattr(self, k) for k in COMMON_PARAMS}
-        return {**preset(**shared)._defaults(n_samples, init), "exaggeration": 1.0,
+        return {**preset(**shared)._defaults(n_samples, init, self.estimator), "exaggeration": 1.0,
                 "exaggeration_epochs": 0}
 
 
@@ -270,32 +304,48 @@ class SNE(_Embedding):
         return PerplexityTarget(self.perplexity, symmetric=False), get_kernel("gaussian"), \
             "per_anchor"
 
-    def _defaults(self, n_samples, init):
-        return {**super()._defaults(n_samples, init), "learning_rate": 0.05, "momentum": 0.5,
+    def _defaults(self, n_samples, init, estimator=None):
+        return {**super()._defaults(n_samples, init, estimator), "learning_rate": 0.05, "momentum": 0.5,
                 "n_negatives": 20, "init_scale": 1e-2}
 
 
 class TSNE(_Embedding):
-    """t-SNE: symmetric perplexity ``p``, Student-t ``q`` (``dof=1`` is t-SNE; lower is heavier
-    tailed), one global normaliser, early exaggeration for the first quarter of the epochs.
+    """t-SNE: symmetric perplexity ``p`` on ``3 x perplexity`` neighbours, Student-t ``q``
+    (``dof=1`` is t-SNE; lower is heavier tailed), one global normaliser.
 
-    ``p`` is calibrated on 1.5 x perplexity neighbours rather than openTSNE's 3x: on the 100k
-    benchmark that halves the kNN and attraction cost and gave higher kNN preservation
-    (0.633 vs 0.624 at 500 epochs; 0.658 at 600). The classic choice is one line:
-    ``ICon(p=PerplexityTarget(30, neighbors_factor=3), q="student", estimator="global")``."""
+    In 1-D and 2-D the normaliser and the repulsion are summed over all pairs by grid
+    interpolation (estimator ``"fft"``, FIt-SNE's method), and the optimisation is openTSNE's:
+    PCA start scaled to a standard deviation of 1e-4, ``early_exaggeration`` for 250 epochs,
+    then 500 more, gradient descent with momentum 0.8 and per-coordinate gains, each step
+    capped at norm 5, the layout re-centred after each step. ``learning_rate`` is in
+    openTSNE's and scikit-learn's units (the step on ``KL(P || Q) / 4``); ``None`` is openTSNE's
+    ``"auto"``, ``N / exaggeration`` in each phase. ``n_epochs`` counts both phases.
+    In 3-D and above the normaliser comes from sampled negatives (estimator ``"global"``)."""
 
     _own_params = {"perplexity": 30.0, "early_exaggeration": 12.0, "dof": 1.0}
+    #: openTSNE's phases: exaggerated epochs and total epochs
+    EXAGGERATION_EPOCHS = 250
+    N_EPOCHS = 750
 
     def _composition(self):
-        return (PerplexityTarget(self.perplexity, neighbors_factor=1.5), StudentKernel(self.dof),
-                "global")
+        estimator = "fft" if self.n_components <= 2 else "global"
+        return PerplexityTarget(self.perplexity), StudentKernel(self.dof), estimator
 
-    def _defaults(self, n_samples, init):
-        n_epochs = self.n_epochs or 550
-        return {**super()._defaults(n_samples, init), "n_epochs": n_epochs, "learning_rate": 0.02,
-                "momentum": 0.9, "schedule": "cosine", "n_negatives": 20, "init_scale": 1e-2,
-                "edge_sampling": True, "exaggeration": self.early_exaggeration,
-                "exaggeration_epochs": n_epochs // 4}
+    def _defaults(self, n_samples, init, estimator=None):
+        n_epochs = self.n_epochs or self.N_EPOCHS
+        exaggeration_epochs = min(self.EXAGGERATION_EPOCHS, n_epochs // 3)
+        settings = {**super()._defaults(n_samples, init, estimator), "n_epochs": n_epochs,
+                    "exaggeration": self.early_exaggeration,
+                    "exaggeration_epochs": exaggeration_epochs}
+        if (estimator or self._composition()[2]) != "fft":  # the sampled global estimator's schedule
+            settings.update(learning_rate=0.02, momentum=0.9, schedule="cosine",
+                            n_negatives=20, init_scale=1e-2, edge_sampling=True)
+            return settings
+        settings.update(optimizer="gains", momentum=0.8, schedule="constant",
+                        init_scale=5e-4, max_step=5.0,
+                        recentre=True, learning_rate=None)
+        return settings
+
 
 
 class UMAP(_Embedding):
@@ -322,13 +372,13 @@ class UMAP(_Embedding):
             return "coarse"
         return super()._auto_init(n_samples, has_data)
 
-    def _defaults(self, n_samples, init):
+    def _defaults(self, n_samples, init, estimator=None):
         # small data runs 500 epochs (umap-learn's rule): a smaller step and more negatives
         # per epoch pay off there; large data runs 200 epochs and needs the larger step; after
         # a coarse fit 60 gentle epochs refine the settled layout (30 leave local detail
         # unsettled, 0.55 vs 0.71 kNN preservation at 100k; a larger step undoes the layout)
         small = n_samples <= 10_000
-        settings = {**super()._defaults(n_samples, init),
+        settings = {**super()._defaults(n_samples, init, estimator),
                     "learning_rate": 0.02 if small else 0.05, "momentum": 0.9,
                     "n_negatives": 20 if small else 10, "clip": 4.0,
                     "negative_sample_rate": self.negative_sample_rate}

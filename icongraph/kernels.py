@@ -46,6 +46,14 @@ class Kernel:
         """``g(d2) = d log k / d d2`` (closed form)."""
         raise NotImplementedError
 
+    #: ``(c0, c1)`` with ``k(d2) = s(d2) (c0 + c1 d2)``, ``s = -dk/dd2``, where such an identity
+    #: holds (None otherwise): the grid normaliser then gets ``sum_j k_ij`` from the same sums
+    #: as the forces (FIt-SNE's trick), one kernel transform instead of two
+    slope_identity: tuple[float, float] | None = None
+    #: whether ``k`` is smooth at ``d2 = 0`` (grid interpolation, the ``"fft"`` estimator,
+    #: needs it: a cusp's spike leaks onto the neighbouring grid nodes)
+    smooth: bool = True
+
     def log_k(self, d2) -> np.ndarray:
         """``log k`` on numpy input (float64), for tests and reports."""
         return self.log_k_torch(torch.as_tensor(np.asarray(d2, dtype=np.float64))).numpy()
@@ -66,6 +74,10 @@ class GaussianKernel(Kernel):
     @property
     def params(self):
         return (0.5 / self.sigma**2, 0.0)
+
+    @property
+    def slope_identity(self):
+        return (2.0 * self.sigma**2, 0.0)
 
     def log_k_torch(self, d2):
         return -d2 * (0.5 / self.sigma**2)
@@ -91,6 +103,10 @@ class StudentKernel(Kernel):
     def params(self):
         return (float(self.dof), 0.0)
 
+    @property
+    def slope_identity(self):
+        return (2.0 * self.dof / (self.dof + 1.0), 2.0 / (self.dof + 1.0))
+
     def log_k_torch(self, d2):
         return -0.5 * (self.dof + 1.0) * torch.log1p(d2 / self.dof)
 
@@ -111,6 +127,10 @@ class UMAPKernel(Kernel):
     def __post_init__(self):
         if not (self.a > 0 and self.b > 0):
             raise ValueError(f"UMAP kernel needs a > 0 and b > 0; got a={self.a}, b={self.b}.")
+
+    @property
+    def smooth(self):
+        return self.b >= 1.0
 
     @classmethod
     def from_min_dist(cls, min_dist: float = 0.1, spread: float = 1.0) -> UMAPKernel:

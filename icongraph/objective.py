@@ -17,6 +17,11 @@ Three estimators (``estimator=``):
 * ``"global"`` (t-SNE-like joint ``q_ij = k_ij / Z``): term ``M log Z`` with
   ``Z ~ (N-1)/m sum_i zsum_i``; pair coefficient ``2 M / sum_i zsum_i``. The reported value is
   ``M KL(P/M || Q)``.
+* ``"fft"`` (the same joint ``q`` with ``Z`` and the repulsion summed over *all* pairs by grid
+  interpolation, 1-D and 2-D only; :func:`all_pairs_gradient`): no sampling noise, the
+  gradient openTSNE and FIt-SNE follow. Attraction runs over every stored edge every epoch.
+  Up to ``EXACT_PAIRS_MAX_SAMPLES`` points the sums run over all pairs exactly instead
+  (cheaper than the grid's transforms there; :func:`all_pair_sums`).
 * ``"neg"`` (fixed normaliser, UMAP-like; Damrich et al. 2023): ``q`` is read as a Bernoulli
   probability and the loss is the binary cross-entropy
   ``sum_ij w_ij (-log k_ij) + sum_i r_i sum_t -log(1 - k(i, n_t))``, only the anchor moving on a
@@ -39,9 +44,17 @@ from . import _cpu_engine as cpu
 from .kernels import Kernel, UMAPKernel
 from .targets import Target
 
-__all__ = ["ESTIMATORS", "Objective", "hash_negatives", "exact_loss", "sampled_gradient_torch"]
+#: the "fft" estimator sums over all pairs exactly up to this many points (N^2 kernel
+#: evaluations cost less than the grid's transforms there)
+EXACT_PAIRS_MAX_SAMPLES = 10_000
 
-ESTIMATORS = {"per_anchor": cpu.PER_ANCHOR, "global": cpu.GLOBAL, "neg": cpu.NEG}
+__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "hash_negatives", "exact_loss",
+           "sampled_gradient_torch", "all_pair_sums", "all_pairs_gradient", "edge_forces_torch"]
+
+#: name -> the numba engine's code; ``"fft"`` is the global estimator with ``Z`` and the
+#: repulsion from grid interpolation (:func:`all_pairs_gradient`) instead of negatives
+ESTIMATORS = {"per_anchor": cpu.PER_ANCHOR, "global": cpu.GLOBAL, "neg": cpu.NEG,
+              "fft": cpu.GLOBAL}
 
 
 def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +106,12 @@ class Objective:
         if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
             raise ValueError(f"n_negatives must be an integer (<= 0: exact mode); got "
                              f"{self.n_negatives!r}.")
+        if self.estimator == "fft":
+            if not self.kernel.smooth:
+                raise ValueError(f"the 'fft' estimator interpolates the kernel on a grid, which "
+                                 f"needs a kernel smooth at 0; {self.kernel!r} has a cusp there. "
+                                 "Use estimator='global' (sampled negatives).")
+            self.edge_sampling = False  # the interpolated gradient is exact: keep it so
         if self.estimator == "neg" and self.target.alpha > 0:
             raise ValueError("alpha-debiasing needs a normalised estimator ('per_anchor' or "
                              "'global'); the fixed-normaliser 'neg' (UMAP) has no q to smooth.")
@@ -154,7 +173,7 @@ class Objective:
 
     def normaliser_state(self, zsum):
         """``(z_prev, global_scale)`` for the next evaluation from this one's ``zsum``."""
-        if self.estimator == "global":
+        if self.estimator in ("global", "fft"):
             return zsum, 2.0 * self.total_mass / zsum.sum()  # a 0-d tensor on CUDA: no sync
         return zsum, 0.0
 
@@ -175,19 +194,8 @@ def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: 
     mass = arrays["row_mass"]
     m = obj.m
     for start, stop, e0, e1 in arrays["chunks"]:
-        rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
-        if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
-            rate = arrays["edge_rate"][e0:e1].double()  # float64, as numba computes it
-            phase = arrays["edge_phase"][e0:e1].double()
-            w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
-        diff = y[rows] - y[cols]
-        d2 = (diff * diff).sum(1)
-        _, g = _kernel_and_slope(kernel, d2)
-        force = (-2.0 * exaggeration * g)[:, None] * diff
-        grad.index_add_(0, rows, force.clamp(-clip, clip) * w[:, None])
-        if with_loss:
-            loss_rows.index_add_(0, rows, -0.5 * w * kernel.log_k_torch(d2))
-
+        edge_forces_torch(obj, arrays, y, e0, e1, epoch, exaggeration, with_loss, grad,
+                           loss_rows)
         anchors = torch.arange(start, stop, device=y.device)
         if obj.n_negatives <= 0:
             negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
@@ -223,6 +231,149 @@ def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: 
         for coef, weight in terms:
             grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
     return grad, zsum, loss_rows
+
+
+def edge_forces_torch(obj: Objective, arrays: dict, y: torch.Tensor, e0: int, e1: int,
+                       epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
+                       loss_rows: torch.Tensor) -> None:
+    """Add the attraction of the stored edges ``e0:e1`` to ``grad`` (and their loss to
+    ``loss_rows``): the torch twin of the edge part of the numba engine."""
+    rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
+    if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
+        rate = arrays["edge_rate"][e0:e1].double()  # float64, as numba computes it
+        phase = arrays["edge_phase"][e0:e1].double()
+        w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
+    diff = y[rows] - y[cols]
+    d2 = (diff * diff).sum(1)
+    _, g = _kernel_and_slope(obj.kernel, d2)
+    force = (-2.0 * exaggeration * g)[:, None] * diff
+    grad.index_add_(0, rows, force.clamp(-obj.clip, obj.clip) * w[:, None])
+    if with_loss:
+        loss_rows.index_add_(0, rows, -0.5 * w * obj.kernel.log_k_torch(d2))
+
+
+def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | None) -> dict:
+    """:func:`all_pair_sums`'s sums from grid interpolation (float64, centred layout)."""
+    from .interpolation import grid_potentials
+
+    kernel = obj.kernel
+    n, d = y.shape
+    yc = y.detach().double()
+    yc = yc - yc.mean(0)  # forces are translation invariant; centring keeps them accurate
+    ones = torch.ones((n, 1), dtype=torch.float64, device=y.device)
+    sq = (yc * yc).sum(1, keepdim=True)
+
+    def slope(d2):  # s = -dk/dd2 = -k g
+        return -torch.exp(kernel.log_k_torch(d2)) * kernel.slope_torch(d2)
+
+    groups = [(slope, torch.cat([ones, yc, sq], 1))]
+    if kernel.slope_identity is None:
+        groups.append((lambda d2: torch.exp(kernel.log_k_torch(d2)), ones))
+    if obj.alpha > 0:
+        mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)[:, None]
+        groups.append((lambda d2: -kernel.slope_torch(d2),
+                       torch.cat([ones, yc, mass, mass * yc], 1)))
+    if with_log:
+        groups.append((kernel.log_k_torch, ones))
+    phi = grid_potentials(y, groups, cache=cache)
+    s1, sy, ssq = phi[0][:, :1], phi[0][:, 1:1 + d], phi[0][:, 1 + d:]
+    if kernel.slope_identity is None:
+        row_z = phi[1][:, 0] - 1.0  # k(0) = 1: remove the self term
+    else:
+        c0, c1 = kernel.slope_identity
+        k_sums = c0 * s1 + c1 * (sq * s1 - 2 * (yc * sy).sum(1, keepdim=True) + ssq)
+        row_z = k_sums[:, 0] - 1.0
+    sums = {"force_s": yc * s1 - sy, "row_z": row_z}
+    if obj.alpha > 0:
+        r = phi[2 if kernel.slope_identity is None else 1]
+        r1, ry, rm, rmy = r[:, :1], r[:, 1:1 + d], r[:, 1 + d:2 + d], r[:, 2 + d:]
+        sums.update(force_r=yc * r1 - ry, force_rm=yc * rm - rmy)
+    if with_log:
+        sums["log_k"] = phi[-1][:, 0]
+    return sums
+
+
+def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
+                  cache: dict | None = None) -> dict:
+    """Sums over all pairs that the ``"fft"`` estimator needs, with ``s = -dk/dd2`` and
+    ``r = -d log k / dd2`` (tensors on ``y``'s device):
+
+    * ``force_s`` (N, d): ``sum_j s_ij (y_i - y_j)``; ``row_z`` (N,): ``sum_{j != i} k_ij``;
+    * with ``alpha > 0``: ``force_r``, ``force_rm`` (N, d): ``sum_j r_ij (y_i - y_j)`` and
+      ``sum_j m_j r_ij (y_i - y_j)`` (``m`` the row masses);
+    * with ``with_log``: ``log_k`` (N,): ``sum_{j != i} log k_ij``.
+
+    Up to :data:`EXACT_PAIRS_MAX_SAMPLES` points they are exact (the numba engine on CPU,
+    blocked torch elsewhere); above, from grid interpolation (:func:`_grid_sums`, 1-D and 2-D).
+    """
+    n = y.shape[0]
+    if n > EXACT_PAIRS_MAX_SAMPLES:
+        return _grid_sums(obj, y, with_log, cache)
+    alpha = obj.alpha > 0
+    if y.device.type == "cpu" and obj.kernel.code >= 0:
+        y32 = y.detach().float().numpy()
+        out = {"force_s": np.zeros_like(y32), "row_z": np.zeros(n, np.float32),
+               "force_r": np.zeros_like(y32), "force_rm": np.zeros_like(y32),
+               "log_k": np.zeros(n, np.float32)}
+        p0, p1 = obj.kernel_params
+        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.kernel.code, p0, p1, obj.row_mass,
+                          alpha, with_log, out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
+                          out["log_k"])
+        return {key: torch.from_numpy(value).double() for key, value in out.items()}
+    kernel = obj.kernel
+    yd = y.detach().double()
+    mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
+    sums = {key: [] for key in ("force_s", "row_z", "force_r", "force_rm", "log_k")}
+    block = max(1, (1 << 22) // max(n, 1))
+    for start in range(0, n, block):
+        diff = yd[start:start + block, None, :] - yd[None, :, :]  # (B, N, d)
+        d2 = (diff * diff).sum(-1)
+        log_k = kernel.log_k_torch(d2)
+        g = kernel.slope_torch(d2)
+        k = torch.exp(log_k)
+        sums["force_s"].append(((-k * g)[..., None] * diff).sum(1))
+        sums["row_z"].append(k.sum(1) - 1.0)
+        if alpha:
+            sums["force_r"].append((-g[..., None] * diff).sum(1))
+            sums["force_rm"].append(((-g * mass)[..., None] * diff).sum(1))
+        if with_log:
+            sums["log_k"].append(log_k.sum(1))
+    return {key: torch.cat(parts) for key, parts in sums.items() if parts}
+
+
+def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, grad,
+                       loss_rows, with_loss: bool = False, cache: dict | None = None):
+    """The ``"fft"`` estimator: t-SNE's joint normaliser and repulsion over *all* pairs
+    (:func:`all_pair_sums`), added to ``grad`` (N, d), which holds the edge attraction on entry
+    (from the numba engine or :func:`edge_forces_torch`). With ``s = -dk/dd2`` and
+    ``M = sum_ij p_ij``::
+
+        Z = sum_{i != j} k_ij,   dL/dy_i += -(4 M / Z) sum_j s_ij (y_i - y_j)
+
+    and, for ``alpha > 0``, the uniform part of ``p~`` attracts every pair with weight
+    ``alpha (m_i + m_j) / (N - 1)`` (``m`` the row masses), times the exaggeration, as in the
+    sampled engine. Returns ``(grad, loss)``: the loss (the global estimator's ``L``) only when
+    ``with_loss``, else NaN; ``loss_rows`` holds the edge part of it on entry. ``cache`` (a
+    dict kept across epochs) reuses the interpolation grid and the kernels' transforms.
+    """
+    n = y.shape[0]
+    sums = all_pair_sums(obj, y, with_log=with_loss and obj.alpha > 0, cache=cache)
+    z = sums["row_z"].sum().clamp_min(1e-300)
+    total = obj.total_mass
+    step = -(4.0 * total / z) * sums["force_s"]
+    if obj.alpha > 0:
+        mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)[:, None]
+        pull = mass * sums["force_r"] + sums["force_rm"]
+        step = step + (2.0 * exaggeration * obj.alpha / (n - 1)) * pull
+    grad.add_(step.to(grad.dtype))
+    loss = float("nan")
+    if with_loss:
+        loss = obj.constant() + float(loss_rows.sum()) + total * float(torch.log(z)) \
+            - total * np.log(total)
+        if obj.alpha > 0:
+            mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
+            loss -= obj.alpha / (n - 1) * float((mass * sums["log_k"]).sum())
+    return grad, loss
 
 
 def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):
@@ -294,7 +445,7 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
     if estimator == "per_anchor":
         log_z = torch.logsumexp(log_k.masked_fill(~off, -torch.inf), dim=1)
         return ent + cross + (mass * log_z).sum()
-    if estimator == "global":
+    if estimator in ("global", "fft"):
         total = mass.sum()
         log_z = torch.logsumexp(log_k[off], dim=0)
         return ent + cross + total * log_z - total * torch.log(total)

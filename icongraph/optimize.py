@@ -15,13 +15,23 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from .objective import Objective, epoch_seed, sampled_gradient_torch, torch_arrays
+from .objective import (
+    EXACT_PAIRS_MAX_SAMPLES,
+    Objective,
+    all_pairs_gradient,
+    edge_forces_torch,
+    epoch_seed,
+    sampled_gradient_torch,
+    torch_arrays,
+)
 from .progress import progress
 
 __all__ = ["optimize", "resolve_device", "threads"]
 
 SCHEDULES = ("linear", "constant", "cosine")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "gains")
+#: the smallest per-coordinate gain of the ``"gains"`` optimiser (Jacobs 1988; t-SNE's 0.01)
+MIN_GAIN = 0.01
 
 
 def resolve_device(device) -> torch.device:
@@ -68,24 +78,43 @@ def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
 
 
 class Stepper:
-    """In-place SGD with (heavy-ball) momentum, or Adam, on one tensor.
+    """In-place SGD with (heavy-ball) momentum, Adam, or t-SNE's momentum with per-coordinate
+    gains, on one tensor.
 
-    The same update as ``torch.optim.SGD``/``Adam`` (checked in the tests), written out because
-    constructing a ``torch.optim`` optimiser imports ``torch._dynamo``: 1.3 s of every cold
-    start on this machine, more than a whole digits embedding.
+    SGD and Adam are the same updates as ``torch.optim.SGD``/``Adam`` (checked in the tests),
+    written out because constructing a ``torch.optim`` optimiser imports ``torch._dynamo``:
+    1.3 s of every cold start on this machine, more than a whole digits embedding.
+
+    ``"gains"`` is the delta-bar-delta rule of t-SNE implementations (van der Maaten 2014;
+    openTSNE): ``gain += 0.2`` where the gradient keeps the direction of the last update,
+    ``gain *= 0.8`` (floored at ``MIN_GAIN``) where it flips; ``update = momentum update -
+    lr gain grad``. ``max_step`` caps each row's update norm (openTSNE's ``max_step_norm``).
     """
 
     def __init__(self, y: torch.Tensor, kind: str, momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 max_step: float = float("inf")):
         if kind not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {kind!r}.")
         self.y, self.kind, self.momentum, self.betas, self.eps = y, kind, momentum, betas, eps
-        self.buf = torch.zeros_like(y) if (kind == "adam" or momentum) else None
+        self.max_step = max_step
+        self.buf = torch.zeros_like(y) if (kind != "sgd" or momentum) else None
         self.sq = torch.zeros_like(y) if kind == "adam" else None
+        self.gains = torch.ones_like(y) if kind == "gains" else None
         self.t = 0
 
     def step(self, grad: torch.Tensor, lr: float) -> None:
         self.t += 1
+        if self.kind == "gains":
+            keeps = torch.sign(self.buf) != torch.sign(grad)  # the update went along -grad
+            self.gains.copy_(torch.where(keeps, self.gains + 0.2,
+                                         (self.gains * 0.8).clamp_min(MIN_GAIN)))
+            self.buf.mul_(self.momentum).addcmul_(self.gains, grad, value=-lr)
+            if self.max_step < float("inf"):
+                norm = self.buf.norm(dim=1, keepdim=True)
+                self.buf.mul_((self.max_step / norm.clamp_min(1e-30)).clamp_max(1.0))
+            self.y.add_(self.buf)
+            return
         if self.kind == "sgd":
             if self.buf is None:
                 self.y.add_(grad, alpha=-lr)
@@ -106,11 +135,15 @@ class Stepper:
 def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              learning_rate: float = 1.0, optimizer: str = "sgd", momentum: float = 0.0,
              schedule: str = "linear", exaggeration: float = 1.0, exaggeration_epochs: int = 0,
-             seed: int = 0, device=None, loss_every: int = 10,
+             exaggeration_learning_rate: float | None = None, max_step: float = float("inf"),
+             recentre: bool = False, seed: int = 0, device=None, loss_every: int = 10,
              callbacks: Sequence[Callable] = (), verbose: bool = False):
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
 
+    The first ``exaggeration_epochs`` multiply the attraction by ``exaggeration`` and step with
+    ``exaggeration_learning_rate`` (default ``learning_rate``); ``max_step`` caps each point's
+    step (the ``"gains"`` optimiser); ``recentre`` subtracts the mean after every step.
     Each callback is called as ``cb(epoch, loss, embedding)`` after every epoch (``loss`` is the
     latest estimate, refreshed every ``loss_every`` epochs; ``embedding`` a torch tensor view
     that must not be modified); returning ``True`` stops the optimisation early.
@@ -120,6 +153,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.")
     device = resolve_device(device)
+    interpolated = objective.estimator == "fft"
+    if interpolated and np.shape(y0)[1] > 2 and len(y0) > EXACT_PAIRS_MAX_SAMPLES:
+        raise ValueError("the 'fft' estimator interpolates on a 1-D or 2-D grid; use 'global' "
+                         f"(sampled negatives) for {np.shape(y0)[1]}-D embeddings.")
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     lr_factor(schedule, 0, n_epochs)  # validates the schedule name
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
@@ -127,7 +164,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     else:
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
-    stepper = Stepper(y, optimizer, momentum)
+    stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     p0, p1 = objective.kernel_params
     if use_numba:
         y_np = y.numpy()
@@ -140,6 +177,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         zsums = [torch.ones(n, device=device, dtype=y.dtype)]
 
     def evaluate(epoch: int, exag: float, z_prev, g_scale: float, with_loss: bool):
+        """``(grad, zsum, loss)``: ``loss`` is None unless ``with_loss``."""
+        if interpolated:
+            grad, loss = _interpolated(exag, with_loss)
+            return grad, None, loss
         seed_e = epoch_seed(seed, epoch)
         if use_numba:
             zsum = zsums[epoch % 2]
@@ -149,25 +190,57 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                                  objective.kernel.code, p0, p1, objective.row_mass,
                                  objective.alpha, z_prev, float(g_scale), objective.neg_scale,
                                  float(objective.clip), with_loss, grad_np, zsum, loss_rows)
-            return grad_t, zsum, loss_rows
-        with torch.no_grad():
-            return sampled_gradient_torch(objective, arrays, y, seed_e, epoch, exag, z_prev,
-                                          g_scale, with_loss)
+            grad, rows = grad_t, loss_rows
+        else:
+            with torch.no_grad():
+                grad, zsum, rows = sampled_gradient_torch(objective, arrays, y, seed_e, epoch,
+                                                          exag, z_prev, g_scale, with_loss)
+        loss = None
+        if with_loss:
+            loss = (objective.constant() + float(rows.sum())
+                    + objective.normaliser_terms(zsum))
+        return grad, zsum, loss
 
-    # one evaluation to seed the normaliser estimates (they lag one epoch)
-    z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
+    def _interpolated(exag: float, with_loss: bool):
+        """Edge attraction (numba or torch) plus the grid-interpolated normaliser."""
+        if use_numba:
+            cpu.edge_gradient(y_np, objective.indptr, objective.indices, objective.weights,
+                              float(exag), objective.kernel.code, p0, p1, with_loss, grad_np,
+                              loss_rows)
+            grad, rows = grad_t, torch.from_numpy(loss_rows)
+        else:
+            grad = torch.zeros_like(y)
+            rows = torch.zeros(n, device=device, dtype=y.dtype)
+            with torch.no_grad():
+                for _, _, e0, e1 in arrays["chunks"]:
+                    edge_forces_torch(objective, arrays, y, e0, e1, 0, exag, with_loss, grad,
+                                       rows)
+        with torch.no_grad():
+            return all_pairs_gradient(objective, y, exag, grad, rows, with_loss, grid_cache)
+
+    grid_cache: dict = {}  # the interpolation grid and its kernel transforms, across epochs
+    if interpolated:
+        z_prev, g_scale = None, 0.0
+    else:  # one evaluation to seed the normaliser estimates (they lag one epoch)
+        z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
     losses: list[tuple[int, float]] = []
     loss = float("nan")
     for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
         with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
-        exag = exaggeration if epoch < exaggeration_epochs else 1.0
-        grad, z_new, rows = evaluate(epoch, exag, z_prev, g_scale, with_loss)
+        exaggerating = epoch < exaggeration_epochs
+        exag = exaggeration if exaggerating else 1.0
+        grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
         if with_loss:
-            loss = (objective.constant() + float(rows.sum())
-                    + objective.normaliser_terms(z_new))
+            loss = new_loss
             losses.append((epoch, loss))
-        z_prev, g_scale = objective.normaliser_state(z_new)
-        stepper.step(grad, learning_rate * lr_factor(schedule, epoch, n_epochs))
+        if not interpolated:
+            z_prev, g_scale = objective.normaliser_state(z_new)
+        lr = learning_rate
+        if exaggerating and exaggeration_learning_rate is not None:
+            lr = exaggeration_learning_rate
+        stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
+        if recentre:
+            y.sub_(y.mean(0))
         if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
             break
     return y.cpu().numpy(), losses

@@ -1,0 +1,117 @@
+"""The grid-interpolated normaliser ("fft" estimator) against brute force, and the t-SNE
+optimiser built on it."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from icongraph import TSNE, metrics
+from icongraph.interpolation import grid_potentials
+from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
+from icongraph.objective import Objective, all_pairs_gradient, exact_loss
+from icongraph.optimize import Stepper
+from icongraph.targets import Target
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 5.0])
+def test_grid_potentials_match_brute_force(dim, scale):
+    """Far from the origin, the t-SNE sums from the grid match brute force: the repulsion
+    ``sum_j k_ij^2 (y_i - y_j)`` within 3% of the largest and ``Z = sum_ij k_ij`` within 1e-3
+    (the interpolated self term cancels in the forces, and is removed exactly from Z)."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(400, dim, generator=gen, dtype=torch.float64) * scale + 1e3
+    yc = y - 1e3
+    charges = torch.cat([torch.ones(400, 1, dtype=torch.float64), yc], 1)
+    cauchy, squared = (lambda d2: 1 / (1 + d2)), (lambda d2: (1 + d2) ** -2)
+    phi_k, phi_s = grid_potentials(y, [(cauchy, charges[:, :1]), (squared, charges)])
+    d2 = torch.cdist(y, y) ** 2
+    k = cauchy(d2)
+    exact_force = (k**2).sum(1, keepdim=True) * yc - k**2 @ yc
+    force = phi_s[:, :1] * yc - phi_s[:, 1:]
+    assert torch.allclose(force, exact_force, rtol=0, atol=3e-2 * float(exact_force.abs().max()))
+    assert float(phi_k.sum()) == pytest.approx(float(k.sum()), rel=1e-3)
+
+
+def _objective(kernel, alpha=0.0, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    p = sp.random(n, n, density=0.15, random_state=seed, format="csr")
+    p = (p + p.T).tocsr()
+    p.setdiag(0)
+    p.eliminate_zeros()
+    target = Target(p.tocsr(), alpha=alpha)
+    y = rng.normal(0, 1.5, (n, 2))
+    return Objective(target, kernel, "fft"), target, y
+
+
+@pytest.mark.parametrize("kernel", [StudentKernel(1.0), StudentKernel(0.5), GaussianKernel(2.0),
+                                    UMAPKernel(1.0, 1.2)], ids=["cauchy", "dof0.5", "gauss", "umap"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("path", ["grid", "exact-numba", "exact-torch"])
+def test_fft_gradient_and_loss_match_dense_autograd(kernel, alpha, path, monkeypatch):
+    """Edge attraction + all-pairs repulsion = the autograd gradient of the dense global
+    objective (and the same loss), with and without debiasing, on each path the 'fft'
+    estimator takes: grid interpolation (large N), exact sums in numba (small N, CPU) and in
+    blocked torch (small N, CUDA or custom kernels).
+    UMAP's kernel (smooth at 0 when b >= 1) has no slope identity: Z takes its own group."""
+    import icongraph.objective as objective
+
+    if path == "grid":
+        monkeypatch.setattr(objective, "EXACT_PAIRS_MAX_SAMPLES", 0)
+    if path == "exact-torch":  # a kernel without a numba code takes the torch path
+        monkeypatch.setattr(type(kernel), "code", -1)
+    import icongraph.objective as objective
+
+    if path == "grid":
+        monkeypatch.setattr(objective, "EXACT_PAIRS_MAX_SAMPLES", 0)
+    if path == "exact-torch":  # a kernel without a numba code takes the torch path
+        monkeypatch.setattr(type(kernel), "code", -1)
+    obj, target, y = _objective(kernel, alpha)
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    loss = exact_loss(target, kernel, yt, "fft")
+    (expected,) = torch.autograd.grad(loss, yt)
+    y32 = torch.tensor(y, dtype=torch.float32)
+    arrays = {"rows": torch.as_tensor(np.repeat(np.arange(obj.n), np.diff(obj.indptr))),
+              "cols": torch.as_tensor(obj.indices.astype(np.int64)),
+              "weights": torch.as_tensor(obj.weights)}
+    from icongraph.objective import edge_forces_torch
+
+    grad = torch.zeros_like(y32)
+    rows = torch.zeros(obj.n)
+    edge_forces_torch(obj, arrays, y32, 0, len(obj.indices), 0, 1.0, True, grad, rows)
+    grad, value = all_pairs_gradient(obj, y32, 1.0, grad, rows, with_loss=True)
+    scale = float(expected.abs().max())
+    assert torch.allclose(grad.double(), expected, atol=5e-3 * scale)
+    assert value == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_fft_refuses_a_kernel_with_a_cusp():
+    """UMAP's default kernel (b < 1) cannot be interpolated: a clear error, not a bad fit."""
+    with pytest.raises(ValueError, match="smooth at 0"):
+        _objective(UMAPKernel(1.577, 0.895))
+
+
+def test_gains_optimizer_rule():
+    """Gains grow by 0.2 where the gradient keeps the last update's direction and shrink by
+    0.8 (floored at 0.01) where it flips; steps are capped at max_step per row."""
+    y = torch.zeros(2, 2)
+    step = Stepper(y, "gains", momentum=0.5, max_step=1.0)
+    step.step(torch.tensor([[1.0, -1.0], [100.0, 0.0]]), lr=0.1)
+    # the first update is 0, whose sign differs from any non-zero gradient's
+    assert torch.allclose(step.gains, torch.tensor([[1.2, 1.2], [1.2, 0.8]]))
+    assert torch.allclose(y[0], torch.tensor([-0.12, 0.12]))
+    assert float(y[1].norm()) == pytest.approx(1.0)  # 12.0 capped at norm 1
+    step.step(torch.tensor([[1.0, 1.0], [1.0, 0.0]]), lr=0.1)
+    assert torch.allclose(step.gains[0], torch.tensor([1.4, 0.96]))
+
+
+def test_tsne_optimiser_does_the_work(digits):
+    """On digits the t-SNE embedding preserves neighbourhoods that its PCA start does not:
+    kNN preservation 0.59 (openTSNE 1.0.4: 0.59) vs 0.05 with learning_rate=0."""
+    X, y = digits
+    fitted = TSNE(random_state=0, n_epochs=300).fit_transform(X)
+    frozen = TSNE(random_state=0, n_epochs=300, learning_rate=0).fit_transform(X)
+    assert metrics.knn_preservation(X, fitted, 15) > 0.5
+    assert metrics.knn_preservation(X, frozen, 15) < 0.2
+    assert metrics.knn_accuracy(fitted, y, 10) > 0.95
