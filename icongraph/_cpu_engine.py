@@ -367,3 +367,62 @@ def all_pair_sums(yt, code, p0, p1, row_mass, with_alpha, with_log, force_s, row
                     if j != i:
                         total += log_kernel(code, d2[j], a, b)
                 log_k[i] = total
+
+
+@njit(inline="always", cache=True)
+def lagrange_weight(t, k, n_nodes):
+    """The ``k``-th Lagrange basis polynomial at ``t`` for nodes ``(m + 1/2) / n_nodes``."""
+    x_k = (k + 0.5) / n_nodes
+    w = 1.0
+    for m in range(n_nodes):
+        if m != k:
+            x_m = (m + 0.5) / n_nodes
+            w *= (t - x_m) / (x_k - x_m)
+    return w
+
+
+@njit(cache=True)
+def grid_spread(y, lo, width, n_boxes, n_nodes, charges, grid, node, weight):
+    """Spread ``charges`` (N, C) of the points ``y`` (N, d <= 2) onto the interpolation grid
+    ``grid`` (C, G^d) float64, ``G = n_boxes n_nodes`` (see
+    :mod:`icongraph.interpolation`), and record each point's ``p^d`` nodes and weights in
+    ``node``/``weight`` (N, p^d) for :func:`grid_gather`. Serial (a scatter): O(N p^d C)."""
+    n, dim = y.shape
+    size = n_boxes * n_nodes
+    wx = np.empty(n_nodes)
+    wy = np.empty(n_nodes)
+    for i in range(n):
+        px = (y[i, 0] - lo) / width
+        bx = min(max(int(np.floor(px)), 0), n_boxes - 1)
+        for k in range(n_nodes):
+            wx[k] = lagrange_weight(px - bx, k, n_nodes)
+        if dim == 2:
+            py = (y[i, 1] - lo) / width
+            by = min(max(int(np.floor(py)), 0), n_boxes - 1)
+            for k in range(n_nodes):
+                wy[k] = lagrange_weight(py - by, k, n_nodes)
+        t = 0
+        for kx in range(n_nodes):
+            for ky in range(n_nodes if dim == 2 else 1):
+                if dim == 2:
+                    node[i, t] = (bx * n_nodes + kx) * size + by * n_nodes + ky
+                    weight[i, t] = wx[kx] * wy[ky]
+                else:
+                    node[i, t] = bx * n_nodes + kx
+                    weight[i, t] = wx[kx]
+                for c in range(charges.shape[1]):
+                    grid[c, node[i, t]] += weight[i, t] * charges[i, c]
+                t += 1
+
+
+@njit(parallel=True, cache=True)
+def grid_gather(values, node, weight, out):
+    """``out[i, c] = sum_t weight[i, t] values[c, node[i, t]]``: potentials read back from the
+    grid (``values`` (C, G^d)), parallel over points."""
+    n, taps = node.shape
+    for i in prange(n):
+        for c in range(values.shape[0]):
+            total = 0.0
+            for t in range(taps):
+                total += weight[i, t] * values[c, node[i, t]]
+            out[i, c] = total

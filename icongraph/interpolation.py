@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["grid_potentials", "N_NODES", "MIN_INTERVALS", "INTERVAL"]
@@ -130,6 +131,19 @@ def grid_potentials(y: torch.Tensor,
     span = float(yd.max() - lo)  # the one host read: it sizes the grid
     n_boxes, width = _geometry(span, cache, min_intervals, interval)
     size = n_boxes * n_nodes  # grid nodes per dimension
+    charges = [torch.as_tensor(c, dtype=torch.float64, device=y.device) for _, c in groups]
+    spectra = []
+    for index, (f, _) in enumerate(groups):
+        key = ("spectrum", index)
+        spectrum = None if cache is None else cache.get(key)
+        if spectrum is None:
+            spectrum = _kernel_spectrum(f, size, width / n_nodes, dim, y.device)
+            if cache is not None:
+                cache[key] = spectrum
+        spectra.append(spectrum)
+    if y.device.type == "cpu":
+        return _potentials_numba(yd.numpy(), float(lo), width, n_boxes, n_nodes, charges,
+                                 spectra)
     pos = (yd - lo) / width
     box = pos.floor().clamp_(0, n_boxes - 1)
     weights = _lagrange_weights(pos - box, n_nodes)  # (N, d, p)
@@ -140,25 +154,58 @@ def grid_potentials(y: torch.Tensor,
     else:
         weights, node = weights[:, 0], node[:, 0]
     flat = node.reshape(-1)
-    shape = (2 * size,) * dim
-    fft_dims = tuple(range(-dim, 0))
     results = []
-    for index, (f, charges) in enumerate(groups):
-        key = ("spectrum", index)
-        spectrum_f = None if cache is None else cache.get(key)
-        if spectrum_f is None:
-            spectrum_f = _kernel_spectrum(f, size, width / n_nodes, dim, y.device)
-            if cache is not None:
-                cache[key] = spectrum_f
-        charges = torch.as_tensor(charges, dtype=torch.float64, device=y.device)
-        c = charges.shape[1]
+    for charge, spectrum in zip(charges, spectra):
+        c = charge.shape[1]
         grid = torch.zeros((size**dim, c), dtype=torch.float64, device=y.device)
-        grid.index_add_(0, flat, (weights[:, :, None] * charges[:, None, :]).reshape(-1, c))
-        view = grid.T.reshape((c,) + (size,) * dim).float()
-        spectrum = torch.fft.rfftn(view, s=shape, dim=fft_dims)  # zero-padded to 2G
-        spectrum *= spectrum_f
-        conv = torch.fft.irfftn(spectrum, s=shape, dim=fft_dims)
-        conv = conv[:, :size, :size] if dim == 2 else conv[:, :size]
+        grid.index_add_(0, flat, (weights[:, :, None] * charge[:, None, :]).reshape(-1, c))
+        conv = _convolve(grid.T.reshape((c,) + (size,) * dim), spectrum)
         at_nodes = conv.reshape(c, -1).T.double()  # (G^d, C)
         results.append((at_nodes[node] * weights[:, :, None]).sum(1))
+    return results
+
+
+def _convolve(grid: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """(C, G, ...) node values convolved with the kernel whose circulant transform is
+    ``spectrum``: zero-padded to 2G, multiplied in Fourier space, cropped back (float32)."""
+    dim = grid.dim() - 1
+    size = grid.shape[-1]
+    shape, axes = (2 * size,) * dim, tuple(range(-dim, 0))
+    conv = torch.fft.irfftn(torch.fft.rfftn(grid.float(), s=shape, dim=axes) * spectrum,
+                            s=shape, dim=axes)
+    return conv[:, :size, :size] if dim == 2 else conv[:, :size]
+
+
+def _potentials_numba(y, lo: float, width: float, n_boxes: int, n_nodes: int, charges,
+                      spectra) -> list[torch.Tensor]:
+    """The CPU path of :func:`grid_potentials`: spreading and reading back in numba, the
+    convolution by scipy's FFT on numba's thread count (pocketfft threads, not OpenMP: torch's
+    OpenMP team and numba's contend for the cores between numba's parallel regions, which made
+    every small torch op here 10x slower)."""
+    import numba
+    import scipy.fft
+
+    from . import _cpu_engine as cpu
+
+    n, dim = y.shape
+    size = n_boxes * n_nodes
+    taps = n_nodes**dim
+    node = np.empty((n, taps), np.int64)
+    weight = np.empty((n, taps), np.float64)
+    shape, axes = (2 * size,) * dim, tuple(range(-dim, 0))
+    workers = numba.get_num_threads()
+    results = []
+    for charge, spectrum in zip(charges, spectra):
+        c = charge.shape[1]
+        grid = np.zeros((c, size**dim), np.float64)
+        cpu.grid_spread(y, lo, width, n_boxes, n_nodes, charge.numpy(), grid, node, weight)
+        grid = grid.reshape((c,) + (size,) * dim).astype(np.float32)
+        freq = scipy.fft.rfftn(grid, s=shape, axes=axes, workers=workers)
+        freq *= spectrum.numpy()
+        conv = scipy.fft.irfftn(freq, s=shape, axes=axes, workers=workers)
+        conv = conv[:, :size, :size] if dim == 2 else conv[:, :size]
+        values = np.ascontiguousarray(conv.reshape(c, -1), dtype=np.float64)
+        out = np.empty((n, c), np.float64)
+        cpu.grid_gather(values, node, weight, out)
+        results.append(torch.from_numpy(out))
     return results

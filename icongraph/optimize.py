@@ -66,6 +66,18 @@ def threads(n_jobs: int | None):
         torch.set_num_threads(old_torch)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run torch on ``n`` threads (None: unchanged); restores after."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
     """Learning-rate multiplier at ``epoch``: linear decay to 0 (umap-learn), cosine, constant."""
     if schedule == "linear":
@@ -225,22 +237,26 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
     losses: list[tuple[int, float]] = []
     loss = float("nan")
-    for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
-        with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
-        exaggerating = epoch < exaggeration_epochs
-        exag = exaggeration if exaggerating else 1.0
-        grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
-        if with_loss:
-            loss = new_loss
-            losses.append((epoch, loss))
-        if not interpolated:
-            z_prev, g_scale = objective.normaliser_state(z_new)
-        lr = learning_rate
-        if exaggerating and exaggeration_learning_rate is not None:
-            lr = exaggeration_learning_rate
-        stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
-        if recentre:
-            y.sub_(y.mean(0))
-        if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
-            break
+    # on CPU the numba engine does the parallel work; torch's small ops run on one thread, as
+    # its OpenMP team and numba's contend for the cores between numba's parallel regions
+    # (each small op 10x slower measured with both on two threads)
+    with _torch_threads(1 if use_numba else None):
+        for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
+            with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
+            exaggerating = epoch < exaggeration_epochs
+            exag = exaggeration if exaggerating else 1.0
+            grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
+            if with_loss:
+                loss = new_loss
+                losses.append((epoch, loss))
+            if not interpolated:
+                z_prev, g_scale = objective.normaliser_state(z_new)
+            lr = learning_rate
+            if exaggerating and exaggeration_learning_rate is not None:
+                lr = exaggeration_learning_rate
+            stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
+            if recentre:
+                y.sub_(y.mean(0))
+            if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
+                break
     return y.cpu().numpy(), losses
