@@ -102,7 +102,8 @@ def _kernel_spectrum(f, size: int, spacing: float, dim: int, device) -> torch.Te
 def grid_potentials(y: torch.Tensor,
                     groups: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]],
                     n_nodes: int = N_NODES, min_intervals: int = MIN_INTERVALS,
-                    interval: float = INTERVAL, cache: dict | None = None) -> list[torch.Tensor]:
+                    interval: float = INTERVAL, cache: dict | None = None,
+                    engine: str = "auto") -> list[torch.Tensor]:
     """Potentials ``phi_i = sum_j f(|y_i - y_j|^2) c_j`` for each ``(f, c)`` in ``groups``.
 
     Parameters
@@ -118,6 +119,9 @@ def grid_potentials(y: torch.Tensor,
         Kept by the caller across calls (one per optimisation, groups always in the same
         order): the grid geometry and the kernels' transforms are reused while the grid
         still fits the points.
+    engine : {"auto", "numba", "torch"}
+        "auto": numba spreading and scipy's FFT on CPU, torch on other devices (tests force
+        "torch" on CPU to check the device path against the CPU one).
 
     Returns
     -------
@@ -141,7 +145,9 @@ def grid_potentials(y: torch.Tensor,
             if cache is not None:
                 cache[key] = spectrum
         spectra.append(spectrum)
-    if y.device.type == "cpu":
+    if engine not in ("auto", "numba", "torch"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'torch'; got {engine!r}.")
+    if engine == "numba" or (engine == "auto" and y.device.type == "cpu"):
         return _potentials_numba(yd.numpy(), float(lo), width, n_boxes, n_nodes, charges,
                                  spectra)
     pos = (yd - lo) / width

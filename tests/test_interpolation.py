@@ -34,6 +34,17 @@ def test_grid_potentials_match_brute_force(dim, scale):
     assert float(phi_k.sum()) == pytest.approx(float(k.sum()), rel=1e-3)
 
 
+def test_grid_torch_path_matches_numba_path():
+    """The device (torch) implementation of the grid equals the CPU (numba + scipy) one."""
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randn(3000, 2, generator=gen, dtype=torch.float64) * 20
+    charges = torch.cat([torch.ones(3000, 1, dtype=torch.float64), y], 1)
+    groups = [(lambda d2: (1 + d2) ** -2, charges)]
+    (cpu,) = grid_potentials(y, groups, engine="numba")
+    (dev,) = grid_potentials(y, groups, engine="torch")
+    assert torch.allclose(cpu, dev, rtol=1e-5, atol=1e-5 * float(cpu.abs().max()))
+
+
 def _objective(kernel, alpha=0.0, n=60, seed=0):
     rng = np.random.default_rng(seed)
     p = sp.random(n, n, density=0.15, random_state=seed, format="csr")
