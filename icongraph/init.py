@@ -138,4 +138,8 @@ def initialize(init, X, graph: sp.csr_matrix, n_components: int, seed: int,
     y = check_data(init, name="init", allow_sparse=False)
     if y.shape != (n, n_components):
         raise ValueError(f"init array has shape {y.shape}; expected {(n, n_components)}.")
+    if n > 1 and not np.any(y != y[0]):
+        raise ValueError("init array has every point at the same position: the layout "
+                         "cannot separate them (forces between coincident points vanish). "
+                         "Pass distinct positions or init='pca'.")
     return y

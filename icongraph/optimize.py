@@ -9,6 +9,8 @@ host syncs are the loss read-outs every ``loss_every`` epochs).
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ from .objective import (
 )
 from .progress import progress
 
-__all__ = ["optimize", "resolve_device", "threads"]
+__all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "DivergenceError"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
@@ -64,6 +66,68 @@ def threads(n_jobs: int | None):
     finally:
         numba.set_num_threads(old_numba)
         torch.set_num_threads(old_torch)
+
+
+class DivergenceError(FloatingPointError):
+    """The optimisation produced a non-finite loss or embedding (it diverged)."""
+
+
+def _check_number(name: str, value, low: float, high: float = np.inf, *,
+                  low_open: bool = False, integer: bool = False) -> None:
+    """``value`` is a real (an integer when ``integer``) in ``[low, high]`` (``(low, high]``
+    when ``low_open``), else a ValueError naming the parameter, the value and the range."""
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        x = float(value)
+        ok = np.isfinite(x) and x <= high and (x > low if low_open else x >= low)
+    if not ok:
+        bracket = "(" if low_open else "["
+        upper = "inf)" if high == np.inf else f"{high:g}]"
+        what = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {what} in {bracket}{low:g}, {upper}; got {value!r}.")
+
+
+def check_optimizer_params(*, n_epochs=None, learning_rate=None, momentum=None, optimizer=None,
+                           schedule=None, max_step=None, callbacks=None) -> None:
+    """Check the optimisation parameters before any work (None: not given, the default
+    applies). ``learning_rate=0`` is allowed: it switches the optimiser off."""
+    if n_epochs is not None:
+        _check_number("n_epochs", n_epochs, 1, integer=True)
+    if learning_rate is not None:
+        _check_number("learning_rate", learning_rate, 0.0)
+    if momentum is not None:
+        _check_number("momentum", momentum, 0.0, 1.0)
+        if momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}.")
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
+    if max_step is not None and max_step != np.inf:
+        _check_number("max_step", max_step, 0.0, low_open=True)
+    if callbacks is not None:
+        if callable(callbacks) or isinstance(callbacks, (str, bytes)):
+            raise ValueError("callbacks must be a list of functions cb(epoch, loss, embedding); "
+                             "got a single object: wrap it in a list.")
+        try:
+            items = list(callbacks)
+        except TypeError:
+            raise ValueError(f"callbacks must be a list of functions; got {callbacks!r}.") from None
+        for cb in items:
+            if not callable(cb):
+                raise ValueError(f"every callback must be callable; got {cb!r}.")
+
+
+def _check_finite(loss: float, y: torch.Tensor, epoch: int, lr: float) -> None:
+    """Stop with :class:`DivergenceError` when the loss or the embedding is not finite."""
+    if math.isfinite(loss) and bool(torch.isfinite(y).all()):
+        return
+    what = "loss" if not math.isfinite(loss) else "embedding"
+    raise DivergenceError(
+        f"the {what} became non-finite by epoch {epoch} (loss {loss}): the optimisation "
+        f"diverged. Lower learning_rate (the step was {lr:g}), or check the scale of the data "
+        "and of a user-given init; nothing was returned.")
 
 
 @contextlib.contextmanager
@@ -160,10 +224,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     latest estimate, refreshed every ``loss_every`` epochs; ``embedding`` a torch tensor view
     that must not be modified); returning ``True`` stops the optimisation early.
     """
-    if n_epochs < 1:
-        raise ValueError(f"n_epochs must be >= 1; got {n_epochs}.")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.")
+    check_optimizer_params(n_epochs=n_epochs, learning_rate=learning_rate, momentum=momentum,
+                           optimizer=optimizer, schedule=schedule, max_step=max_step,
+                           callbacks=callbacks)
+    if exaggeration_learning_rate is not None:
+        _check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
     device = resolve_device(device)
     interpolated = objective.estimator == "fft"
     if interpolated and np.shape(y0)[1] > 2 and len(y0) > EXACT_PAIRS_MAX_SAMPLES:
@@ -246,17 +311,19 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
             exaggerating = epoch < exaggeration_epochs
             exag = exaggeration if exaggerating else 1.0
             grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
-            if with_loss:
-                loss = new_loss
-                losses.append((epoch, loss))
-            if not interpolated:
-                z_prev, g_scale = objective.normaliser_state(z_new)
             lr = learning_rate
             if exaggerating and exaggeration_learning_rate is not None:
                 lr = exaggeration_learning_rate
+            if with_loss:
+                loss = new_loss
+                _check_finite(loss, y, epoch, lr)
+                losses.append((epoch, loss))
+            if not interpolated:
+                z_prev, g_scale = objective.normaliser_state(z_new)
             stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
             if recentre:
                 y.sub_(y.mean(0))
             if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
                 break
+    _check_finite(loss, y, epoch, lr)
     return y.cpu().numpy(), losses
