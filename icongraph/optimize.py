@@ -32,7 +32,7 @@ __all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "D
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
-#: the smallest per-coordinate gain of the ``"gains"`` optimiser (Jacobs 1988; t-SNE's 0.01)
+#: added to every shrinking gain of the ``"gains"`` optimiser (openTSNE's ``min_gain``)
 MIN_GAIN = 0.01
 
 
@@ -161,10 +161,12 @@ class Stepper:
     written out because constructing a ``torch.optim`` optimiser imports ``torch._dynamo``:
     1.3 s of every cold start on this machine, more than a whole digits embedding.
 
-    ``"gains"`` is the delta-bar-delta rule of t-SNE implementations (van der Maaten 2014;
-    openTSNE): ``gain += 0.2`` where the gradient keeps the direction of the last update,
-    ``gain *= 0.8`` (floored at ``MIN_GAIN``) where it flips; ``update = momentum update -
-    lr gain grad``. ``max_step`` caps each row's update norm (openTSNE's ``max_step_norm``).
+    ``"gains"`` is the delta-bar-delta rule of t-SNE implementations (van der Maaten 2014), as
+    openTSNE writes it: ``gain += 0.2`` where the gradient keeps the direction of the last
+    update, ``gain = 0.8 gain + MIN_GAIN`` where it flips; ``update = momentum update -
+    lr gain grad``. (A floor ``max(0.8 gain, MIN_GAIN)`` instead of the added ``MIN_GAIN`` gave
+    lower quality on tissue_gene_expression: 10-NN accuracy 0.921 vs 0.942.) ``max_step`` caps
+    each row's update norm (openTSNE's ``max_step_norm``).
     """
 
     def __init__(self, y: torch.Tensor, kind: str, momentum: float = 0.0,
@@ -183,8 +185,7 @@ class Stepper:
         self.t += 1
         if self.kind == "gains":
             keeps = torch.sign(self.buf) != torch.sign(grad)  # the update went along -grad
-            self.gains.copy_(torch.where(keeps, self.gains + 0.2,
-                                         (self.gains * 0.8).clamp_min(MIN_GAIN)))
+            self.gains.copy_(torch.where(keeps, self.gains + 0.2, self.gains * 0.8 + MIN_GAIN))
             self.buf.mul_(self.momentum).addcmul_(self.gains, grad, value=-lr)
             if self.max_step < float("inf"):
                 norm = self.buf.norm(dim=1, keepdim=True)
