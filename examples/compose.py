@@ -5,12 +5,19 @@ from icongraph import metrics
 from icongraph.datasets import load_digits
 
 X, y = load_digits()
-heavy_tailed_tsne = icongraph.TSNE(dof=0.5, random_state=0)          # heavier tails than t-SNE
-uniform_knn_infonce = icongraph.ICon(p="knn", q="student", estimator="per_anchor",
-                                     p_params={"n_neighbors": 15}, learning_rate=0.05,
-                                     random_state=0)
-debiased_umap = icongraph.UMAP(alpha=0.1, random_state=0)            # (1 - a) p + a / N
-for name, model in [("t-SNE dof=0.5", heavy_tailed_tsne), ("kNN + InfoNCE", uniform_knn_infonce),
-                    ("debiased UMAP", debiased_umap)]:
+models = {
+    # t-SNE's p and normaliser with a heavier-tailed Student-t q (dof 0.5 instead of 1)
+    "t-SNE dof=0.5": icongraph.TSNE(dof=0.5, random_state=0),
+    # uniform weights on the 15 nearest neighbours, Student-t q, one normaliser per anchor:
+    # the InfoNCE loss of contrastive learning
+    "kNN + InfoNCE": icongraph.ICon(p="knn", q="student", estimator="per_anchor",
+                                    p_params={"n_neighbors": 15}, learning_rate=0.05,
+                                    random_state=0),
+    # debiasing mixes a little of the uniform distribution into p, (1 - a) p + a / N; it needs
+    # a normalised q ('global' or 'per_anchor'; UMAP's 'neg' has none): t-SNE's p and q here
+    "debiased t-SNE": icongraph.ICon(p="perplexity", q="student", estimator="global",
+                                     alpha=0.1, random_state=0),
+}
+for name, model in models.items():
     Y = model.fit_transform(X)
     print(f"{name:15s} 10-NN accuracy {metrics.knn_accuracy(Y, y):.3f}")

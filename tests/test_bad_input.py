@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 import icongraph
 from icongraph import metrics
@@ -90,9 +91,9 @@ def test_bad_parameters(blobs):
         icongraph.ICon(q="laplace").fit(X)
     with pytest.raises(ValueError, match="n_components"):
         icongraph.UMAP(n_components=0).fit(X)
-    with pytest.raises(ValueError, match="CUDA"):
-        icongraph.UMAP(device="cuda").fit(X) if not __import__("torch").cuda.is_available() \
-            else (_ for _ in ()).throw(ValueError("CUDA"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            icongraph.UMAP(device="cuda").fit(X)
 
 
 def test_label_length_mismatch(blobs):
@@ -122,10 +123,12 @@ def test_more_bad_parameters(blobs):
     assert Y.shape == (len(X), 3)
 
 
-def test_sparse_input_embeds(blobs):
-    import scipy.sparse as sp
+@pytest.mark.quality
+def test_sparse_input_embeds():
+    # 10-NN accuracy: optimiser off 0.400 (the truncated-SVD start), on 0.936
+    from conftest import digits_subset
 
-    X, y = blobs
-    Xs = sp.csr_matrix(np.where(np.abs(X) > 1.0, X, 0.0))
-    Y = icongraph.UMAP(n_neighbors=10, random_state=0, n_epochs=50).fit_transform(Xs)
-    assert np.isfinite(Y).all() and metrics.knn_accuracy(Y, y, 5) > 0.9
+    X, y = digits_subset(500)  # 8x8 images: half the pixels are 0
+    Y = icongraph.UMAP(n_neighbors=10, random_state=0, n_epochs=50).fit_transform(
+        sp.csr_matrix(X))
+    assert metrics.knn_accuracy(Y, y, 10) > 0.85

@@ -63,23 +63,36 @@ def test_positive_sampler_follows_p_and_walks():
     np.testing.assert_allclose(freq.numpy(), [0.1, 0.7, 0.1, 0.1], atol=0.02)
 
 
+# The quality tests below start from a random head (init="random"): on separated clusters the
+# default embedding seed alone already scores ARI 1.0 (it is tested on its own in
+# test_embedding_seed_of_a_sample_finds_separated_clusters), so only a random start makes the
+# objective and the optimiser find the clusters. They run on one thread (n_jobs=1): the result
+# does not depend on it (test_same_result_with_one_or_two_threads), and on two busy cores the
+# OpenMP teams of torch, numba and scikit-learn contend, making a 2-thread fit up to 40x slower.
+
+
+@pytest.mark.quality
 @pytest.mark.parametrize("method", ["debiased", "infonce", "kmeans", "ncut"])
 def test_recovers_separated_clusters(separated, method):
+    # ARI with the optimiser off 0.712 (the random head), on 1.000 (every method, seeds 0-3)
     X, y = separated
     model = Clustering(n_clusters=4, method=method, n_neighbors=10, perplexity=10,
-                       random_state=0)
+                       init="random", random_state=0, n_jobs=1)
     labels = model.fit_predict(X)
     assert metrics.adjusted_rand_index(y, labels) >= 0.95
     np.testing.assert_array_equal(model.predict(X), model.labels_)
-    np.testing.assert_allclose(model.probabilities_.sum(1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.quality
 def test_supervised_and_free_head(separated):
+    # optimiser off: supervised accuracy 0.750, free head ARI 0.003 (0.161 on X + 0.01);
+    # on: 1.000, 1.000 (1.000)
     X, y = separated
-    model = Clustering(n_clusters=4, method="supervised", random_state=0, n_epochs=100)
+    model = Clustering(n_clusters=4, method="supervised", init="random", random_state=0,
+                       n_epochs=100, n_jobs=1)
     assert metrics.hungarian_accuracy(y, model.fit_predict(X, y)) > 0.99
-    free = Clustering(n_clusters=4, head="free", n_neighbors=10, random_state=0,
-                      learning_rate=0.2)
+    free = Clustering(n_clusters=4, head="free", n_neighbors=10, init="random", random_state=0,
+                      learning_rate=0.2, n_jobs=1)
     assert metrics.adjusted_rand_index(y, free.fit_predict(X)) >= 0.95
     assert metrics.adjusted_rand_index(y, free.predict(X + 0.01)) >= 0.95
 
@@ -224,13 +237,16 @@ def test_seed_logits_are_the_gaussian_mixture_posterior(init):
                                posterior.numpy(), atol=1e-4)
 
 
+@pytest.mark.quality
 def test_mini_batches_recover_clusters_in_bounded_memory(separated):
     """With ``batch_size`` < N the head never sees more than batch x (1 + positives) rows
-    at once (running cluster masses), and still recovers the clusters."""
+    at once (running cluster masses), and still recovers the clusters from a random head."""
+    # ARI with the optimiser off 0.712, on 1.000
     X, y = separated
     rows = []
-    model = Clustering(n_clusters=4, n_neighbors=10, batch_size=32, n_epochs=15,
-                       random_state=0, callbacks=[lambda e, loss, phi: rows.append(len(phi))])
+    model = Clustering(n_clusters=4, n_neighbors=10, batch_size=32, n_epochs=15, init="random",
+                       random_state=0, n_jobs=1,
+                       callbacks=[lambda e, loss, phi: rows.append(len(phi))])
     labels = model.fit_predict(X)
     assert max(rows) <= 32 * (1 + model.positives_per_anchor)
     assert metrics.adjusted_rand_index(y, labels) >= 0.95
@@ -299,15 +315,18 @@ def test_supervised_fit_on_two_points():
     assert sorted(model.fit_predict(X, [0, 1])) == [0, 1]
 
 
+@pytest.mark.quality
 def test_embedding_seed_reaches_a_lower_loss_than_kmeans_on_digits():
     """Why ``init='embedding'`` is the default: on digits the k-means seed's basin (one class
     split, two merged) has a higher loss and a lower ARI than the embedding seed's."""
+    # embedding / k-means seed with the optimiser off: loss 7.066 / 6.994 (the loss assertion
+    # fails), ARI 0.793 / 0.647; on: loss 6.146 / 6.171, ARI 0.877 / 0.783
     from icongraph.datasets import load_digits
 
     X, y = load_digits()
     knn = icongraph.knn_search(X, 15, random_state=0)
-    fits = {init: Clustering(n_clusters=10, random_state=0, precomputed_knn=knn,
-                             init=init).fit(X) for init in ("embedding", "kmeans")}
+    fits = {init: Clustering(n_clusters=10, random_state=0, precomputed_knn=knn, init=init,
+                             n_jobs=1).fit(X) for init in ("embedding", "kmeans")}
     assert fits["embedding"].loss_ < fits["kmeans"].loss_ - 0.01  # measured 6.146 vs 6.171
     ari = {init: metrics.adjusted_rand_index(y, fit.labels_) for init, fit in fits.items()}
     assert ari["embedding"] > ari["kmeans"] + 0.05  # measured 0.877 vs 0.783
