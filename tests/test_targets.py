@@ -83,7 +83,6 @@ def test_ab_params_match_umap_learn():
 
 
 def test_symmetrize_and_normalize():
-    rng = np.random.default_rng(0)
     P = sp.random(30, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
     P.setdiag(0)
     P.eliminate_zeros()
@@ -93,7 +92,6 @@ def test_symmetrize_and_normalize():
     np.testing.assert_allclose(symmetrize(P, "union").toarray(), union, rtol=1e-5, atol=1e-7)
     P = P + sp.eye(30, k=1, format="csr") * 0.5 + sp.eye(30, k=-29, format="csr")  # no empty rows
     np.testing.assert_allclose(np.asarray(row_normalize(P.tocsr()).sum(1)).ravel(), 1.0, rtol=1e-6)
-    assert rng is not None
 
 
 def test_debiased_entropy_term_matches_dense(blobs):
