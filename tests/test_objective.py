@@ -13,6 +13,7 @@ from icongraph.objective import (
     Objective,
     exact_loss,
     hash_negatives,
+    matched_negatives,
     sampled_gradient_torch,
     torch_arrays,
 )
@@ -114,6 +115,22 @@ def test_neg_estimator_matches_its_dense_expectation(blobs, kernel):
     dense.backward()
     np.testing.assert_allclose(grad, yt.grad.numpy(), rtol=2e-3, atol=1e-3 * np.abs(grad).max())
     assert rows.astype(np.float64).sum() == pytest.approx(float(dense), rel=1e-4)
+
+
+def test_matched_negatives_count_umap_learns_draws(blobs):
+    """n_negatives=None for 'neg': the mean number of negatives umap-learn draws per point and
+    epoch, counted edge by edge (each directed edge (i, j) is w_ij / w_max updates of i per
+    epoch, each drawing negative_sample_rate negatives)."""
+    target, _ = _problem(blobs, FuzzyTarget(10))
+    graph = target.graph.tocoo()
+    draws = np.zeros(graph.shape[0])
+    for i, w in zip(graph.row, graph.data):
+        draws[i] += 7.0 * w / graph.data.max()
+    assert matched_negatives(7.0, target) == int(np.ceil(draws.mean()))
+    obj = Objective(target, StudentKernel(1.0), "neg", n_negatives=None, negative_sample_rate=7.0)
+    assert obj.m == int(np.ceil(draws.mean())) > 7
+    with pytest.raises(ValueError, match="n_negatives"):
+        Objective(target, StudentKernel(1.0), "global", n_negatives=None)
 
 
 def test_sampled_estimate_is_close_to_exact_on_average(blobs):
