@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
 from .kernels import KERNELS, Kernel, StudentKernel, UMAPKernel, get_kernel
-from .knn import KNN, KNN_RULES, exact_knn, knn_search, precomputed_knn
+from .knn import KNN, KNN_RULES, _resolve_method, exact_knn, knn_search, precomputed_knn
+from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, RUNTIME_RULES, optimize, resolve_device, threads
 from .params import ParamsMixin
@@ -204,7 +205,8 @@ class _Embedding(ParamsMixin):
     def _prepare(self, X, spec, kernel, estimator) -> tuple[KNN | None, object]:
         """The checks that need the data, before any work: ``(precomputed kNN or None, init)``.
         Too few points for the neighbours, a precomputed kNN graph that does not match ``X``,
-        an init that does not match, and ``'fft'`` in 3-D on many points are refused here."""
+        an init that does not match, ``'fft'`` in 3-D on many points, and a fit that will not
+        fit in memory (:meth:`_memory_estimate`) are refused here."""
         if isinstance(spec, PrecomputedTarget):
             n = None if X is None else X.shape[0]
             return None, self._resolve_init(n, X is not None)
@@ -218,14 +220,44 @@ class _Embedding(ParamsMixin):
                                   getattr(spec, "neighbors_reason", "the target"))
         init = self._resolve_init(n, True)
         check_composition(estimator, kernel, self.alpha, n, self.n_components)
+        parts = self._memory_estimate(X, knn.n_neighbors if knn is not None else k,
+                                      init, estimator, kernel)
+        check_memory(f"{type(self).__name__} on {n} x {X.shape[1]}", parts,
+                     "Lower n_neighbors (or perplexity: t-SNE keeps 3 x perplexity "
+                     "neighbours), or embed a subsample and place the rest with transform().")
         return knn, init
+
+    def _memory_estimate(self, X, k: int, init, estimator: str, kernel: Kernel) -> dict:
+        """The peak bytes of a fit on ``X`` with ``k`` neighbours, by item (the arrays that
+        grow with ``N x k`` and ``N x D``, measured at 57-62 bytes per kNN edge on 10k points
+        with 900 neighbours; counted here at 48): the kNN lists (8 bytes an edge), the graph
+        ``p`` (up to 2 edges per kNN edge, 8 bytes each), the objective's copy of it (and the
+        torch engine's int64 copy off the numba engine, or the edge-sampling rates), plus the
+        largest transient: the graph's construction (8), the exact kNN search's centred copy of
+        ``X``, pynndescent's heaps, or PCA's two float64 copies of ``X``."""
+        n, d = X.shape
+        edges = n * k
+        objective = 16 * edges
+        if estimator != "fft" and self.edge_sampling:
+            objective += 16 * edges
+        if kernel.code < 0 or resolve_device(self.device).type != "cpu":
+            objective += 32 * edges
+        transient = {"building p": 8 * edges}
+        if self.precomputed_knn is None:
+            method = _resolve_method(self.knn_method, X, resolve_device(self.device))
+            transient["kNN search"] = 4 * n * d if method == "exact" else 18 * n * (k + 1)
+        if isinstance(init, str) and init == "pca" and not sp.issparse(X):
+            transient["PCA init"] = 16 * n * d
+        name, peak = max(transient.items(), key=lambda kv: kv[1])
+        return {"kNN lists": 8 * edges, "graph p": 16 * edges, "objective edges": objective,
+                name: peak}
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
         be None when ``p`` is a precomputed graph (init then falls back to spectral).
 
         Every parameter is checked first, then what depends on the data (sizes, a
-        precomputed kNN graph, the init array): bad input is refused
+        precomputed kNN graph, the init array, the memory the fit needs): bad input is refused
         before any work, and the caller's data is never modified."""
         spec, kernel, estimator = self._check_params()
         seed = check_random_state(self.random_state)
