@@ -254,9 +254,9 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
     from .progress import progress
 
     threads = threads or os.cpu_count() or 1
+    X, y = load(dataset, n_samples, seed, n_classes)  # an unknown name fails before any mkdir
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    X, y = load(dataset, n_samples, seed, n_classes)
     X = np.ascontiguousarray(X, dtype=np.float32)
     report = {"dataset": dataset, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
               "threads": threads, "repeats": repeats, "methods": {}}
@@ -721,7 +721,7 @@ def add_bench_parser(sub) -> None:
     bench.add_argument("--suite", choices=("real",),
                        help="embed task: the real-data suite (every dataset, several seeds, "
                             "peers cached) -> suite.json, suite.md")
-    bench.add_argument("--dataset", default="digits", help=" | ".join(DATASETS))
+    bench.add_argument("--dataset", default="digits", choices=list(DATASETS))
     bench.add_argument("--datasets", help="suite: comma list of " + ", ".join(SUITE)
                        + " (default: all)")
     bench.add_argument("--seeds", default="0,1,2", help="suite: comma list of seeds")

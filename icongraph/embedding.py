@@ -9,20 +9,35 @@ only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``
 
 from __future__ import annotations
 
-import numbers
 import time
 
 import numpy as np
 import scipy.sparse as sp
 
-from .init import INITS, initialize, interpolate_from_sample, pca_init, rescale
-from .kernels import StudentKernel, UMAPKernel, get_kernel
-from .knn import KNN, as_knn, exact_knn, knn_search
-from .objective import ESTIMATORS, Objective, exact_loss
-from .optimize import check_optimizer_params, optimize, resolve_device, threads
+from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
+from .kernels import KERNELS, Kernel, StudentKernel, UMAPKernel, get_kernel
+from .knn import KNN, KNN_RULES, _resolve_method, exact_knn, knn_search, precomputed_knn
+from .memory import check_memory
+from .objective import ESTIMATORS, Objective, check_composition, exact_loss
+from .optimize import OPTIMIZER_RULES, RUNTIME_RULES, optimize, resolve_device, threads
 from .params import ParamsMixin
-from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, debias, get_target
-from .validation import check_data, check_random_state
+from .targets import (
+    TARGETS,
+    FuzzyTarget,
+    PerplexityTarget,
+    PrecomputedTarget,
+    debias,
+    get_target,
+)
+from .validation import (
+    boolean,
+    check_data,
+    check_params,
+    check_random_state,
+    choice,
+    mapping,
+    number,
+)
 
 __all__ = ["ICon", "SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
 
@@ -48,6 +63,51 @@ COMMON_PARAMS = {
     "verbose": False,
     "callbacks": None,
 }
+
+
+def _init_rule(name, value):
+    """None, a name of :data:`EMBEDDING_INITS`, or a 2-D array (its shape is checked against
+    the data in ``fit``)."""
+    if value is None or (isinstance(value, str) and value in EMBEDDING_INITS):
+        return
+    if isinstance(value, str) or np.ndim(value) != 2:
+        got = repr(value) if isinstance(value, str) else (
+            f"{type(value).__name__} of shape {np.shape(value)}")
+        raise ValueError(f"{name} must be one of {EMBEDDING_INITS} or a 2-D array "
+                         f"(n_samples, n_components); got {got}.")
+
+
+def _p_rule(name, value):
+    """A target name (an unknown one gets :func:`~icongraph.targets.get_target`'s message), a
+    target object, or a graph (checked when it is built, before any work)."""
+    if isinstance(value, str) and value not in TARGETS:
+        get_target(value)
+
+
+def _q_rule(name, value):
+    """A kernel name (an unknown one gets :func:`~icongraph.kernels.get_kernel`'s message) or
+    a :class:`~icongraph.kernels.Kernel`."""
+    if isinstance(value, str):
+        if value not in KERNELS:
+            get_kernel(value)
+    elif not isinstance(value, Kernel):
+        raise ValueError(f"{name} must be one of {tuple(KERNELS)} or a Kernel instance; got "
+                         f"{value!r}.")
+
+
+#: the rule of every shared parameter (:func:`~icongraph.validation.check_params`); a preset
+#: adds its own in ``_own_rules``. Callbacks are a list: a bare function is refused with the
+#: remedy (``callbacks=[f]``), as Keras and Lightning take lists.
+COMMON_RULES = {
+    "n_components": number(1, integer=True),
+    **OPTIMIZER_RULES,
+    "n_negatives": number(integer=True, allow_none=True),  # <= 0: exact mode
+    "edge_sampling": boolean(allow_none=True),
+    "init": _init_rule,
+    "alpha": number(0.0, 1.0, high_open=True),
+    **KNN_RULES,
+    **RUNTIME_RULES,
+}
 #: ``kl_divergence_`` (dense, computed on first access) is available up to this many points.
 EXACT_LOSS_MAX_SAMPLES = 2000
 #: ``init='coarse'``: the sample is 1 / COARSE_FACTOR of the data and at least COARSE_MIN_SAMPLE
@@ -63,10 +123,16 @@ class _Embedding(ParamsMixin):
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
     _own_params: dict = {}
+    _own_rules: dict = {}
 
     @classmethod
     def _param_defaults(cls) -> dict:
         return {**cls._own_params, **COMMON_PARAMS}
+
+    @classmethod
+    def _param_rules(cls) -> dict:
+        """The rule of every parameter (:func:`~icongraph.validation.check_params`)."""
+        return {**cls._own_rules, **COMMON_RULES}
 
     # -- what subclasses define -------------------------------------------------------------
     def _composition(self):
@@ -76,18 +142,24 @@ class _Embedding(ParamsMixin):
         """The init used when ``init=None``."""
         return "pca" if has_data else "spectral"
 
-    def _resolve_init(self, n_samples: int, has_data: bool):
-        """``init`` as fitted: the preset's choice for None, a checked name, or the array;
-        without data PCA becomes spectral and coarse is an error."""
+    def _resolve_init(self, n_samples: int | None, has_data: bool):
+        """``init`` as fitted: the preset's choice for None, a name, or the array checked
+        against the layout's shape (when ``n_samples`` is known); without data PCA becomes
+        spectral and coarse is an error, as is coarse on fewer than
+        ``COARSE_FACTOR * COARSE_MIN_SAMPLE`` points."""
         if self.init is None:
             return self._auto_init(n_samples, has_data)
         if not isinstance(self.init, str):
-            return self.init
-        if self.init not in EMBEDDING_INITS:
-            raise ValueError(f"init must be one of {EMBEDDING_INITS} or an array; got "
-                             f"{self.init!r}.")
-        if not has_data and self.init == "coarse":
-            raise ValueError("init='coarse' needs the data X (it fits a sample).")
+            if n_samples is None:  # a precomputed graph without X: checked once it is built
+                return self.init
+            return check_init_array(self.init, n_samples, self.n_components)
+        if self.init == "coarse":
+            if not has_data:
+                raise ValueError("init='coarse' needs the data X (it fits a sample).")
+            if n_samples < COARSE_FACTOR * COARSE_MIN_SAMPLE:
+                raise ValueError(f"init='coarse' needs at least "
+                                 f"{COARSE_FACTOR * COARSE_MIN_SAMPLE} points; got {n_samples}. "
+                                 "Use init='pca'.")
         return "spectral" if not has_data and self.init == "pca" else self.init
 
     def _defaults(self, n_samples: int, init: str, estimator: str | None = None) -> dict:
@@ -122,42 +194,90 @@ class _Embedding(ParamsMixin):
                 settings[key] = getattr(self, key)
         return settings
 
-    def _knn(self, X, k: int, seed: int, device) -> KNN:
-        if self.precomputed_knn is not None:
-            knn = as_knn(self.precomputed_knn, X.shape[0] if X is not None else None, self.metric)
-            return knn.truncate(k) if knn.n_neighbors > k else knn
+    def _check_params(self):
+        """Every parameter and the composition, before any work: ``(spec, kernel,
+        estimator)``."""
+        check_params(self, self._param_rules())
+        spec, kernel, estimator = self._composition()
+        check_composition(estimator, kernel, self.alpha)
+        return spec, kernel, estimator
+
+    def _prepare(self, X, spec, kernel, estimator) -> tuple[KNN | None, object]:
+        """The checks that need the data, before any work: ``(precomputed kNN or None, init)``.
+        Too few points for the neighbours, a precomputed kNN graph that does not match ``X``,
+        an init that does not match, ``'fft'`` in 3-D on many points, and a fit that will not
+        fit in memory (:meth:`_memory_estimate`) are refused here."""
+        if isinstance(spec, PrecomputedTarget):
+            n = None if X is None else X.shape[0]
+            return None, self._resolve_init(n, X is not None)
         if X is None:
-            raise ValueError("X is needed to compute the kNN graph (or pass precomputed_knn).")
-        return knn_search(X, k, self.metric, method=self.knn_method, device=device,
-                          random_state=seed, n_jobs=self.n_jobs, verbose=self.verbose,
-                          cache_dir=self.knn_cache)
+            raise ValueError("X is None; only a precomputed graph p can be fitted without data.")
+        n = X.shape[0]
+        k = spec.n_neighbors_for(n)
+        knn = None
+        if self.precomputed_knn is not None:
+            knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
+                                  getattr(spec, "neighbors_reason", "the target"))
+        init = self._resolve_init(n, True)
+        check_composition(estimator, kernel, self.alpha, n, self.n_components)
+        parts = self._memory_estimate(X, knn.n_neighbors if knn is not None else k,
+                                      init, estimator, kernel)
+        check_memory(f"{type(self).__name__} on {n} x {X.shape[1]}", parts,
+                     "Lower n_neighbors (or perplexity: t-SNE keeps 3 x perplexity "
+                     "neighbours), or embed a subsample and place the rest with transform().")
+        return knn, init
+
+    def _memory_estimate(self, X, k: int, init, estimator: str, kernel: Kernel) -> dict:
+        """The peak bytes of a fit on ``X`` with ``k`` neighbours, by item (the arrays that
+        grow with ``N x k`` and ``N x D``, measured at 57-62 bytes per kNN edge on 10k points
+        with 900 neighbours; counted here at 48): the kNN lists (8 bytes an edge), the graph
+        ``p`` (up to 2 edges per kNN edge, 8 bytes each), the objective's copy of it (and the
+        torch engine's int64 copy off the numba engine, or the edge-sampling rates), plus the
+        largest transient: the graph's construction (8), the exact kNN search's centred copy of
+        ``X``, pynndescent's heaps, or PCA's two float64 copies of ``X``."""
+        n, d = X.shape
+        edges = n * k
+        objective = 16 * edges
+        if estimator != "fft" and self.edge_sampling:
+            objective += 16 * edges
+        if kernel.code < 0 or resolve_device(self.device).type != "cpu":
+            objective += 32 * edges
+        transient = {"building p": 8 * edges}
+        if self.precomputed_knn is None:
+            method = _resolve_method(self.knn_method, X, resolve_device(self.device))
+            transient["kNN search"] = 4 * n * d if method == "exact" else 18 * n * (k + 1)
+        if isinstance(init, str) and init == "pca" and not sp.issparse(X):
+            transient["PCA init"] = 16 * n * d
+        name, peak = max(transient.items(), key=lambda kv: kv[1])
+        return {"kNN lists": 8 * edges, "graph p": 16 * edges, "objective edges": objective,
+                name: peak}
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
-        be None when ``p`` is a precomputed graph (init then falls back to spectral)."""
-        spec, kernel, estimator = self._composition()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got {estimator!r}.")
-        if (not isinstance(self.n_components, numbers.Integral)
-                or isinstance(self.n_components, bool) or self.n_components < 1):
-            raise ValueError(f"n_components must be a positive int; got {self.n_components!r}.")
-        check_optimizer_params(n_epochs=self.n_epochs, learning_rate=self.learning_rate,
-                               momentum=self.momentum, optimizer=self.optimizer,
-                               schedule=self.schedule, callbacks=self.callbacks)
+        be None when ``p`` is a precomputed graph (init then falls back to spectral).
+
+        Every parameter is checked first, then what depends on the data (sizes, a
+        precomputed kNN graph, the init array, the memory the fit needs): bad input is refused
+        before any work, and the caller's data is never modified."""
+        spec, kernel, estimator = self._check_params()
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
         timings = {}
         with threads(self.n_jobs):
             X = None if X is None else check_data(X, min_samples=2)
+            knn, init = self._prepare(X, spec, kernel, estimator)
             start = time.perf_counter()
             if isinstance(spec, PrecomputedTarget):
                 n = None if X is None else X.shape[0]
-                target, knn = spec.build(n_samples=n), None
+                target = spec.build(n_samples=n)
+                if not isinstance(init, str):
+                    init = check_init_array(init, target.n_samples, self.n_components)
             else:
-                if X is None:
-                    raise ValueError("X is None; only a precomputed graph p can be fitted "
-                                     "without data.")
-                knn = self._knn(X, spec.n_neighbors_for(X.shape[0]), seed, device)
+                if knn is None:
+                    knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
+                                     method=self.knn_method, device=device, random_state=seed,
+                                     n_jobs=self.n_jobs, verbose=self.verbose,
+                                     cache_dir=self.knn_cache)
                 timings["knn"] = time.perf_counter() - start
                 start = time.perf_counter()
                 target = spec.build(knn)
@@ -165,7 +285,6 @@ class _Embedding(ParamsMixin):
                 target = debias(target, self.alpha)
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
-            init = self._resolve_init(n, X is not None)
             settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
                                   settings["negative_sample_rate"], settings["clip"],
@@ -234,9 +353,6 @@ class _Embedding(ParamsMixin):
         the layout."""
         n = X.shape[0]
         m = n // COARSE_FACTOR
-        if m < COARSE_MIN_SAMPLE:
-            raise ValueError(f"init='coarse' needs at least {COARSE_FACTOR * COARSE_MIN_SAMPLE} "
-                             f"points; got {n}. Use init='pca'.")
         rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
         params = {**self.get_params(), "init": None, "n_epochs": None, "learning_rate": None,
                   "precomputed_knn": None, "random_state": seed, "callbacks": None}
@@ -277,13 +393,22 @@ class ICon(_Embedding):
 
     _own_params = {"p": "fuzzy", "q": "umap", "estimator": "neg", "p_params": None,
                    "q_params": None}
+    _own_rules = {"p": _p_rule, "q": _q_rule, "estimator": choice(ESTIMATORS),
+                  "p_params": mapping(), "q_params": mapping()}
 
     def _composition(self):
-        if isinstance(self.p, str) or hasattr(self.p, "build"):
-            spec = get_target(self.p, **(self.p_params or {}))
-        else:
-            spec = PrecomputedTarget(self.p, **(self.p_params or {}))
-        kernel = get_kernel(self.q, **(self.q_params or {}))
+        p_params, q_params = self.p_params or {}, self.q_params or {}
+        try:
+            if isinstance(self.p, str) or hasattr(self.p, "build"):
+                spec = get_target(self.p, **p_params)
+            else:
+                spec = PrecomputedTarget(self.p, **p_params)
+        except TypeError as err:  # a keyword the target does not take
+            raise ValueError(f"p_params={p_params!r} do not fit p={self.p!r}: {err}") from None
+        try:
+            kernel = get_kernel(self.q, **q_params)
+        except TypeError as err:
+            raise ValueError(f"q_params={q_params!r} do not fit q={self.q!r}: {err}") from None
         return spec, kernel, self.estimator
 
     def _defaults(self, n_samples, init, estimator=None):
@@ -302,6 +427,7 @@ class SNE(_Embedding):
     normaliser (Hinton & Roweis 2002)."""
 
     _own_params = {"perplexity": 30.0}
+    _own_rules = {"perplexity": number(0.0, low_open=True)}
 
     def _composition(self):
         return PerplexityTarget(self.perplexity, symmetric=False), get_kernel("gaussian"), \
@@ -326,6 +452,9 @@ class TSNE(_Embedding):
     In 3-D and above the normaliser comes from sampled negatives (estimator ``"global"``)."""
 
     _own_params = {"perplexity": 30.0, "early_exaggeration": 12.0, "dof": 1.0}
+    _own_rules = {"perplexity": number(0.0, low_open=True),
+                  "early_exaggeration": number(0.0, low_open=True),
+                  "dof": number(0.0, low_open=True)}
     #: openTSNE's phases: exaggerated epochs and total epochs
     EXAGGERATION_EPOCHS = 250
     N_EPOCHS = 750
@@ -366,6 +495,10 @@ class UMAP(_Embedding):
     _own_params = {"n_neighbors": 15, "min_dist": 0.1, "spread": 1.0,
                    "negative_sample_rate": 5.0, "local_connectivity": 1.0,
                    "set_op_mix_ratio": 1.0}
+    # umap-learn's ranges; min_dist <= spread is the kernel's check
+    _own_rules = {"n_neighbors": number(2, integer=True), "min_dist": number(0.0),
+                  "spread": number(0.0, low_open=True), "negative_sample_rate": number(0.0),
+                  "local_connectivity": number(0.0), "set_op_mix_ratio": number(0.0, 1.0)}
     #: 500 epochs up to 10k points, 300 up to this many, 200 above
     LONG_SCHEDULE_SAMPLES = 100_000
 

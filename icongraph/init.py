@@ -2,8 +2,9 @@
 coarse-to-fine (:func:`interpolate_from_sample`: a fit on a random sample, spread through p).
 
 Every initialisation is rescaled so its largest coordinate magnitude is ``scale`` (umap-learn
-uses 10). Spectral init falls back to PCA with a warning when the graph is disconnected or the
-eigensolver does not converge quickly, since PCA is cheap and nearly as good a start.
+uses 10). Spectral init falls back to PCA (random without data) with a warning when the graph is
+disconnected or the eigensolver does not converge quickly, since PCA is cheap and nearly as good
+a start.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 
 from .validation import check_data
 
-__all__ = ["initialize", "pca_init", "spectral_init", "interpolate_from_sample", "rescale",
-           "INITS"]
+__all__ = ["initialize", "check_init_array", "pca_init", "spectral_init",
+           "interpolate_from_sample", "rescale", "INITS"]
 
 INITS = ("pca", "spectral", "random")
 
@@ -58,10 +59,11 @@ def pca_init(X, n_components: int, seed: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: int | None = None
-                  ) -> np.ndarray | None:
+def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: int | None = None,
+                  fallback: str = "PCA") -> np.ndarray | None:
     """Eigenvectors 2..d+1 of the normalised adjacency ``D^-1/2 W D^-1/2`` (the smoothest
-    Laplacian eigenvectors); None (with a warning) when disconnected or not converged."""
+    Laplacian eigenvectors); None (with a warning that names the ``fallback`` the caller
+    uses instead) when disconnected or not converged."""
     from scipy.sparse.csgraph import connected_components
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
@@ -69,8 +71,8 @@ def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: i
     sym = ((graph + graph.T) * 0.5).tocsr()
     n_comp, _ = connected_components(sym, directed=False)
     if n_comp > 1:
-        warnings.warn(f"spectral init: the graph has {n_comp} connected components; using PCA "
-                      "init instead.", stacklevel=3)
+        warnings.warn(f"spectral init: the graph has {n_comp} connected components; using "
+                      f"{fallback} init instead.", stacklevel=3)
         return None
     if n <= n_components + 1:
         return None
@@ -88,7 +90,8 @@ def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: i
                                tol=1e-4, maxiter=maxiter or max(5 * n, 1000))
             vecs = vecs[:, np.argsort(vals)[::-1]]
     except ArpackNoConvergence:
-        warnings.warn("spectral init did not converge; using PCA init instead.", stacklevel=3)
+        warnings.warn(f"spectral init did not converge; using {fallback} init instead.",
+                      stacklevel=3)
         return None
     return (inv_sqrt @ vecs[:, 1:k]).astype(np.float32)
 
@@ -128,17 +131,42 @@ def initialize(init, X, graph: sp.csr_matrix, n_components: int, seed: int,
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS} or an array; got {init!r}.")
         y = None
-        if init == "spectral":
-            y = spectral_init(graph, n_components, seed)
+        if init == "spectral":  # without data there is nothing to project for PCA
+            fallback = "PCA" if X is not None else "random (no data X for PCA)"
+            y = spectral_init(graph, n_components, seed, fallback=fallback)
         if init == "random" or (y is None and X is None):
             y = np.random.default_rng(seed).uniform(-1.0, 1.0, (n, n_components))
         elif y is None:
             y = pca_init(X, n_components, seed)
         return rescale(np.asarray(y), scale)
+    return check_init_array(init, n, n_components)
+
+
+def check_init_array(init, n_samples: int, n_components: int) -> np.ndarray:
+    """A user's starting layout as float32 (N, n_components), checked.
+
+    Parameters
+    ----------
+    init : array-like
+        The layout (numpy, torch, pandas, lists); not modified.
+    n_samples, n_components : int
+        The expected shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        The layout as C-contiguous float32 (the caller's own array when it already is).
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, NaN/inf, or every point at the same position.
+    """
     y = check_data(init, name="init", allow_sparse=False)
-    if y.shape != (n, n_components):
-        raise ValueError(f"init array has shape {y.shape}; expected {(n, n_components)}.")
-    if n > 1 and not np.any(y != y[0]):
+    if y.shape != (n_samples, n_components):
+        raise ValueError(f"init array has shape {y.shape}; expected "
+                         f"{(n_samples, n_components)} (n_samples, n_components).")
+    if n_samples > 1 and not np.any(y != y[0]):
         raise ValueError("init array has every point at the same position: the layout "
                          "cannot separate them (forces between coincident points vanish). "
                          "Pass distinct positions or init='pca'.")

@@ -6,6 +6,7 @@ sorted by distance, self excluded (duplicates of a point are kept as neighbours)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,12 +14,13 @@ import scipy.sparse as sp
 import torch
 
 from .progress import progress
-from .validation import check_n_neighbors
+from .validation import check_n_neighbors, choice, path_or_none
 
 __all__ = ["KNN", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
-           "EXACT_MAX_SAMPLES", "data_fingerprint"]
+           "precomputed_knn", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES"]
 
 METRICS = ("euclidean", "cosine")
+KNN_METHODS = ("auto", "exact", "nndescent")
 #: Below this many points the exact blocked search is faster than pynndescent here (2 cores).
 EXACT_MAX_SAMPLES = 20_000
 
@@ -286,6 +288,57 @@ def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
                np.take_along_axis(dist, order, 1), metric)
 
 
+def precomputed_knn(knn, k: int, n_samples: int, metric: str = "euclidean",
+                    reason: str = "the target") -> KNN:
+    """A user's kNN graph for a fit that wants ``k`` neighbours per point: checked against
+    the data (:func:`as_knn`), cut to the ``k`` nearest when it has more, and used as it is
+    with a warning naming both numbers when it has fewer (scanpy, for one, stores
+    ``n_neighbors - 1`` per row).
+
+    Parameters
+    ----------
+    knn : KNN or tuple (indices, distances)
+        The user's graph, (N, m) arrays.
+    k : int
+        Neighbours the fit asks for.
+    n_samples : int
+        Rows of the data.
+    metric : str
+        The metric of a tuple (a :class:`KNN` carries its own).
+    reason : str
+        What asks for ``k`` (``"n_neighbors=30"``), for the warning.
+
+    Returns
+    -------
+    KNN
+        ``min(k, m)`` neighbours per point.
+    """
+    knn = as_knn(knn, n_samples, metric)
+    if knn.n_neighbors > k:
+        return knn.truncate(k)
+    if knn.n_neighbors < k:
+        warnings.warn(f"precomputed_knn has {knn.n_neighbors} neighbours per point, fewer than "
+                      f"the {k} that {reason} asks for: using {knn.n_neighbors}. Pass a larger "
+                      "graph, or lower the parameter to match.", stacklevel=4)
+    return knn
+
+
+def _precomputed_knn_rule(name, value):
+    """None, a :class:`KNN` or a pair ``(indices, distances)`` (checked against the data in
+    ``fit``, :func:`precomputed_knn`)."""
+    if value is None or isinstance(value, KNN):
+        return
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError(f"{name} must be None, a KNN or a tuple (indices, distances) of "
+                         f"(N, k) arrays; got {type(value).__name__}.")
+
+
+#: rules (:func:`~icongraph.validation.check_params`) of the kNN parameters every estimator
+#: shares
+KNN_RULES = {"metric": choice(METRICS), "precomputed_knn": _precomputed_knn_rule,
+             "knn_method": choice(KNN_METHODS), "knn_cache": path_or_none()}
+
+
 def nndescent_schedule(n: int) -> tuple[int, int]:
     """(random-projection trees, NN-descent iterations) for ``n`` points: umap-learn's rule,
     with the trees capped at :data:`MAX_TREES`. Part of the kNN cache key."""
@@ -357,4 +410,4 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     if method == "nndescent":
         return nndescent_knn(X, k, metric, random_state=random_state, n_jobs=n_jobs,
                              verbose=verbose)
-    raise ValueError(f"knn_method must be 'auto', 'exact' or 'nndescent'; got {method!r}.")
+    raise ValueError(f"knn_method must be one of {KNN_METHODS}; got {method!r}.")

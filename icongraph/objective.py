@@ -49,9 +49,9 @@ from .targets import Target
 #: evaluations cost less than the grid's transforms there)
 EXACT_PAIRS_MAX_SAMPLES = 10_000
 
-__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "matched_negatives",
-           "hash_negatives", "exact_loss", "sampled_gradient_torch", "all_pair_sums",
-           "all_pairs_gradient", "edge_forces_torch"]
+__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "check_composition",
+           "matched_negatives", "hash_negatives", "exact_loss", "sampled_gradient_torch",
+           "all_pair_sums", "all_pairs_gradient", "edge_forces_torch"]
 
 #: name -> the numba engine's code; ``"fft"`` is the global estimator with ``Z`` and the
 #: repulsion from grid interpolation (:func:`all_pairs_gradient`) instead of negatives
@@ -114,23 +114,14 @@ class Objective:
     edge_sampling: bool = False
 
     def __post_init__(self):
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got "
-                             f"{self.estimator!r}.")
+        check_composition(self.estimator, self.kernel, self.target.alpha)
         if self.n_negatives is None and self.estimator == "neg":
             self.n_negatives = matched_negatives(self.negative_sample_rate, self.target)
         if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
             raise ValueError(f"n_negatives must be an integer (<= 0: exact mode; None: the "
                              f"'neg' estimator's matched count); got {self.n_negatives!r}.")
         if self.estimator == "fft":
-            if not self.kernel.smooth:
-                raise ValueError(f"the 'fft' estimator interpolates the kernel on a grid, which "
-                                 f"needs a kernel smooth at 0; {self.kernel!r} has a cusp there. "
-                                 "Use estimator='global' (sampled negatives).")
             self.edge_sampling = False  # the interpolated gradient is exact: keep it so
-        if self.estimator == "neg" and self.target.alpha > 0:
-            raise ValueError("alpha-debiasing needs a normalised estimator ('per_anchor' or "
-                             "'global'); the fixed-normaliser 'neg' (UMAP) has no q to smooth.")
         p = self.target.graph
         self.n = p.shape[0]
         if self.n < 2:
@@ -307,6 +298,46 @@ def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | No
     if with_log:
         sums["log_k"] = phi[-1][:, 0]
     return sums
+
+
+def check_composition(estimator: str, kernel: Kernel, alpha: float,
+                      n_samples: int | None = None, n_components: int | None = None) -> None:
+    """Refuse a normaliser ``estimator`` that cannot work with this kernel, debiasing or
+    layout, before any work.
+
+    Parameters
+    ----------
+    estimator : str
+        A key of :data:`ESTIMATORS`.
+    kernel : Kernel
+        The kernel ``q``.
+    alpha : float
+        The debiasing weight of ``p``.
+    n_samples, n_components : int, optional
+        The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
+        grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points.
+
+    Raises
+    ------
+    ValueError
+        An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, or in 3-D and above
+        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points; ``alpha > 0`` with ``"neg"``.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
+    if estimator == "fft" and not kernel.smooth:
+        raise ValueError(f"the 'fft' estimator interpolates the kernel on a grid, which "
+                         f"needs a kernel smooth at 0; {kernel!r} has a cusp there. "
+                         "Use estimator='global' (sampled negatives).")
+    if (estimator == "fft" and n_components is not None and n_components > 2
+            and n_samples is not None and n_samples > EXACT_PAIRS_MAX_SAMPLES):
+        raise ValueError(f"the 'fft' estimator interpolates on a 1-D or 2-D grid above "
+                         f"{EXACT_PAIRS_MAX_SAMPLES} points; use estimator='global' (sampled "
+                         f"negatives) for a {n_components}-D embedding of {n_samples} points.")
+    if estimator == "neg" and alpha > 0:
+        raise ValueError(f"alpha-debiasing (alpha={alpha}) needs a normalised estimator "
+                         "('per_anchor' or 'global'); the fixed-normaliser 'neg' (UMAP) has no "
+                         "q to smooth.")
 
 
 def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,

@@ -18,17 +18,26 @@ import torch
 
 from . import _cpu_engine as cpu
 from .objective import (
-    EXACT_PAIRS_MAX_SAMPLES,
     Objective,
     all_pairs_gradient,
+    check_composition,
     edge_forces_torch,
     epoch_seed,
     sampled_gradient_torch,
     torch_arrays,
 )
 from .progress import progress
+from .validation import (
+    boolean,
+    callbacks_rule,
+    check_number,
+    check_random_state,
+    choice,
+    number,
+)
 
-__all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "DivergenceError"]
+__all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "DivergenceError",
+           "OPTIMIZER_RULES", "RUNTIME_RULES"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
@@ -72,51 +81,54 @@ class DivergenceError(FloatingPointError):
     """The optimisation produced a non-finite loss or embedding (it diverged)."""
 
 
-def _check_number(name: str, value, low: float, high: float = np.inf, *,
-                  low_open: bool = False, integer: bool = False) -> None:
-    """``value`` is a real (an integer when ``integer``) in ``[low, high]`` (``(low, high]``
-    when ``low_open``), else a ValueError naming the parameter, the value and the range."""
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        x = float(value)
-        ok = np.isfinite(x) and x <= high and (x > low if low_open else x >= low)
-    if not ok:
-        bracket = "(" if low_open else "["
-        upper = "inf)" if high == np.inf else f"{high:g}]"
-        what = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {what} in {bracket}{low:g}, {upper}; got {value!r}.")
+#: rules (:func:`~icongraph.validation.check_params`) of the optimisation parameters an
+#: estimator passes through; None means "the default applies"
+OPTIMIZER_RULES = {
+    "n_epochs": number(1, integer=True, allow_none=True),
+    "learning_rate": number(0.0, allow_none=True),  # 0 switches the optimiser off
+    "momentum": number(0.0, 1.0, high_open=True, allow_none=True),
+    "optimizer": choice(OPTIMIZERS, allow_none=True),
+    "schedule": choice(SCHEDULES, allow_none=True),
+    "callbacks": callbacks_rule("cb(epoch, loss, embedding)"),
+}
 
 
-def check_optimizer_params(*, n_epochs=None, learning_rate=None, momentum=None, optimizer=None,
-                           schedule=None, max_step=None, callbacks=None) -> None:
+def _n_jobs_rule(name, value):
+    """None, -1 or another negative integer (every core), or a positive count."""
+    if value is None or (_integer(value) and value != 0):
+        return
+    raise ValueError(f"{name} must be a positive integer, or -1 (or None) for every core; got "
+                     f"{value!r}.")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _random_state_rule(name, value):
+    """What :func:`~icongraph.validation.check_random_state` accepts (numpy generators are
+    not drawn from here: that happens once, when ``fit`` takes its seed)."""
+    if not isinstance(value, (np.random.RandomState, np.random.Generator)):
+        check_random_state(value)
+
+
+#: rules of the parameters that say how a fit runs, shared by every estimator
+RUNTIME_RULES = {
+    "random_state": _random_state_rule,
+    "device": lambda name, value: resolve_device(value),
+    "n_jobs": _n_jobs_rule,
+    "verbose": boolean(allow_int=True),
+}
+
+
+def check_optimizer_params(*, max_step=None, **params) -> None:
     """Check the optimisation parameters before any work (None: not given, the default
-    applies). ``learning_rate=0`` is allowed: it switches the optimiser off."""
-    if n_epochs is not None:
-        _check_number("n_epochs", n_epochs, 1, integer=True)
-    if learning_rate is not None:
-        _check_number("learning_rate", learning_rate, 0.0)
-    if momentum is not None:
-        _check_number("momentum", momentum, 0.0, 1.0)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}.")
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}.")
+    applies): the names of :data:`OPTIMIZER_RULES`, and ``max_step`` (> 0, ``inf`` for no
+    cap). ``learning_rate=0`` is allowed: it switches the optimiser off."""
+    for name, value in params.items():
+        OPTIMIZER_RULES[name](name, value)
     if max_step is not None and max_step != np.inf:
-        _check_number("max_step", max_step, 0.0, low_open=True)
-    if callbacks is not None:
-        if callable(callbacks) or isinstance(callbacks, (str, bytes)):
-            raise ValueError("callbacks must be a list of functions cb(epoch, loss, embedding); "
-                             "got a single object: wrap it in a list.")
-        try:
-            items = list(callbacks)
-        except TypeError:
-            raise ValueError(f"callbacks must be a list of functions; got {callbacks!r}.") from None
-        for cb in items:
-            if not callable(cb):
-                raise ValueError(f"every callback must be callable; got {cb!r}.")
+        check_number("max_step", max_step, 0.0, low_open=True)
 
 
 def _check_finite(loss: float, y: torch.Tensor, epoch: int, lr: float) -> None:
@@ -229,14 +241,12 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                            optimizer=optimizer, schedule=schedule, max_step=max_step,
                            callbacks=callbacks)
     if exaggeration_learning_rate is not None:
-        _check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
+        check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
     device = resolve_device(device)
     interpolated = objective.estimator == "fft"
-    if interpolated and np.shape(y0)[1] > 2 and len(y0) > EXACT_PAIRS_MAX_SAMPLES:
-        raise ValueError("the 'fft' estimator interpolates on a 1-D or 2-D grid; use 'global' "
-                         f"(sampled negatives) for {np.shape(y0)[1]}-D embeddings.")
+    check_composition(objective.estimator, objective.kernel, objective.alpha, len(y0),
+                      np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
-    lr_factor(schedule, 0, n_epochs)  # validates the schedule name
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
         y = torch.from_numpy(np.array(y0, np.float32))
     else:

@@ -192,6 +192,11 @@ class PerplexityTarget:
     def row_weights(self, distances: np.ndarray) -> np.ndarray:
         return perplexity_weights(distances, self.perplexity)
 
+    @property
+    def neighbors_reason(self) -> str:
+        """What sets the neighbours this target asks for, for messages."""
+        return f"perplexity={self.perplexity:g} ({self.neighbors_factor:g} x perplexity)"
+
     def build(self, knn: KNN) -> Target:
         if knn.n_neighbors < self.perplexity:
             raise ValueError(f"the kNN graph has {knn.n_neighbors} neighbours per point, fewer "
@@ -214,6 +219,11 @@ class UniformKNNTarget:
 
     def row_weights(self, distances: np.ndarray) -> np.ndarray:
         return np.full(distances.shape, 1.0 / distances.shape[1], np.float32)
+
+    @property
+    def neighbors_reason(self) -> str:
+        """What sets the neighbours this target asks for, for messages."""
+        return f"n_neighbors={self.n_neighbors}"
 
     def build(self, knn: KNN) -> Target:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
@@ -244,6 +254,12 @@ class FuzzyTarget:
 
     def row_weights(self, distances: np.ndarray) -> np.ndarray:
         return fuzzy_weights(distances, self.local_connectivity)
+
+    @property
+    def neighbors_reason(self) -> str:
+        """What sets the neighbours this target asks for, for messages (the point itself
+        counts among ``n_neighbors``)."""
+        return f"n_neighbors={self.n_neighbors} (the point itself included)"
 
     def build(self, knn: KNN) -> Target:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))

@@ -8,11 +8,15 @@ which icongraph never writes to.
 from __future__ import annotations
 
 import numbers
+import os
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_data", "check_labels", "check_n_neighbors", "check_random_state", "to_numpy"]
+__all__ = ["check_data", "check_labels", "check_n_neighbors", "check_random_state", "to_numpy",
+           "check_number", "check_choice", "check_callbacks", "check_params", "number", "choice",
+           "boolean", "callbacks_rule", "mapping", "path_or_none"]
 
 
 def to_numpy(X) -> np.ndarray | sp.spmatrix:
@@ -84,8 +88,7 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
 
 def check_n_neighbors(n_neighbors: int, n_samples: int) -> int:
     """``n_neighbors`` must be a positive integer with ``n_samples >= n_neighbors + 1``."""
-    if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}.")
+    check_number("n_neighbors", n_neighbors, 1, integer=True)
     if n_samples < n_neighbors + 1:
         raise ValueError(
             f"Too few points for n_neighbors={n_neighbors}: got {n_samples} samples, need at "
@@ -116,3 +119,159 @@ def check_random_state(random_state) -> int:
         raise ValueError(f"random_state must be None, a non-negative int or a numpy RNG; got "
                          f"{random_state!r}.")
     return int(random_state) & 0x7FFFFFFF
+
+
+# -- parameters -------------------------------------------------------------------------------
+# Every estimator declares a rule per parameter (name -> rule) and calls :func:`check_params`
+# first thing in ``fit``, so a wrong type, range or choice is refused before any work with a
+# message naming the parameter, the value and what is accepted. A rule is a callable
+# ``rule(name, value)`` that raises ``ValueError``; the factories below build them.
+
+
+def _is_real(value, integer: bool = False) -> bool:
+    """A real number (an integer when ``integer``), not a bool."""
+    kind = numbers.Integral if integer else numbers.Real
+    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
+
+
+def check_number(name: str, value, low: float = -np.inf, high: float = np.inf, *,
+                 integer: bool = False, low_open: bool = False, high_open: bool = False,
+                 allow_none: bool = False) -> None:
+    """Check that ``value`` is a finite real (an integer when ``integer``) in an interval.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, for the message.
+    value : object
+        What the caller passed.
+    low, high : float
+        The interval's ends (``-inf``/``inf``: unbounded on that side).
+    integer : bool
+        Require an integer (``numbers.Integral``; ``2.0`` and ``True`` are refused).
+    low_open, high_open : bool
+        Exclude the lower / upper end.
+    allow_none : bool
+        Accept ``None`` (the default applies; the message does not mention it).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the accepted interval and the value, e.g.
+        ``n_epochs must be an integer in [1, inf); got 2.5.``
+    """
+    if value is None and allow_none:
+        return
+    ok = _is_real(value, integer)
+    if ok:
+        x = float(value)
+        ok = (np.isfinite(x) and (x > low if low_open else x >= low)
+              and (x < high if high_open else x <= high))
+    if ok:
+        return
+    lower = "(-inf" if low == -np.inf else f"{'(' if low_open else '['}{low:g}"
+    upper = "inf)" if high == np.inf else f"{high:g}{')' if high_open else ']'}"
+    if integer:
+        what = "an integer in"
+    else:  # a bounded interval says "finite" by itself
+        what = "a finite number in" if np.inf in (-low, high) else "in"
+    raise ValueError(f"{name} must be {what} {lower}, {upper}; got {value!r}.")
+
+
+def check_choice(name: str, value, choices, *, allow_none: bool = False) -> None:
+    """Check that ``value`` is one of the strings ``choices`` (or None when ``allow_none``).
+
+    Raises
+    ------
+    ValueError
+        ``{name} must be one of {choices}; got {value!r}.``
+    """
+    if value is None and allow_none:
+        return
+    if not (isinstance(value, str) and value in tuple(choices)):
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
+
+
+def check_callbacks(callbacks, signature: str = "cb(epoch, loss, embedding)") -> None:
+    """Check ``callbacks``: None or a list (any iterable) of callables.
+
+    A single function is refused rather than wrapped (as Keras and Lightning take a list):
+    ``callbacks=f`` is more often a slip for ``callbacks=[f]`` than a wish, and the message says
+    how to pass it.
+
+    Raises
+    ------
+    ValueError
+        For a single callable or string, a non-iterable, or an entry that is not callable.
+    """
+    if callbacks is None:
+        return
+    if callable(callbacks) or isinstance(callbacks, (str, bytes)):
+        raise ValueError(f"callbacks must be a list of functions {signature}; got a single "
+                         f"object {callbacks!r}: wrap it in a list, callbacks=[f].")
+    try:
+        items = list(callbacks)
+    except TypeError:
+        raise ValueError(f"callbacks must be a list of functions {signature}; got "
+                         f"{callbacks!r}.") from None
+    for cb in items:
+        if not callable(cb):
+            raise ValueError(f"every callback must be callable; got {cb!r}.")
+
+
+def number(low: float = -np.inf, high: float = np.inf, **kwargs):
+    """A rule for :func:`check_params`: :func:`check_number` with these bounds and options."""
+    return lambda name, value: check_number(name, value, low, high, **kwargs)
+
+
+def choice(choices, *, allow_none: bool = False):
+    """A rule for :func:`check_params`: one of ``choices``."""
+    return lambda name, value: check_choice(name, value, choices, allow_none=allow_none)
+
+
+def boolean(*, allow_none: bool = False, allow_int: bool = False):
+    """A rule for :func:`check_params`: a bool (an integer >= 0 too when ``allow_int``, as
+    scikit-learn's ``verbose``)."""
+    def rule(name, value):
+        if (isinstance(value, (bool, np.bool_)) or (value is None and allow_none)
+                or (allow_int and _is_real(value, integer=True) and value >= 0)):
+            return
+        what = "a bool or an integer >= 0" if allow_int else "True or False"
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
+    return rule
+
+
+def callbacks_rule(signature: str):
+    """A rule for :func:`check_params`: :func:`check_callbacks` with this signature."""
+    return lambda name, value: check_callbacks(value, signature)
+
+
+def mapping():
+    """A rule for :func:`check_params`: None or a dict of keyword arguments."""
+    def rule(name, value):
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be None or a dict of keyword arguments; got "
+                             f"{value!r}.")
+    return rule
+
+
+def path_or_none():
+    """A rule for :func:`check_params`: None or a directory path (str or ``os.PathLike``)."""
+    def rule(name, value):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"{name} must be None or a directory path; got {value!r}.")
+    return rule
+
+
+def check_params(estimator, rules: dict) -> None:
+    """Check every parameter of ``estimator`` against ``rules`` (name -> rule) before any
+    work; parameters whose check needs the data or another object are in ``rules`` too, as
+    rules that do what can be done without the data.
+
+    Raises
+    ------
+    ValueError
+        From the first parameter (in alphabetical order) that breaks its rule.
+    """
+    for name in sorted(rules):
+        rules[name](name, getattr(estimator, name))

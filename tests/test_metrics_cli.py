@@ -109,10 +109,11 @@ def test_cli_cluster_writes_labels_and_plot(tmp_path, blobs, capsys):
     assert png.stat().st_size > 1000
     assert "ARI" in capsys.readouterr().out  # scored against the labels in the file
     assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", "1",
-                 "-q"]) == 2
+                 "--force", "-q"]) == 2
     assert "n_clusters" in capsys.readouterr().err
     assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", str(k),
-                 "--n-neighbors", "10", "--init", "kmeans", "--head", "free", "-q"]) == 0
+                 "--n-neighbors", "10", "--init", "kmeans", "--head", "free", "--force",
+                 "-q"]) == 0
     assert metrics.adjusted_rand_index(y, np.load(out)) >= 0.95
 
 
