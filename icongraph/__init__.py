@@ -7,6 +7,7 @@ from .embedding import SNE, TSNE, UMAP, ICon
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
+from .optimize import DivergenceError
 from .targets import (
                       TARGETS,
                       FuzzyTarget,
@@ -23,4 +24,4 @@ __all__ = ["Clustering", "CLUSTER_METHODS", "ICon", "SNE", "TSNE", "UMAP", "Kern
            "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
-           "PrecomputedTarget", "debias"]
+           "PrecomputedTarget", "debias", "DivergenceError"]

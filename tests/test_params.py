@@ -71,6 +71,7 @@ CLUSTERING_BAD = {
     "method": ("dbscan", r"method must be one of \('debiased', .*\); got 'dbscan'"),
     "n_neighbors": (0, r"n_neighbors must be an integer in \[1, inf\); got 0"),
     "alpha": (1.0, r"alpha must be in \[0, 1\); got 1.0"),
+    "q_alpha": (-0.1, r"q_alpha must be in \[0, 1\); got -0.1"),
     "propagation_steps": (0, r"propagation_steps must be an integer in \[1, inf\); got 0"),
     "propagation": ("bfs", r"propagation must be one of \('walk', 'reachable'\); got 'bfs'"),
     "perplexity": (-5, r"perplexity must be a finite number in \(0, inf\); got -5"),
