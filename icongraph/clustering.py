@@ -492,7 +492,7 @@ class Clustering(ParamsMixin):
         work, and the caller's data is never modified."""
         check_params(self, self._rules)
         preset = self._preset()
-        X = check_data(X, allow_sparse=False, min_samples=2)
+        X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling=self.metric)
         n = X.shape[0]
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
@@ -514,8 +514,9 @@ class Clustering(ParamsMixin):
                                           propagation=self.propagation)
             timings["graph"] = time.perf_counter() - start
             start = time.perf_counter()
-            self.mean_ = X.mean(0)
-            self.scale_ = X.std() + 1e-6  # one scale: keeps the relative variance of features
+            # one scale, relative (in float64; X is scale-free): keeps the features' variances
+            self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)
+            self.scale_ = np.float32(X.std(dtype=np.float64))
             features = self._standardise(X).to(device)
             batch, epochs = self._schedule(n)
             weights = None
@@ -544,6 +545,7 @@ class Clustering(ParamsMixin):
         self.knn_ = knn
         self.timings_ = timings
         self._fit_X = X
+        self.data_scale_ = data_scale
         return self
 
     def _schedule(self, n: int) -> tuple[int, int]:
@@ -689,7 +691,7 @@ class Clustering(ParamsMixin):
         ``head='free'``, the mean of their k nearest training points' probabilities)."""
         if not hasattr(self, "head_"):
             raise ValueError("this Clustering is not fitted yet; call fit first.")
-        X = check_data(X, allow_sparse=False)
+        X = check_data(X, allow_sparse=False, scaling=self.data_scale_)[0]
         if X.shape[1] != self._fit_X.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features; fitted with {self._fit_X.shape[1]}.")
         if self.head == "free":

@@ -21,6 +21,7 @@ from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, RUNTIME_RULES, optimize, resolve_device, threads
 from .params import ParamsMixin
+from .scaling import DataScale
 from .targets import (
     TARGETS,
     FuzzyTarget,
@@ -264,7 +265,9 @@ class _Embedding(ParamsMixin):
         device = resolve_device(self.device)
         timings = {}
         with threads(self.n_jobs):
-            X = None if X is None else check_data(X, min_samples=2)
+            data_scale = DataScale()
+            if X is not None:
+                X, data_scale = check_data(X, min_samples=2, scaling=self.metric)
             knn, init = self._prepare(X, spec, kernel, estimator)
             start = time.perf_counter()
             if isinstance(spec, PrecomputedTarget):
@@ -318,6 +321,7 @@ class _Embedding(ParamsMixin):
         self.timings_ = timings
         self.n_features_in_ = None if X is None else X.shape[1]
         self._fit_X = X
+        self.data_scale_ = data_scale
         self._target_spec = spec
         self._loss_spec = (estimator, settings["negative_sample_rate"])
         self._kl_divergence = None
@@ -373,7 +377,7 @@ class _Embedding(ParamsMixin):
             raise ValueError("this estimator is not fitted yet; call fit first.")
         if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
             raise ValueError("transform needs dense training data and a kNN-based target.")
-        X = check_data(X, allow_sparse=False)
+        X = check_data(X, allow_sparse=False, scaling=self.data_scale_)[0]
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features; the model was fitted with "
                              f"{self.n_features_in_}.")

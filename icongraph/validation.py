@@ -34,7 +34,8 @@ def to_numpy(X) -> np.ndarray | sp.spmatrix:
 FINITE_CHECK_ROWS = 65536
 
 
-def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool = True):
+def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool = True,
+               scaling=None):
     """Validate a 2-D numeric data matrix (n_samples, n_features) and return it as float32.
 
     Dense input that is already C-contiguous float32 is returned as is, without a copy (as
@@ -42,6 +43,11 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
     icongraph writes to it. Anything else is converted to a new C-contiguous float32 array.
     Raises ``ValueError`` for empty, 1-D, non-numeric or object input and for NaN/inf values.
     Scipy sparse input is returned as a float32 CSR copy when ``allow_sparse``.
+
+    ``scaling`` makes the result scale-free (:mod:`icongraph.scaling`): a metric name fits a
+    :class:`~icongraph.scaling.DataScale` to ``X`` (centred for ``'euclidean'``), computed
+    from the input's own precision before the float32 cast; a ``DataScale`` applies a fitted
+    one (new points). Then ``(values, data_scale)`` is returned.
     """
     if X is None:
         raise ValueError(f"{name} is None; expected a 2-D array of shape (n_samples, n_features).")
@@ -54,7 +60,7 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
         X = sp.csr_matrix(X, dtype=np.float32, copy=True)
         if not np.all(np.isfinite(X.data)):
             raise ValueError(f"{name} contains NaN or infinite values.")
-        values = X
+        values = source = X
     else:
         if X.dtype == object or not (
             np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)
@@ -74,7 +80,7 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
             )
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {X.shape}).")
-        values = np.ascontiguousarray(X, dtype=np.float32)
+        values, source = np.ascontiguousarray(X, dtype=np.float32), X
         if not all(np.isfinite(values[lo:lo + FINITE_CHECK_ROWS]).all()  # no N x D mask
                    for lo in range(0, values.shape[0], FINITE_CHECK_ROWS)):
             bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
@@ -83,7 +89,13 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
             )
     if values.shape[0] < min_samples:
         raise ValueError(f"{name} has {values.shape[0]} samples; at least {min_samples} needed.")
-    return values
+    if scaling is None:
+        return values
+    from .scaling import DataScale
+
+    if not isinstance(scaling, DataScale):
+        scaling = DataScale.fit(source, centre=scaling == "euclidean")
+    return (values if scaling.identity else scaling.apply(source)), scaling
 
 
 def check_n_neighbors(n_neighbors: int, n_samples: int) -> int:
