@@ -421,9 +421,10 @@ class Clustering(ParamsMixin):
                 degree = np.asarray(graph.sum(axis=0), dtype=np.float32).ravel()
                 weights = torch.as_tensor(degree / degree.mean(), device=device)
             evaluation = self._evaluation_pairs(sampler, n, seed, device)
-            runs = [self._fit_head(features, sampler, weights, preset["alpha"], batch,
-                                    epochs, seed=seed + r, knn=knn, evaluation=evaluation,
-                                    data=X)
+            # restart r seeds from seed + r (re-hashed past 2**32, where the RNGs stop)
+            runs = [self._fit_head(features, sampler, weights, preset["alpha"], batch, epochs,
+                                   seed=check_random_state(seed + r), knn=knn,
+                                   evaluation=evaluation, data=X)
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             for name, value in best.items():

@@ -104,8 +104,33 @@ def check_labels(labels, n_samples: int, name: str = "labels") -> np.ndarray:
     return np.array(labels, copy=True)
 
 
+#: integer seeds below this are used as given; it is what every RNG downstream accepts (numpy's
+#: ``RandomState`` behind pynndescent and scikit-learn, the 32-bit counter hash of the engines)
+SEED_SPACE = 1 << 32
+
+
 def check_random_state(random_state) -> int:
-    """An integer seed for our counter-based RNG: ``None`` draws a fresh one."""
+    """The integer seed, in ``[0, 2**32)``, from which every random draw of a fit derives.
+
+    Parameters
+    ----------
+    random_state : None, int, numpy integer, numpy.random.RandomState or numpy.random.Generator
+        ``None`` draws a fresh seed from the OS entropy; a numpy RNG draws one from its stream.
+        A non-negative integer below ``2**32`` is the seed itself; a larger one (of any size) is
+        hashed to 32 bits by :class:`numpy.random.SeedSequence`, so ``2**32`` or ``2**63 + 5``
+        do not alias a small seed the way truncating them would (distinct seeds then coincide
+        only by a 32-bit hash collision).
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**32)``; passing it back returns it unchanged.
+
+    Raises
+    ------
+    ValueError
+        For a negative integer or anything else that is not a seed.
+    """
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0])
     if isinstance(random_state, np.random.RandomState):
@@ -115,4 +140,7 @@ def check_random_state(random_state) -> int:
     if not isinstance(random_state, numbers.Integral) or random_state < 0:
         raise ValueError(f"random_state must be None, a non-negative int or a numpy RNG; got "
                          f"{random_state!r}.")
-    return int(random_state) & 0x7FFFFFFF
+    seed = int(random_state)
+    if seed < SEED_SPACE:
+        return seed
+    return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
