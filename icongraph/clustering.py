@@ -51,7 +51,14 @@ from .optimize import resolve_device, threads
 from .params import ParamsMixin
 from .progress import progress
 from .targets import PerplexityTarget, UniformKNNTarget
-from .validation import check_data, check_labels, check_random_state
+from .validation import (
+    check_data,
+    check_feature_names,
+    check_is_fitted,
+    check_labels,
+    check_n_features,
+    check_random_state,
+)
 
 __all__ = ["Clustering", "CLUSTER_METHODS", "cluster_kernel", "cluster_mass", "PositiveSampler"]
 
@@ -330,6 +337,11 @@ class Clustering(ParamsMixin):
     """I-Con clustering with the scikit-learn API (``fit``, ``fit_predict``, ``predict``,
     ``predict_proba``). See the module docstring for the objective and the presets.
 
+    ``n_clusters`` lies in ``[1, N]``; with 1 every point is in the one cluster with probability
+    1 (nothing is seeded or trained). ``fit`` records ``n_features_in_`` and, for a DataFrame
+    with string column names, ``feature_names_in_``; ``predict`` and ``predict_proba`` check
+    new data against them.
+
     Reproducibility: on the CPU, a fit with a given ``random_state`` is bit-identical from run
     to run at the same thread count (the positives' gradients are added in index order, not
     with atomics). Across thread counts torch may split its matrix products and sums
@@ -337,6 +349,12 @@ class Clustering(ParamsMixin):
     at 1 and 2 threads, where they have been identical). On CUDA the scatters use atomics and
     a fit is not bit-reproducible.
     """
+
+    def __sklearn_tags__(self):
+        """A clusterer of dense data (``y`` is used only by ``method='supervised'``)."""
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "clusterer"
+        return tags
 
     @classmethod
     def _param_defaults(cls) -> dict:
@@ -386,10 +404,13 @@ class Clustering(ParamsMixin):
     def fit(self, X, y=None):
         """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``."""
         preset = self._preset()
+        check_feature_names(self, X, reset=True)
         X = check_data(X, allow_sparse=False, min_samples=2)
+        check_n_features(self, X.shape[1], reset=True)
         n = X.shape[0]
-        if not isinstance(self.n_clusters, (int, np.integer)) or not 2 <= self.n_clusters <= n:
-            raise ValueError(f"n_clusters must be an integer in [2, N={n}]; got "
+        if (not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool)
+                or not 1 <= self.n_clusters <= n):
+            raise ValueError(f"n_clusters must be an integer in [1, N={n}]; got "
                              f"{self.n_clusters!r}.")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {self.head!r}.")
@@ -508,8 +529,10 @@ class Clustering(ParamsMixin):
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
         with gradients."""
         n, device = features.shape[0], features.device
+        # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
+        single = self.n_clusters == 1
         logits = None  # the mlp head and init='random' start from torch's default init
-        if self.head != "mlp" and self.init != "random":
+        if self.head != "mlp" and self.init != "random" and not single:
             logits = seed_logits(features, self.n_clusters, seed, self.init, knn=knn,
                                  metric=self.metric, n_jobs=self.n_jobs, data=data)
         head = _head(self.head, features, self.n_clusters, self.hidden, seed, logits)
@@ -521,7 +544,8 @@ class Clustering(ParamsMixin):
         ppa = self.positives_per_anchor
         running = None
         losses = []
-        for epoch in progress(range(epochs), "cluster", self.verbose, unit="epoch"):
+        for epoch in progress(range(0 if single else epochs), "cluster", self.verbose,
+                              unit="epoch"):
             order = torch.arange(n, device=device) if full else torch.randperm(
                 n, generator=gen, device=device)
             for lo in range(0, n, batch):
@@ -584,11 +608,10 @@ class Clustering(ParamsMixin):
     def predict_proba(self, X):
         """Cluster probabilities of new points: the head on their standardised features (for
         ``head='free'``, the mean of their k nearest training points' probabilities)."""
-        if not hasattr(self, "head_"):
-            raise ValueError("this Clustering is not fitted yet; call fit first.")
+        check_is_fitted(self, "head_")
+        check_feature_names(self, X, reset=False)
         X = check_data(X, allow_sparse=False)
-        if X.shape[1] != self._fit_X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features; fitted with {self._fit_X.shape[1]}.")
+        check_n_features(self, X.shape[1], reset=False)
         if self.head == "free":
             knn = exact_knn(self._fit_X, min(self.n_neighbors, len(self._fit_X)), self.metric,
                             queries=X)

@@ -20,9 +20,15 @@ from .kernels import StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, as_knn, exact_knn, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
 from .optimize import check_optimizer_params, optimize, resolve_device, threads
-from .params import ParamsMixin
+from .params import ParamsMixin, TransformerOutputMixin
 from .targets import FuzzyTarget, PerplexityTarget, PrecomputedTarget, debias, get_target
-from .validation import check_data, check_random_state
+from .validation import (
+    check_data,
+    check_feature_names,
+    check_is_fitted,
+    check_n_features,
+    check_random_state,
+)
 
 __all__ = ["ICon", "SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
 
@@ -58,7 +64,7 @@ COARSE_MIN_SAMPLE = 1000
 EMBEDDING_INITS = INITS + ("coarse",)
 
 
-class _Embedding(ParamsMixin):
+class _Embedding(TransformerOutputMixin, ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
@@ -67,6 +73,15 @@ class _Embedding(ParamsMixin):
     @classmethod
     def _param_defaults(cls) -> dict:
         return {**cls._own_params, **COMMON_PARAMS}
+
+    def __sklearn_tags__(self):
+        """A transformer of dense or sparse data whose output is always float32."""
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        tags.input_tags.sparse = True
+        return tags
 
     # -- what subclasses define -------------------------------------------------------------
     def _composition(self):
@@ -134,7 +149,9 @@ class _Embedding(ParamsMixin):
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
-        be None when ``p`` is a precomputed graph (init then falls back to spectral)."""
+        be None when ``p`` is a precomputed graph (init then falls back to spectral). Records
+        ``n_features_in_`` (None without ``X``) and, for a DataFrame with string column names,
+        ``feature_names_in_``; ``transform`` checks new data against them."""
         spec, kernel, estimator = self._composition()
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}; got {estimator!r}.")
@@ -148,7 +165,13 @@ class _Embedding(ParamsMixin):
         device = resolve_device(self.device)
         timings = {}
         with threads(self.n_jobs):
-            X = None if X is None else check_data(X, min_samples=2)
+            if X is None:  # a precomputed graph alone: no features
+                self.n_features_in_ = None
+                vars(self).pop("feature_names_in_", None)
+            else:
+                check_feature_names(self, X, reset=True)
+                X = check_data(X, min_samples=2)
+                check_n_features(self, X.shape[1], reset=True)
             start = time.perf_counter()
             if isinstance(spec, PrecomputedTarget):
                 n = None if X is None else X.shape[0]
@@ -197,7 +220,7 @@ class _Embedding(ParamsMixin):
         self.loss_history_ = losses
         self.loss_ = losses[-1][1] if losses else float("nan")
         self.timings_ = timings
-        self.n_features_in_ = None if X is None else X.shape[1]
+        self._n_features_out = embedding.shape[1]
         self._fit_X = X
         self._target_spec = spec
         self._loss_spec = (estimator, settings["negative_sample_rate"])
@@ -212,8 +235,7 @@ class _Embedding(ParamsMixin):
         per-anchor estimator the mass-weighted mean of ``KL(p_i || q_i)``; for ``'neg'`` its
         binary cross-entropy per unit mass. Computed densely on first access, only up to
         ``EXACT_LOSS_MAX_SAMPLES`` points (None above)."""
-        if not hasattr(self, "embedding_"):
-            raise AttributeError("kl_divergence_ is available after fit.")
+        check_is_fitted(self, "embedding_")
         if self._kl_divergence is None and self.target_.n_samples <= EXACT_LOSS_MAX_SAMPLES:
             import torch
 
@@ -248,23 +270,26 @@ class _Embedding(ParamsMixin):
         return y
 
     def fit_transform(self, X, y=None):
-        return self.fit(X, y).embedding_
+        """Fit and return ``embedding_`` (N, n_components), float32 (a DataFrame after
+        ``set_output(transform="pandas")``). This is the optimised layout of the training
+        points: ``fit(X).transform(X)`` places them afresh from their neighbours instead."""
+        return self._wrap_output(self.fit(X, y).embedding_, X)
 
     def transform(self, X):
         """Place new points at the ``p``-weighted mean of their k nearest training points'
-        positions, with the target's own row weights (no further optimisation)."""
-        if not hasattr(self, "embedding_"):
-            raise ValueError("this estimator is not fitted yet; call fit first.")
+        positions, with the target's own row weights (no further optimisation); float32 (a
+        DataFrame after ``set_output(transform="pandas")``)."""
+        check_is_fitted(self, "embedding_")
         if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
             raise ValueError("transform needs dense training data and a kNN-based target.")
-        X = check_data(X, allow_sparse=False)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features; the model was fitted with "
-                             f"{self.n_features_in_}.")
+        check_feature_names(self, X, reset=False)
+        data, X = X, check_data(X, allow_sparse=False)
+        check_n_features(self, X.shape[1], reset=False)
         knn = exact_knn(self._fit_X, self.knn_.n_neighbors, self.metric, queries=X)
         w = self._target_spec.row_weights(knn.distances).astype(np.float64)
         w /= w.sum(axis=1, keepdims=True)
-        return np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
+        Y = np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
+        return self._wrap_output(Y, data)
 
 
 class ICon(_Embedding):
