@@ -20,7 +20,7 @@ from .knn import KNN, KNN_RULES, _resolve_method, exact_knn, knn_search, precomp
 from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, RUNTIME_RULES, optimize, resolve_device, threads
-from .params import ParamsMixin
+from .params import ParamsMixin, TransformerOutputMixin
 from .scaling import DataScale
 from .targets import (
     TARGETS,
@@ -33,6 +33,9 @@ from .targets import (
 from .validation import (
     boolean,
     check_data,
+    check_feature_names,
+    check_is_fitted,
+    check_n_features,
     check_params,
     check_random_state,
     choice,
@@ -119,7 +122,7 @@ COARSE_MIN_SAMPLE = 1000
 EMBEDDING_INITS = INITS + ("coarse",)
 
 
-class _Embedding(ParamsMixin):
+class _Embedding(TransformerOutputMixin, ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
@@ -134,6 +137,15 @@ class _Embedding(ParamsMixin):
     def _param_rules(cls) -> dict:
         """The rule of every parameter (:func:`~icongraph.validation.check_params`)."""
         return {**cls._own_rules, **COMMON_RULES}
+
+    def __sklearn_tags__(self):
+        """A transformer of dense or sparse data whose output is always float32."""
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        tags.input_tags.sparse = True
+        return tags
 
     # -- what subclasses define -------------------------------------------------------------
     def _composition(self):
@@ -255,7 +267,9 @@ class _Embedding(ParamsMixin):
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
-        be None when ``p`` is a precomputed graph (init then falls back to spectral).
+        be None when ``p`` is a precomputed graph (init then falls back to spectral). Records
+        ``n_features_in_`` (None without ``X``) and, for a DataFrame with string column names,
+        ``feature_names_in_``; ``transform`` checks new data against them.
 
         Every parameter is checked first, then what depends on the data (sizes, a
         precomputed kNN graph, the init array, the memory the fit needs): bad input is refused
@@ -266,8 +280,13 @@ class _Embedding(ParamsMixin):
         timings = {}
         with threads(self.n_jobs):
             data_scale = DataScale()
-            if X is not None:
+            if X is None:  # a precomputed graph alone: no features
+                self.n_features_in_ = None
+                vars(self).pop("feature_names_in_", None)
+            else:
+                check_feature_names(self, X, reset=True)
                 X, data_scale = check_data(X, min_samples=2, scaling=self.metric)
+                check_n_features(self, X.shape[1], reset=True)
             knn, init = self._prepare(X, spec, kernel, estimator)
             start = time.perf_counter()
             if isinstance(spec, PrecomputedTarget):
@@ -319,7 +338,7 @@ class _Embedding(ParamsMixin):
         self.loss_history_ = losses
         self.loss_ = losses[-1][1] if losses else float("nan")
         self.timings_ = timings
-        self.n_features_in_ = None if X is None else X.shape[1]
+        self._n_features_out = embedding.shape[1]
         self._fit_X = X
         self.data_scale_ = data_scale
         self._target_spec = spec
@@ -335,8 +354,7 @@ class _Embedding(ParamsMixin):
         per-anchor estimator the mass-weighted mean of ``KL(p_i || q_i)``; for ``'neg'`` its
         binary cross-entropy per unit mass. Computed densely on first access, only up to
         ``EXACT_LOSS_MAX_SAMPLES`` points (None above)."""
-        if not hasattr(self, "embedding_"):
-            raise AttributeError("kl_divergence_ is available after fit.")
+        check_is_fitted(self, "embedding_")
         if self._kl_divergence is None and self.target_.n_samples <= EXACT_LOSS_MAX_SAMPLES:
             import torch
 
@@ -368,23 +386,28 @@ class _Embedding(ParamsMixin):
         return y
 
     def fit_transform(self, X, y=None):
-        return self.fit(X, y).embedding_
+        """Fit and return ``embedding_`` (N, n_components), float32 (a DataFrame after
+        ``set_output(transform="pandas")``). This is the optimised layout of the training
+        points: ``fit(X).transform(X)`` places them afresh from their neighbours instead."""
+        return self._wrap_output(self.fit(X, y).embedding_, X)
 
     def transform(self, X):
         """Place new points at the ``p``-weighted mean of their k nearest training points'
-        positions, with the target's own row weights (no further optimisation)."""
-        if not hasattr(self, "embedding_"):
-            raise ValueError("this estimator is not fitted yet; call fit first.")
+        positions, with the target's own row weights (no further optimisation); float32 (a
+        DataFrame after ``set_output(transform="pandas")``)."""
+        check_is_fitted(self, "embedding_")
         if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
             raise ValueError("transform needs dense training data and a kNN-based target.")
-        X = check_data(X, allow_sparse=False, scaling=self.data_scale_)[0]
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features; the model was fitted with "
-                             f"{self.n_features_in_}.")
+        check_feature_names(self, X, reset=False)
+        data, X = X, check_data(X, allow_sparse=False)
+        check_n_features(self, X.shape[1], reset=False)
+        if not self.data_scale_.identity:  # from the caller's own precision
+            X = check_data(data, allow_sparse=False, scaling=self.data_scale_)[0]
         knn = exact_knn(self._fit_X, self.knn_.n_neighbors, self.metric, queries=X)
         w = self._target_spec.row_weights(knn.distances).astype(np.float64)
         w /= w.sum(axis=1, keepdims=True)
-        return np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
+        Y = np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
+        return self._wrap_output(Y, data)
 
 
 class ICon(_Embedding):

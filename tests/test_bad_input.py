@@ -17,7 +17,8 @@ from icongraph import metrics
     (np.arange(30.0), "2-D"),
     (np.array([["a", "b"]] * 20), "numeric"),
     (np.array([[object(), 1]] * 20, dtype=object), "numeric"),
-    (np.ones((5, 3)), "Too few points"),
+    (np.arange(15.0).reshape(5, 3), "Too few points"),
+    (np.ones((30, 3)), "all 30 rows of the data are identical"),
 ])
 def test_bad_data_raises(X, message):
     with pytest.raises(ValueError, match=message):
@@ -29,11 +30,12 @@ def test_too_few_points_for_perplexity():
         icongraph.TSNE(perplexity=30).fit(np.random.default_rng(0).normal(size=(20, 3)))
 
 
-def test_identical_points_give_finite_result():
-    Y = icongraph.UMAP(n_neighbors=5, n_epochs=30, random_state=0).fit_transform(np.ones((40, 3)))
-    assert np.isfinite(Y).all()
-    Y = icongraph.TSNE(perplexity=5, n_epochs=30, random_state=0).fit_transform(np.ones((40, 3)))
-    assert np.isfinite(Y).all()
+def test_identical_points_are_refused_before_any_work():
+    # all-identical rows have no structure: any layout would be noise (the issue allows a refusal)
+    for model in (icongraph.UMAP(n_neighbors=5), icongraph.TSNE(perplexity=5),
+                  icongraph.Clustering(n_clusters=2)):
+        with pytest.raises(ValueError, match="all 40 rows of the data are identical"):
+            model.fit(np.ones((40, 3)))
 
 
 def test_duplicates_are_fine(blobs):

@@ -1,6 +1,8 @@
 """I-Con clustering: the cluster kernel, the sampled loss against brute force, recovery of
 separated clusters, predict, determinism, bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -104,9 +106,42 @@ def test_deterministic_with_random_state(separated):
     np.testing.assert_array_equal(a, b)
 
 
+def test_bit_identical_run_to_run_on_two_threads():
+    """Two fits on two threads give the same bits. 4200 points x 4 positives x 8 clusters is
+    above torch's parallel grain (32,768 elements), so the scatter of the positives' gradients
+    is split across both threads; with ``phi[positives]`` (atomic adds) every pair of fits
+    differed, by up to 4e-6."""
+    from conftest import make_slabs
+
+    X, _ = make_slabs(per_class=1400)
+    threads = []
+
+    def fit():
+        model = Clustering(n_clusters=8, init="random", random_state=0, n_epochs=30, n_jobs=2,
+                           callbacks=[lambda *_: threads.append(torch.get_num_threads())])
+        with warnings.catch_warnings():  # 8 clusters on 3 slabs: some may empty
+            warnings.simplefilter("ignore", UserWarning)
+            return model.fit(X)
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:  # n_jobs is capped at numba's thread count
+        pytest.skip("needs 2 threads")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = fit(), fit()
+    finally:
+        torch.set_num_threads(before)
+    assert set(threads) == {2} and len(X) * 4 * 8 > 1 << 15
+    np.testing.assert_array_equal(a.probabilities_, b.probabilities_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.loss_ == b.loss_
+
+
 def test_bad_input(separated):
     X, y = separated
-    for k in (1, 0, len(X) + 1, 2.5):
+    for k in (0, len(X) + 1, 2.5, True):  # 1 is valid (test_one_cluster_is_the_trivial_answer)
         with pytest.raises(ValueError, match="n_clusters"):
             Clustering(n_clusters=k).fit(X)
     with pytest.raises(ValueError, match="NaN"):

@@ -108,7 +108,7 @@ def test_cli_cluster_writes_labels_and_plot(tmp_path, blobs, capsys):
     assert labels.shape == (len(X),) and metrics.adjusted_rand_index(y, labels) >= 0.95
     assert png.stat().st_size > 1000
     assert "ARI" in capsys.readouterr().out  # scored against the labels in the file
-    assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", "1",
+    assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", "0",
                  "--force", "-q"]) == 2
     assert "n_clusters" in capsys.readouterr().err
     assert main(["cluster", str(tmp_path / "data.npz"), "-o", str(out), "--n-clusters", str(k),

@@ -67,7 +67,7 @@ OWN_BAD = {
     },
 }
 CLUSTERING_BAD = {
-    "n_clusters": (2.5, r"n_clusters must be an integer in \[2, inf\); got 2.5"),
+    "n_clusters": (2.5, r"n_clusters must be an integer in \[1, inf\); got 2.5"),
     "method": ("dbscan", r"method must be one of \('debiased', .*\); got 'dbscan'"),
     "n_neighbors": (0, r"n_neighbors must be an integer in \[1, inf\); got 0"),
     "alpha": (1.0, r"alpha must be in \[0, 1\); got 1.0"),
