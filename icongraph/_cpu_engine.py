@@ -148,15 +148,29 @@ def neg_repulsion(code, d2, k, g, p1):
 
 
 @njit(inline="always", cache=True)
-def add_forces(grad, y, i, part, coef, wts, count, clip):
-    """``grad[i] = sum_t wts[t] clip(coef[t] (y_i - y_part[t]))`` over ``t < count`` (clip per
-    coordinate; inf disables), one register sum per coordinate."""
-    for c in range(y.shape[1]):
-        y_ic = y[i, c]
-        total = y_ic - y_ic  # a zero of y's dtype
+def add_forces(grad, i, diffs, coef, wts, count, clip):
+    """``grad[i] = sum_t wts[t] clip(coef[t] diffs[:, t])`` over ``t < count``, ``diffs[c, t] =
+    y_ic - y_jc`` gathered once by :func:`gather_diffs` (clip per coordinate; inf disables):
+    one contiguous, vectorised loop per coordinate, no second gather."""
+    for c in range(diffs.shape[0]):
+        total = diffs[c, 0] - diffs[c, 0]  # a zero of y's dtype
         for t in range(count):
-            total += wts[t] * min(max(coef[t] * (y_ic - y[part[t], c]), -clip), clip)
+            total += wts[t] * min(max(coef[t] * diffs[c, t], -clip), clip)
         grad[i, c] = total
+
+
+@njit(inline="always", cache=True)
+def gather_diffs(y, i, part, count, diffs, d2):
+    """``diffs[c, t] = y_ic - y_part[t]c`` and ``d2[t] = |y_i - y_part[t]|^2`` for ``t < count``
+    (one gather of each partner's row)."""
+    for t in range(count):
+        j = part[t]
+        total = y[i, 0] - y[i, 0]
+        for c in range(y.shape[1]):
+            diff = y[i, c] - y[j, c]
+            diffs[c, t] = diff
+            total += diff * diff
+        d2[t] = total
 
 
 @njit(inline="always", cache=True)
@@ -224,6 +238,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
         g = np.empty(width, np.float32)
         coef = np.empty(width, np.float32)  # force = wts * clip(coef * (y_i - y_j))
         wts = np.empty(width, np.float32)
+        diffs = np.empty((y.shape[1], width), y.dtype)  # y_i - y_j of each pair, per coordinate
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
             n_pos = 0
             for e in range(indptr[i], indptr[i + 1]):
@@ -236,8 +251,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
             for t in range(m):
                 part[n_pos + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
             count = n_pos + m
-            for t in range(count):
-                d2[t] = sq_dist(y, i, part[t])
+            gather_diffs(y, i, part, count, diffs, d2)
             kernels_and_slopes(code, d2, k, g, count, a, b)
             loss = 0.0
             for t in range(n_pos):
@@ -246,12 +260,27 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                     loss -= 0.5 * wts[t] * log_kernel(code, d2[t], a, b)
             z = 0.0
             m_i = row_mass[i]
+            if estimator == NEG:  # its own branch-free loops over the negatives (vectorised)
+                s_i = neg_scale[i]
+                for t in range(n_pos, count):
+                    z += k[t]
+                    coef[t] = two * neg_repulsion(code, d2[t], k[t], g[t], b)
+                    wts[t] = s_i
+                if with_loss:
+                    for t in range(n_pos, count):
+                        loss -= s_i * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+                add_forces(grad, i, diffs, coef, wts, count, clip32)
+                zsum[i] = max(z, 1e-12)
+                loss_rows[i] = loss
+                continue
             for t in range(n_pos, count):
                 j = part[t]
                 z += k[t]
                 if alpha > 0.0:  # uniform part of the debiased p, both directions
                     u = t + m
                     part[u] = j
+                    for c in range(y.shape[1]):
+                        diffs[c, u] = diffs[c, t]
                     coef[u] = -exag2 * g[t]
                     wts[u] = np.float32(alpha * (m_i + row_mass[j]) / m)
                     if with_loss:
@@ -261,15 +290,10 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                     coef[t] = two * g[t]
                     wts[t] = (m_i * min(k[t] / z_prev[i], ONE)
                               + row_mass[j] * min(k[t] / z_prev[j], ONE))
-                elif estimator == GLOBAL:
+                else:  # GLOBAL
                     coef[t] = two * k[t] * g[t]
                     wts[t] = np.float32(global_scale)
-                else:
-                    coef[t] = two * neg_repulsion(code, d2[t], k[t], g[t], b)
-                    wts[t] = neg_scale[i]
-                    if with_loss:
-                        loss -= neg_scale[i] * fast_ln(max(ONE - k[t], LOSS_FLOOR))
-            add_forces(grad, y, i, part, coef, wts, count + m if alpha > 0.0 else count, clip32)
+            add_forces(grad, i, diffs, coef, wts, count + m if alpha > 0.0 else count, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss
 
