@@ -523,9 +523,7 @@ def run_suite(datasets=None, methods=SUITE_METHODS, seeds=(0, 1, 2), threads: in
 
 
 def _write_suite(report: dict, out_dir: Path) -> None:
-    with open(out_dir / "suite.json", "w") as fh:
-        json.dump(report, fh, indent=2)
-    (out_dir / "suite.md").write_text(suite_markdown(report))
+    _write_report(report, out_dir, suite_markdown)
 
 
 def _mean_sd_cell(stat: dict | None, digits: int) -> str:
@@ -1145,7 +1143,9 @@ def _write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
