@@ -31,7 +31,8 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["run_bench", "run_suite", "suite_quality", "suite_markdown", "add_bench_parser",
-           "ICON_METHODS", "PEER_METHODS", "SUITE", "SUITE_METHODS"]
+           "run_cluster_suite", "cluster_suite_markdown", "ICON_METHODS", "PEER_METHODS",
+           "SUITE", "SUITE_METHODS", "CLUSTER_SUITE", "ABLATION"]
 
 ICON_METHODS = {"umap": "UMAP", "tsne": "TSNE", "sne": "SNE"}
 PEER_METHODS = ("umap-learn", "opentsne")
@@ -342,13 +343,14 @@ TIME_COLUMNS = {"knn": "kNN s", "graph": "graph s", "init": "init s", "optimize"
                 "total": "total s", "jit_warmup": "JIT warm-up s", "peak_rss_mb": "peak RSS MB"}
 
 
-def _suite_data(name: str, cap: int | None = None):
+def _suite_data(name: str, cap: int | None = None, sizes: dict | None = None):
     """The data of suite dataset ``name`` as the suite runs it: float32, C-contiguous, at
-    most ``cap`` rows (a fixed random subsample, seed 0). Raises ImportError when the package
-    that ships the data is missing."""
+    most ``cap`` rows (a fixed random subsample, seed 0), at the size ``sizes`` (default
+    :data:`SUITE`) gives it. Raises ImportError when the package that ships the data is
+    missing."""
     from .datasets import load
 
-    size = SUITE[name]
+    size = (SUITE if sizes is None else sizes)[name]
     if cap is not None:
         size = cap if size is None else min(size, cap)
     X, y = load(name, size, seed=0)
@@ -521,9 +523,7 @@ def run_suite(datasets=None, methods=SUITE_METHODS, seeds=(0, 1, 2), threads: in
 
 
 def _write_suite(report: dict, out_dir: Path) -> None:
-    with open(out_dir / "suite.json", "w") as fh:
-        json.dump(report, fh, indent=2)
-    (out_dir / "suite.md").write_text(suite_markdown(report))
+    _write_report(report, out_dir, suite_markdown)
 
 
 def _mean_sd_cell(stat: dict | None, digits: int) -> str:
@@ -619,12 +619,57 @@ def leiden_with_k(graph, n_clusters: int, seed: int = 0, max_iter: int = 30):
     return best[0], best[1]
 
 
-#: the ablation the I-Con paper reports: baseline, + debiasing, + propagation of 1/2/3 steps
-ABLATION = [("baseline (InfoNCE)", {"method": "infonce"}),
-            ("+ debias a=0.2", {"method": "debiased", "propagation_steps": 1}),
-            ("+ debias + walk 2", {"method": "debiased", "propagation_steps": 2}),
-            ("+ debias + walk 3", {"method": "debiased", "propagation_steps": 3}),
-            ("+ debias + reachable 2", {"method": "debiased", "propagation": "reachable"})]
+#: the ablation of the I-Con paper, as data: (row, Clustering params, fallback params or None).
+#: Every row runs at n_clusters=K on the shared kNN graph. A row whose params the installed
+#: Clustering refuses (an unknown name, or a value its rule rejects) runs its fallback instead,
+#: or is 'not available'. The fallbacks serve a Clustering without ``q_alpha``, whose ``alpha``
+#: debiases p and q together: there debiasing both is ``alpha`` alone.
+ABLATION = [
+    ("baseline (InfoNCE)", {"method": "infonce"}, None),
+    ("+ debias p (alpha=0.2)", {"method": "infonce", "alpha": 0.2}, None),
+    ("+ debias q (q_alpha=0.2)", {"method": "infonce", "q_alpha": 0.2}, None),
+    ("+ debias p and q", {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2},
+     {"method": "infonce", "alpha": 0.2}),
+    *[(f"+ debias p and q + propagation {t} step{'s' if t > 1 else ''}",
+       {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2, "propagation_steps": t},
+       {"method": "infonce", "alpha": 0.2, "propagation_steps": t}) for t in (1, 2, 3)],
+]
+
+
+def clustering_refuses(params: dict) -> str | None:
+    """Why the installed :class:`~icongraph.clustering.Clustering` refuses ``params`` (an
+    unknown parameter, or a value its parameter rule rejects, e.g. ``n_clusters=None``), or
+    None when it accepts them. Checked on the class at run time, so a bench run on a newer
+    Clustering picks up the parameters it gained."""
+    from .clustering import Clustering
+
+    unknown = sorted(set(params) - set(Clustering._param_defaults()))
+    if unknown:
+        return f"this Clustering has no parameter {', '.join(unknown)}"
+    try:
+        model = Clustering(**params)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    rules = getattr(model, "_rules", {})
+    for name, value in params.items():
+        if name in rules:
+            try:
+                rules[name](name, value)
+            except (TypeError, ValueError) as err:
+                return str(err)
+    return None
+
+
+def resolve_config(params: dict, fallback: dict | None = None) -> tuple[dict | None, str]:
+    """The params to run for a configuration row: ``(params, '')`` when the installed
+    Clustering accepts them, ``(fallback, note)`` when it accepts only the fallback, else
+    ``(None, reason)``."""
+    reason = clustering_refuses(params)
+    if reason is None:
+        return dict(params), ""
+    if fallback is not None and clustering_refuses(fallback) is None:
+        return dict(fallback), f"{reason}: ran the fallback"
+    return None, f"not available: {reason}"
 
 
 def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
@@ -667,15 +712,19 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
         base = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn).fit(X)
         score("icongraph (default: debiased)", base.labels_, time.perf_counter() - start)
         report["rss_after_fit_mb"] = _peak_rss_bytes() / 2**20
-        others = [("icongraph, k-means seed (init='kmeans')", {"init": "kmeans"}),
-                  ("icongraph kmeans-like", {"method": "kmeans"}),
-                  ("icongraph ncut-like", {"method": "ncut"}),
-                  *[(f"ablation: {n}", p) for n, p in ABLATION]] if ablation else []
-        for name, params in others:
+        others = [("icongraph, k-means seed (init='kmeans')", {"init": "kmeans"}, None),
+                  ("icongraph kmeans-like", {"method": "kmeans"}, None),
+                  ("icongraph ncut-like", {"method": "ncut"}, None),
+                  *[(f"ablation: {n}", p, f) for n, p, f in ABLATION]] if ablation else []
+        for name, params, fallback in others:
+            params, note = resolve_config(params, fallback)
+            if params is None:
+                report["rows"][name] = {"skipped": note}
+                continue
             start = time.perf_counter()
             model = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn, **params)
             labels = model.fit_predict(X)
-            score(name, labels, time.perf_counter() - start)
+            score(name, labels, time.perf_counter() - start, **({"note": note} if note else {}))
         start = time.perf_counter()
         labels = KMeans(k, n_init=10, random_state=seed).fit_predict(X)
         score("KMeans (sklearn, n_init=10)", labels, time.perf_counter() - start)
@@ -704,9 +753,409 @@ def cluster_table(report: dict) -> str:
              "", "| method | ARI | NMI | Hungarian acc | clusters found | seconds |",
              "|---|---|---|---|---|---|"]
     for name, r in report["rows"].items():
+        if "skipped" in r:
+            lines.append(f"| {name} | {r['skipped']} | | | | |")
+            continue
         lines.append(f"| {name} | {r['ari']:.3f} | {r['nmi']:.3f} | {r['acc']:.3f} | "
                      f"{r['n_found']} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+#: the clustering suite: dataset -> points (None: every row; 'manifolds': how many to generate,
+#: 20 classes). mnist1d and manifolds are capped at 10,000 so that 3 seeds of every row and the
+#: ablation stay within about 15 minutes on 2 cores.
+CLUSTER_SUITE = {"digits": None, "pbmc68k": None, "mnist1d": 10_000, "tissue": None,
+                 "manifolds": 10_000}
+#: neighbours of the one kNN graph per dataset that every method of the clustering suite shares
+CLUSTER_SUITE_NEIGHBORS = 15
+#: our rows, as data: Clustering params over ``n_clusters=K`` (the number of label classes),
+#: ``random_state=seed`` and the shared kNN graph; a row the installed Clustering refuses is
+#: 'not available'
+CLUSTER_OURS = {"ours (K)": {}, "ours (n_clusters=None)": {"n_clusters": None}}
+#: the rows compared in the difference table: ours at K against the best of these at K, and
+#: ours without K against Leiden at its default resolution
+OURS_AT_K, OURS_AUTO = "ours (K)", "ours (n_clusters=None)"
+LEIDEN_DEFAULT, LEIDEN_AT_K, KMEANS = ("Leiden (resolution 1)", "Leiden (resolution for K)",
+                                       "KMeans (n_init=10)")
+#: Leiden's seconds are floored at this in the time ratios (the clustering issue's definition)
+LEIDEN_TIME_FLOOR = 0.3
+CLUSTER_COLUMNS = {"ari": "ARI", "nmi": "NMI", "acc": "Hungarian acc",
+                   "n_found": "clusters found", "seconds": "seconds"}
+
+
+def cluster_scores(labels_true, labels_pred) -> dict:
+    """ARI, NMI (scikit-learn), Hungarian accuracy and the number of clusters found."""
+    from . import metrics
+
+    return {"ari": metrics.adjusted_rand_index(labels_true, labels_pred),
+            "nmi": metrics.normalized_mutual_info(labels_true, labels_pred),
+            "acc": metrics.hungarian_accuracy(labels_true, labels_pred),
+            "n_found": int(len(np.unique(labels_pred)))}
+
+
+def unweighted_knn_graph(knn) -> sp.csr_matrix:
+    """The unweighted symmetric kNN graph of ``knn`` (an edge where either point lists the
+    other), CSR with unit weights."""
+    n, k = knn.indices.shape
+    graph = sp.csr_matrix((np.ones(n * k, np.float32), knn.indices.ravel().astype(np.int64),
+                           np.arange(0, n * k + 1, k)), shape=(n, n))
+    graph = graph.maximum(graph.T).tocsr()
+    graph.sort_indices()
+    return graph
+
+
+def _ours_run(X, y, knn, params: dict, k: int, seed: int, extra: dict) -> dict:
+    """One fit of ``Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn, **extra,
+    **params)``: its scores, ``seconds`` (the fit without the kNN search: the sum of
+    ``timings_`` less any ``knn`` entry), the wall time of ``fit``, and the warnings it gave
+    (a non-finite ``loss_`` is one). A fit that raises gives ``error`` instead of scores."""
+    import warnings
+
+    from .clustering import Clustering
+
+    run = {"seed": seed}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        try:
+            model = Clustering(**{"n_clusters": k, "random_state": seed, "precomputed_knn": knn,
+                                  **extra, **params}).fit(X)
+        except Exception as err:  # a failing configuration is a result, not the end of the run
+            return {**run, "error": f"{type(err).__name__}: {err}"}
+        wall = time.perf_counter() - start
+    timings = getattr(model, "timings_", {})
+    seconds = sum(v for name, v in timings.items() if name != "knn") if timings else wall
+    messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    loss = getattr(model, "loss_", None)
+    if loss is not None and not np.isfinite(loss):
+        messages.append(f"non-finite loss_ ({loss})")
+    return {**run, "values": {**cluster_scores(y, model.labels_), "seconds": seconds,
+                              "wall": wall}, "warnings": messages}
+
+
+def _leiden_run(knn, y, k: int | None, seed: int) -> dict:
+    """Leiden on the unweighted symmetric kNN graph: resolution 1 (``k`` None) or the resolution
+    whose cluster count is nearest ``k`` (:func:`leiden_with_k`); ``seconds`` is the graph's
+    construction from the kNN lists plus leidenalg (every run of the bisection)."""
+    start = time.perf_counter()
+    graph = unweighted_knn_graph(knn)
+    if k is None:
+        labels, resolution = leiden_labels(graph, 1.0, seed), 1.0
+    else:
+        labels, resolution = leiden_with_k(graph, k, seed)
+    seconds = time.perf_counter() - start
+    return {"seed": seed, "values": {**cluster_scores(y, labels), "seconds": seconds,
+                                     "resolution": float(resolution)}}
+
+
+def _kmeans_run(X, y, k: int, seed: int) -> dict:
+    from sklearn.cluster import KMeans
+
+    start = time.perf_counter()
+    labels = KMeans(k, n_init=10, random_state=seed).fit_predict(X)
+    seconds = time.perf_counter() - start
+    return {"seed": seed, "values": {**cluster_scores(y, labels), "seconds": seconds}}
+
+
+def _cluster_warmup(extra: dict, leiden: bool) -> float:
+    """Seconds of one small run of every timed path before the suite (our fit, whose UMAP seed
+    loads numba's cached kernels; KMeans; Leiden), so that no first row pays for loading."""
+    from .clustering import Clustering
+    from .knn import knn_search
+
+    X = _warmup_data(8, 300)
+    y = np.arange(300) % 3
+    start = time.perf_counter()
+    knn = knn_search(X, CLUSTER_SUITE_NEIGHBORS, random_state=0)
+    Clustering(**{"n_clusters": 3, "random_state": 0, "precomputed_knn": knn, "n_epochs": 2,
+                  **extra}).fit(X)
+    _kmeans_run(X, y, 3, 0)
+    if leiden:
+        _leiden_run(knn, y, 3, 0)
+    return time.perf_counter() - start
+
+
+def _summarised(row: dict) -> dict:
+    """``row`` with ``summary`` (mean ± sd over the runs that gave values) and ``errors``."""
+    done = [r["values"] for r in row["runs"] if "values" in r]
+    errors = [f"seed {r['seed']}: {r['error']}" for r in row["runs"] if "error" in r]
+    return {**row, **({"summary": _mean_sd(done)} if done else {}),
+            **({"errors": errors} if errors else {})}
+
+
+def _run_cluster_dataset(name: str, X, y, seeds, leiden: bool, ablation, extra: dict,
+                         verbose: bool) -> dict:
+    """Every row of the clustering suite on one dataset: one kNN graph, then for every seed our
+    rows (:data:`CLUSTER_OURS`), KMeans, Leiden and the ``ablation`` rows. Returns the
+    dataset's report: per-run values and their mean and sd over the seeds."""
+    from .knn import knn_search
+    from .progress import progress
+
+    k = int(len(np.unique(y)))
+    report = {"n_samples": int(X.shape[0]), "n_features": int(X.shape[1]), "n_classes": k}
+    start = time.perf_counter()
+    knn = knn_search(X, min(CLUSTER_SUITE_NEIGHBORS, X.shape[0] - 1), random_state=0)
+    report["knn_seconds"] = time.perf_counter() - start
+    report["knn_neighbors"] = int(knn.n_neighbors)
+    rows, ablation_rows = {}, {}
+    # (row, table, params or None, note, how to run it)
+    jobs = []
+    for label, params in CLUSTER_OURS.items():
+        run_params, note = resolve_config(params)
+        jobs.append((label, rows, run_params, note, "ours"))
+    jobs.append((KMEANS, rows, {}, "", "kmeans"))
+    for label in (LEIDEN_DEFAULT, LEIDEN_AT_K):
+        jobs.append((label, rows, {} if leiden else None, "" if leiden else "skipped: --no-leiden",
+                     "leiden"))
+    for label, params, fallback in ablation:
+        run_params, note = resolve_config(params, fallback)
+        jobs.append((label, ablation_rows, run_params, note, "ours"))
+    for label, table, run_params, note, _ in jobs:
+        table[label] = ({"skipped": note} if run_params is None else
+                        {"params": run_params, "runs": [], **({"note": note} if note else {})})
+    cache = {}  # identical params at one seed: one fit (e.g. a fallback equal to another row)
+    work = [(seed, job) for seed in seeds for job in jobs if job[2] is not None]
+    for seed, (label, table, run_params, _, kind) in progress(work, f"cluster {name}", verbose):
+        if kind == "kmeans":
+            run = _kmeans_run(X, y, k, seed)
+        elif kind == "leiden":
+            run = _leiden_run(knn, y, None if label == LEIDEN_DEFAULT else k, seed)
+        else:
+            key = (seed, json.dumps(run_params, sort_keys=True))
+            if key not in cache:
+                cache[key] = _ours_run(X, y, knn, run_params, k, seed, extra)
+            run = cache[key]
+        table[label]["runs"].append(run)
+    report["methods"] = {n: r if "skipped" in r else _summarised(r) for n, r in rows.items()}
+    report["ablation"] = {n: r if "skipped" in r else _summarised(r)
+                          for n, r in ablation_rows.items()}
+    return report
+
+
+def run_cluster_suite(datasets=None, seeds=(0, 1, 2), out: str = "bench_out",
+                      n_samples: int | None = None, leiden: bool = True, ablation=True,
+                      params: dict | None = None, verbose: bool = True) -> dict:
+    """The clustering suite: ours against Leiden and KMeans on every dataset of
+    :data:`CLUSTER_SUITE`, several seeds, and the I-Con ablation.
+
+    Parameters
+    ----------
+    datasets : sequence of str, optional
+        Keys of :data:`CLUSTER_SUITE` (default: all). A dataset whose package is missing is
+        skipped with a printed reason.
+    seeds : sequence of int
+        Seeds of every clustering (ours, Leiden, KMeans); the report gives mean ± sd over them.
+        The kNN graph is one per dataset (seed 0), shared by every row and seed.
+    out : str
+        Directory of ``suite.json`` and ``suite.md`` (rewritten atomically after every dataset).
+    n_samples : int, optional
+        Cap on the rows of every dataset (a fixed random subsample) for quick runs.
+    leiden : bool
+        Run Leiden (leidenalg) at resolution 1 and at the resolution for K.
+    ablation : bool or list
+        Run the ablation rows (:data:`ABLATION`, or a list in its format).
+    params : dict, optional
+        Clustering params set in every one of our fits (under each row's own params), e.g.
+        ``{"n_jobs": 1}``.
+    verbose : bool
+        Progress bars and skip messages.
+
+    Returns
+    -------
+    dict
+        The report written to ``suite.json``.
+    """
+    from .clustering import Clustering
+
+    datasets = list(CLUSTER_SUITE) if datasets is None else list(datasets)
+    unknown = [d for d in datasets if d not in CLUSTER_SUITE]
+    if unknown:
+        raise ValueError(f"unknown clustering suite dataset(s) {unknown}; choose from "
+                         f"{list(CLUSTER_SUITE)}.")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed.")
+    rows = ABLATION if ablation is True else list(ablation or [])
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"suite": "cluster", "cpu_count": os.cpu_count(), "seeds": seeds,
+              "n_samples_cap": n_samples, "leiden": bool(leiden), "params": params or {},
+              "clustering_defaults": {k: repr(v) for k, v in
+                                      Clustering._param_defaults().items()},
+              "q_alpha": clustering_refuses({"q_alpha": 0.2}) is None,
+              "datasets": {}}
+    total = time.perf_counter()
+    report["warmup_seconds"] = _cluster_warmup(params or {}, leiden)
+    for name in datasets:
+        try:
+            X, y = _suite_data(name, n_samples, CLUSTER_SUITE)
+        except ImportError as err:
+            if verbose:
+                print(f"cluster suite: skipping {name}: {err}")
+            report["datasets"][name] = {"skipped": str(err)}
+            continue
+        start = time.perf_counter()
+        report["datasets"][name] = _run_cluster_dataset(name, X, y, seeds, leiden, rows,
+                                                        params or {}, verbose)
+        report["datasets"][name]["seconds"] = time.perf_counter() - start
+        report["seconds"] = time.perf_counter() - total
+        _write_report(report, out_dir, cluster_suite_markdown)  # a long run keeps what it has
+    report["seconds"] = time.perf_counter() - total
+    _write_report(report, out_dir, cluster_suite_markdown)
+    return report
+
+
+def _cell(row: dict, key: str, digits: int = 3) -> str:
+    if "skipped" in row:
+        return "-"
+    stat = row.get("summary", {}).get(key)
+    if stat is None:
+        return "-"
+    if key == "n_found":
+        return f"{stat['mean']:.1f} ± {stat['sd']:.1f}"
+    return _mean_sd_cell(stat, 2 if key == "seconds" else digits)
+
+
+def _mean_of(row: dict | None, key: str) -> float | None:
+    if not row or "summary" not in row or key not in row["summary"]:
+        return None
+    return row["summary"][key]["mean"]
+
+
+def _time_ratio(ours: dict | None, leiden: dict | None) -> str:
+    a, b = _mean_of(ours, "seconds"), _mean_of(leiden, "seconds")
+    return "-" if a is None or b is None else f"{a / max(b, LEIDEN_TIME_FLOOR):.2f}"
+
+
+def _cluster_dataset_lines(name: str, data: dict, seeds) -> list[str]:
+    """The dataset's table (a row per method, mean ± sd over the seeds) and its difference
+    table."""
+    rows = data["methods"]
+    lines = [f"## {name}: {data['n_samples']} x {data['n_features']}, K = {data['n_classes']} "
+             f"classes, mean ± sd over seeds {', '.join(map(str, seeds))}", "",
+             f"Shared {data['knn_neighbors']}-NN graph: {data['knn_seconds']:.2f} s (in no "
+             "row).", "",
+             "| method | " + " | ".join(CLUSTER_COLUMNS.values()) + " |",
+             "|---" * (len(CLUSTER_COLUMNS) + 1) + "|"]
+    notes = []
+    for label, r in rows.items():
+        if "skipped" in r:
+            lines.append(f"| {label} | {r['skipped']} |" + " |" * (len(CLUSTER_COLUMNS) - 1))
+            continue
+        if "summary" not in r:
+            lines.append(f"| {label} | failed: {'; '.join(r.get('errors', []))} |"
+                         + " |" * (len(CLUSTER_COLUMNS) - 1))
+            continue
+        lines.append(f"| {label} | " + " | ".join(_cell(r, k) for k in CLUSTER_COLUMNS) + " |")
+        notes += [f"{label}: {e}" for e in r.get("errors", [])]
+        warned = sorted({w for run in r["runs"] for w in run.get("warnings", [])})
+        notes += [f"{label}: {w}" for w in warned]
+    lines += ["", "| difference (means) | ARI | NMI | time ours / Leiden res. 1 | "
+              "time ours / Leiden at K |", "|---|---|---|---|---|"]
+    ours = rows.get(OURS_AT_K)
+    peers = [p for p in (LEIDEN_AT_K, KMEANS) if _mean_of(rows.get(p), "ari") is not None]
+    if _mean_of(ours, "ari") is None or not peers:
+        lines.append(f"| {OURS_AT_K} - best of Leiden at K, KMeans | not available | | | |")
+    else:
+        cells = []
+        for key in ("ari", "nmi"):
+            best = max(peers, key=lambda p: _mean_of(rows[p], key))
+            cells.append(f"{_mean_of(ours, key) - _mean_of(rows[best], key):+.3f} (vs {best})")
+        lines.append(f"| {OURS_AT_K} - best of Leiden at K, KMeans | {cells[0]} | {cells[1]} | "
+                     f"{_time_ratio(ours, rows.get(LEIDEN_DEFAULT))} | "
+                     f"{_time_ratio(ours, rows.get(LEIDEN_AT_K))} |")
+    auto, default = rows.get(OURS_AUTO), rows.get(LEIDEN_DEFAULT)
+    if _mean_of(auto, "ari") is None or _mean_of(default, "ari") is None:
+        why = (auto or {}).get("skipped") or (default or {}).get("skipped") or "failed"
+        lines.append(f"| {OURS_AUTO} - {LEIDEN_DEFAULT} | {why} | | | |")
+    else:
+        cells = [f"{_mean_of(auto, k) - _mean_of(default, k):+.3f}" for k in ("ari", "nmi")]
+        lines.append(f"| {OURS_AUTO} - {LEIDEN_DEFAULT} | {cells[0]} | {cells[1]} | "
+                     f"{_time_ratio(auto, default)} | {_time_ratio(auto, rows.get(LEIDEN_AT_K))} |")
+    if notes:
+        lines += ["", "Notes: " + "; ".join(notes)]
+    return lines
+
+
+def _ablation_lines(report: dict) -> list[str]:
+    """One table: a row per ablation step, a column per dataset, ``ARI / NMI`` means."""
+    names = [n for n, d in report["datasets"].items() if d.get("ablation")]
+    if not names:
+        return []
+    labels = list(report["datasets"][names[0]]["ablation"])
+    lines = ["", "## Ablation (ARI / NMI, mean over the seeds; n_clusters = K)", "",
+             "| step | params run | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 2) + "|"]
+    notes = {}
+    for label in labels:
+        first = report["datasets"][names[0]]["ablation"][label]
+        if "skipped" in first:
+            lines.append(f"| {label} | {first['skipped']} |" + " - |" * len(names))
+            continue
+        params = ", ".join(f"{k}={v!r}" for k, v in first["params"].items())
+        if "note" in first:
+            notes[label] = first["note"]
+        cells = []
+        for name in names:
+            row = report["datasets"][name]["ablation"][label]
+            ari, nmi = _mean_of(row, "ari"), _mean_of(row, "nmi")
+            cells.append("failed" if ari is None else f"{ari:.3f} / {nmi:.3f}")
+        mark = " \\*" if "note" in first else ""
+        lines.append(f"| {label}{mark} | {params} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "\\* " + "; ".join(sorted(set(notes.values()))) + " (the params shown)."]
+    if not report.get("q_alpha", True):
+        lines += ["", "This Clustering has no `q_alpha`: its `alpha` debiases both p and q, so "
+                      "'+ debias p (alpha=0.2)' debiases q as well and is the same fit as "
+                      "'+ debias p and q'."]
+    return lines
+
+
+def cluster_suite_markdown(report: dict) -> str:
+    """``suite.md`` of the clustering suite: per dataset its table and difference table, then
+    the ablation."""
+    lines = ["# icongraph bench --task cluster --suite real", "",
+             "ARI and NMI (scikit-learn), Hungarian accuracy (best one-to-one matching of "
+             "clusters to classes), clusters found, seconds. Ours: "
+             "`Clustering(n_clusters=K, random_state=seed, precomputed_knn=<the shared graph>)`"
+             f"{' with ' + repr(report['params']) if report.get('params') else ''}, seconds = "
+             "the fit without the kNN search (`timings_`). Leiden: leidenalg RBConfiguration "
+             "on the unweighted symmetric kNN graph, seeded; seconds = the graph's "
+             "construction from the kNN lists + leidenalg (at K: every run of the bisection "
+             "on the resolution). KMeans: scikit-learn, n_init=10, seeded, on the features. "
+             f"Time ratios: ratio of the means, Leiden floored at {LEIDEN_TIME_FLOOR} s."]
+    for name, data in report["datasets"].items():
+        lines.append("")
+        if "skipped" in data:
+            lines.append(f"## {name}: skipped ({data['skipped']})")
+            continue
+        lines += _cluster_dataset_lines(name, data, report["seeds"])
+    lines += _ablation_lines(report)
+    if "seconds" in report:
+        lines += ["", f"Suite time: {report['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name in ``path``'s directory, then rename it to
+    ``path``: a reader never sees a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_report(report: dict, out_dir: Path, markdown) -> None:
+    """``suite.json`` and ``suite.md`` (``markdown(report)``), each written atomically."""
+    _write_text_atomic(out_dir / "suite.json", json.dumps(report, indent=2))
+    _write_text_atomic(out_dir / "suite.md", markdown(report))
 
 
 def _comma_list(text: str) -> list[str]:
@@ -719,11 +1168,12 @@ def add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn and openTSNE")
     bench.add_argument("--task", choices=("embed", "cluster"), default="embed")
     bench.add_argument("--suite", choices=("real",),
-                       help="embed task: the real-data suite (every dataset, several seeds, "
-                            "peers cached) -> suite.json, suite.md")
+                       help="the real-data suite (every dataset, several seeds) -> suite.json, "
+                            "suite.md; embed task: peers cached; cluster task: ours, Leiden, "
+                            "KMeans and the ablation")
     bench.add_argument("--dataset", default="digits", choices=list(DATASETS))
     bench.add_argument("--datasets", help="suite: comma list of " + ", ".join(SUITE)
-                       + " (default: all)")
+                       + " (cluster task: " + ", ".join(CLUSTER_SUITE) + "; default: all)")
     bench.add_argument("--seeds", default="0,1,2", help="suite: comma list of seeds")
     bench.add_argument("--no-cache", action="store_true",
                        help="suite: re-run the peers instead of reading their cached fits")
@@ -745,6 +1195,13 @@ def add_bench_parser(sub) -> None:
     bench.add_argument("-q", "--quiet", action="store_true")
 
     def run(args) -> int:
+        if args.task == "cluster" and args.suite:
+            report = run_cluster_suite(_comma_list(args.datasets) if args.datasets else None,
+                                       [int(s) for s in _comma_list(args.seeds)], args.out,
+                                       args.n_samples, leiden=not args.no_leiden,
+                                       ablation=not args.no_ablation, verbose=not args.quiet)
+            print(cluster_suite_markdown(report))
+            return 0
         if args.task == "cluster":
             report = run_cluster_bench(args.dataset, args.n_samples, args.n_clusters, args.out,
                                        args.seed, args.threads, leiden=not args.no_leiden,
