@@ -619,20 +619,17 @@ def leiden_with_k(graph, n_clusters: int, seed: int = 0, max_iter: int = 30):
     return best[0], best[1]
 
 
-#: the ablation of the I-Con paper, as data: (row, Clustering params, fallback params or None).
-#: Every row runs at n_clusters=K on the shared kNN graph. A row whose params the installed
-#: Clustering refuses (an unknown name, or a value its rule rejects) runs its fallback instead,
-#: or is 'not available'. The fallbacks serve a Clustering without ``q_alpha``, whose ``alpha``
-#: debiases p and q together: there debiasing both is ``alpha`` alone.
+#: the ablation of the I-Con paper, as data: (row, Clustering params). Every row runs at
+#: n_clusters=K on the shared kNN graph; a row whose params the installed Clustering refuses
+#: (an unknown name, or a value its rule rejects) is 'not available'.
 ABLATION = [
-    ("baseline (InfoNCE)", {"method": "infonce"}, None),
-    ("+ debias p (alpha=0.2)", {"method": "infonce", "alpha": 0.2}, None),
-    ("+ debias q (q_alpha=0.2)", {"method": "infonce", "q_alpha": 0.2}, None),
-    ("+ debias p and q", {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2},
-     {"method": "infonce", "alpha": 0.2}),
+    ("baseline (InfoNCE)", {"method": "infonce"}),
+    ("+ debias p (alpha=0.2)", {"method": "infonce", "alpha": 0.2}),
+    ("+ debias q (q_alpha=0.2)", {"method": "infonce", "q_alpha": 0.2}),
+    ("+ debias p and q", {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2}),
     *[(f"+ debias p and q + propagation {t} step{'s' if t > 1 else ''}",
-       {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2, "propagation_steps": t},
-       {"method": "infonce", "alpha": 0.2, "propagation_steps": t}) for t in (1, 2, 3)],
+       {"method": "infonce", "alpha": 0.2, "q_alpha": 0.2, "propagation_steps": t})
+      for t in (2, 3)],
 ]
 
 
@@ -660,15 +657,12 @@ def clustering_refuses(params: dict) -> str | None:
     return None
 
 
-def resolve_config(params: dict, fallback: dict | None = None) -> tuple[dict | None, str]:
+def resolve_config(params: dict) -> tuple[dict | None, str]:
     """The params to run for a configuration row: ``(params, '')`` when the installed
-    Clustering accepts them, ``(fallback, note)`` when it accepts only the fallback, else
-    ``(None, reason)``."""
+    Clustering accepts them, else ``(None, 'not available: <reason>')``."""
     reason = clustering_refuses(params)
     if reason is None:
         return dict(params), ""
-    if fallback is not None and clustering_refuses(fallback) is None:
-        return dict(fallback), f"{reason}: ran the fallback"
     return None, f"not available: {reason}"
 
 
@@ -712,12 +706,12 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
         base = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn).fit(X)
         score("icongraph (default: debiased)", base.labels_, time.perf_counter() - start)
         report["rss_after_fit_mb"] = _peak_rss_bytes() / 2**20
-        others = [("icongraph, k-means seed (init='kmeans')", {"init": "kmeans"}, None),
-                  ("icongraph kmeans-like", {"method": "kmeans"}, None),
-                  ("icongraph ncut-like", {"method": "ncut"}, None),
-                  *[(f"ablation: {n}", p, f) for n, p, f in ABLATION]] if ablation else []
-        for name, params, fallback in others:
-            params, note = resolve_config(params, fallback)
+        others = [("icongraph, k-means seed (init='kmeans')", {"init": "kmeans"}),
+                  ("icongraph kmeans-like", {"method": "kmeans"}),
+                  ("icongraph ncut-like", {"method": "ncut"}),
+                  *[(f"ablation: {n}", p) for n, p in ABLATION]] if ablation else []
+        for name, params in others:
+            params, note = resolve_config(params)
             if params is None:
                 report["rows"][name] = {"skipped": note}
                 continue
@@ -907,13 +901,13 @@ def _run_cluster_dataset(name: str, X, y, seeds, leiden: bool, ablation, extra: 
     for label in (LEIDEN_DEFAULT, LEIDEN_AT_K):
         jobs.append((label, rows, {} if leiden else None, "" if leiden else "skipped: --no-leiden",
                      "leiden"))
-    for label, params, fallback in ablation:
-        run_params, note = resolve_config(params, fallback)
+    for label, params in ablation:
+        run_params, note = resolve_config(params)
         jobs.append((label, ablation_rows, run_params, note, "ours"))
     for label, table, run_params, note, _ in jobs:
         table[label] = ({"skipped": note} if run_params is None else
                         {"params": run_params, "runs": [], **({"note": note} if note else {})})
-    cache = {}  # identical params at one seed: one fit (e.g. a fallback equal to another row)
+    cache = {}  # identical params at one seed: one fit
     work = [(seed, job) for seed in seeds for job in jobs if job[2] is not None]
     for seed, (label, table, run_params, _, kind) in progress(work, f"cluster {name}", verbose):
         if kind == "kmeans":

@@ -93,24 +93,16 @@ def test_metrics_ignore_the_names_of_the_clusters():
     assert metrics.hungarian_accuracy(true, pred) == pytest.approx(1.0)
 
 
-def test_configuration_rows_run_their_fallback_or_are_not_available():
+def test_configuration_rows_run_or_are_not_available():
     from icongraph.bench import ABLATION, clustering_refuses, resolve_config
-    from icongraph.clustering import Clustering
 
     assert clustering_refuses({"method": "infonce", "alpha": 0.2}) is None
     assert "no_such_knob" in clustering_refuses({"no_such_knob": 1})
-    assert clustering_refuses({"n_clusters": 1}) is not None  # a value its rule rejects
-    params, note = resolve_config({"no_such_knob": 1}, {"alpha": 0.2})
-    assert params == {"alpha": 0.2} and "fallback" in note
+    assert clustering_refuses({"n_clusters": 0}) is not None  # a value its rule rejects
     params, note = resolve_config({"no_such_knob": 1})
     assert params is None and note.startswith("not available")
-    has_q_alpha = "q_alpha" in Clustering._param_defaults()
-    for _, row, fallback in ABLATION:
-        params, _ = resolve_config(row, fallback)
-        if has_q_alpha or "q_alpha" not in row:
-            assert params == row
-        else:
-            assert params == fallback
+    for _, row in ABLATION:  # every ablation knob exists
+        assert resolve_config(row) == (row, "")
 
 
 def test_unweighted_knn_graph_is_symmetric_and_binary():
