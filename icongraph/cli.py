@@ -37,7 +37,8 @@ OUTPUT_FORMATS = {
 
 
 def read_input(path: str):
-    """``(X, labels or None)`` from .npy, .npz (arrays 'X' [and 'y'], else the first array),
+    """``(X, labels or None)`` from .npy, .npz (arrays 'X' [and 'y'], else the first array;
+    a scipy sparse matrix written by ``scipy.sparse.save_npz``),
     .csv (numeric; a non-numeric header row is skipped), .h5ad (AnnData ``X``; needs anndata),
     or a bundled dataset name ('digits', 'pbmc68k').
 
@@ -78,6 +79,10 @@ def _read_npz(p: Path):
     with np.load(p, allow_pickle=False) as data:
         if not data.files:
             raise ValueError("it holds no arrays")
+        if {"format", "shape", "data"} <= set(data.files):  # scipy.sparse.save_npz's layout
+            import scipy.sparse as sp
+
+            return sp.load_npz(p), None
         X = data["X"] if "X" in data.files else data[data.files[0]]
         return X, (data["y"] if "y" in data.files else None)
 
