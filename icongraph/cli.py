@@ -275,7 +275,8 @@ def _cluster(args) -> int:
     X, truth = read_input(args.input)
     model = Clustering(n_clusters=args.n_clusters, method=args.method, head=args.head,
                        init=args.init, n_neighbors=args.n_neighbors, random_state=args.seed,
-                       device=args.device, verbose=not args.quiet, metric=args.metric)
+                       device=args.device, verbose=not args.quiet, metric=args.metric,
+                       n_epochs=args.n_epochs)
     labels = model.fit_predict(X)
     write_array(output, labels, "cluster")
     sizes = np.bincount(labels, minlength=args.n_clusters)
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--init", default="embedding", choices=INITS,
                          help="seed centres: clusters of a 2-D embedding of the graph, or k-means")
     cluster.add_argument("--n-neighbors", type=int, default=15)
+    cluster.add_argument("--n-epochs", type=int, help="training epochs (default: the schedule "
+                         "for the data size)")
     cluster.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
     cluster.add_argument("--plot", help="write a plot (.png, .pdf, ...): a UMAP layout coloured "
                                         "by cluster")

@@ -361,14 +361,22 @@ def data_fingerprint(X) -> str:
     return h.hexdigest()
 
 
+#: sparse data is searched exactly (densified) while N x D stays below this many entries: the
+#: dense copy is at most 64 MB, where pynndescent's sparse path costs 15-25 s of JIT
+#: compilation in every fresh process
+EXACT_SPARSE_MAX_ENTRIES = 1 << 24
+
+
 def _resolve_method(method: str, X, device) -> str:
-    """``'auto'`` -> ``'exact'`` below :data:`EXACT_MAX_SAMPLES` points or on CUDA (never for
-    sparse data, which it would densify), else ``'nndescent'``; other names pass through."""
+    """``'auto'`` -> ``'exact'`` below :data:`EXACT_MAX_SAMPLES` points or on CUDA (sparse
+    data only while its dense copy has at most :data:`EXACT_SPARSE_MAX_ENTRIES` entries), else
+    ``'nndescent'``; other names pass through."""
     if method != "auto":
         return method
     on_cuda = device is not None and torch.device(device).type == "cuda"
     small = X.shape[0] <= EXACT_MAX_SAMPLES
-    return "exact" if (small or on_cuda) and not sp.issparse(X) else "nndescent"
+    densifiable = not sp.issparse(X) or X.shape[0] * X.shape[1] <= EXACT_SPARSE_MAX_ENTRIES
+    return "exact" if (small or on_cuda) and densifiable else "nndescent"
 
 
 def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,

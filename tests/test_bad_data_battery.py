@@ -207,7 +207,7 @@ def run(runner: str, case: str, tmp_path, capsys=None):
         cmd = (["embed", str(path), "-o", str(out), "--n-neighbors", "10", "--n-epochs",
                 str(N_EPOCHS), "-q"] if runner == "cli_embed" else
                ["cluster", str(path), "-o", str(out), "--n-clusters", "3", "--n-neighbors",
-                "10", "-q"])
+                "10", "--n-epochs", "5", "-q"])
         if capsys is not None:
             capsys.readouterr()
         code = main(cmd)
