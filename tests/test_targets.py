@@ -174,15 +174,19 @@ def test_estimators_share_a_knn_graph(tmp_path, blobs):
 
 
 def test_auto_knn_method_is_the_same_with_and_without_the_cache():
-    """'auto' resolves in one place: exact for small dense data and on CUDA (the cache key
-    too), never for sparse data."""
+    """'auto' resolves in one place: exact for small data and on CUDA (the cache key too),
+    for sparse data only while its dense copy is small."""
     import scipy.sparse as sp
 
-    from icongraph.knn import EXACT_MAX_SAMPLES, _resolve_method
+    from icongraph.knn import EXACT_MAX_SAMPLES, EXACT_SPARSE_MAX_ENTRIES, _resolve_method
 
     small, large = np.empty((100, 3)), np.empty((EXACT_MAX_SAMPLES + 1, 3))
     assert _resolve_method("auto", small, None) == "exact"
     assert _resolve_method("auto", large, "cpu") == "nndescent"
     assert _resolve_method("auto", large, "cuda") == "exact"
-    assert _resolve_method("auto", sp.random(100, 3, format="csr"), "cuda") == "nndescent"
+    # sparse data is densified for the exact search only while the dense copy is small
+    assert _resolve_method("auto", sp.random(100, 3, format="csr"), "cuda") == "exact"
+    wide = sp.random(100, EXACT_SPARSE_MAX_ENTRIES // 100 + 1, density=1e-6, format="csr")
+    assert _resolve_method("auto", wide, None) == "nndescent"
+    assert _resolve_method("auto", wide, "cuda") == "nndescent"
     assert _resolve_method("nndescent", small, None) == "nndescent"
