@@ -63,18 +63,22 @@ class DataScale:
             mean = None
         else:
             ref = np.asarray(X[0], np.float64)
-            peak = max(float(np.abs(np.asarray(X[lo:lo + BLOCK_ROWS], np.float64) - ref).max())
-                       for lo in range(0, n, BLOCK_ROWS))
-            sums = np.zeros(X.shape[1])
-            squares = np.zeros(X.shape[1])
-            if peak > 0:
+            unit = 1.0  # one pass; a second, normalised by the peak, when squares overflow
+            while True:
+                sums = np.zeros(X.shape[1])
+                squares = np.zeros(X.shape[1])
                 for lo in range(0, n, BLOCK_ROWS):
-                    block = (np.asarray(X[lo:lo + BLOCK_ROWS], np.float64) - ref) / peak
+                    block = (np.asarray(X[lo:lo + BLOCK_ROWS], np.float64) - ref) / unit
                     sums += block.sum(0)
-                    squares += (block * block).sum(0)
+                    with np.errstate(over="ignore"):  # caught below: a second, scaled pass
+                        squares += np.einsum("ij,ij->j", block, block)
+                if np.isfinite(squares).all() or unit != 1.0:
+                    break
+                unit = max(float(np.abs(np.asarray(X[lo:lo + BLOCK_ROWS], np.float64)
+                                        - ref).max()) for lo in range(0, n, BLOCK_ROWS))
             centred = sums / n
-            spread = peak * float(np.sqrt(max((squares / n - centred**2).sum(), 0.0)))
-            mean = ref + peak * centred
+            spread = unit * float(np.sqrt(max((squares / n - centred**2).sum(), 0.0)))
+            mean = ref + unit * centred
         if not spread > 0:
             raise ValueError(f"all {n} rows of the data are identical: there is no structure to "
                              "embed or cluster.")

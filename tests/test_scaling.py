@@ -1,6 +1,8 @@
 """Scale-free input: any magnitude from 1e-30 to 1e30 and a large offset give the result of
 the same data at unit scale (a global affine map, computed in float64)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -29,6 +31,17 @@ def test_data_scale_matches_float64_statistics(blobs):
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, (shifted - mean) / spread, atol=1e-6)
     assert np.sqrt((out.astype(np.float64) ** 2).sum(1).mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_float64_beyond_float32s_range_is_measured_without_overflow(blobs):
+    X, _ = blobs
+    huge = X * 1e200  # squares overflow float64: the statistics take a second, scaled pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scale = DataScale.fit(huge, centre=True)
+    spread = 1e200 * np.sqrt(((X - X.mean(0)) ** 2).sum(1).mean())
+    assert scale.scale == pytest.approx(spread, rel=1e-10)
+    np.testing.assert_allclose(scale.shift, 1e200 * X.mean(0), rtol=1e-10)
 
 
 def test_data_in_range_is_left_as_it_is(blobs):
