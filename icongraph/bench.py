@@ -468,6 +468,16 @@ def _run_suite_dataset(name: str, X, y, methods, seeds, threads: int, use_cache:
     return report
 
 
+def _suite_datasets(datasets, known: dict, what: str) -> list[str]:
+    """``datasets`` as a list (None: every one ``known``), refused with a ValueError naming the
+    unknown ones before any work."""
+    datasets = list(known) if datasets is None else list(datasets)
+    unknown = [d for d in datasets if d not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} dataset(s) {unknown}; choose from {list(known)}.")
+    return datasets
+
+
 def run_suite(datasets=None, methods=SUITE_METHODS, seeds=(0, 1, 2), threads: int | None = None,
               out: str = "bench_out", n_samples: int | None = None, use_cache: bool = True,
               verbose: bool = True) -> dict:
@@ -500,10 +510,7 @@ def run_suite(datasets=None, methods=SUITE_METHODS, seeds=(0, 1, 2), threads: in
         The report written to ``suite.json``.
     """
     threads = threads or os.cpu_count() or 1
-    datasets = list(SUITE) if datasets is None else list(datasets)
-    unknown = [d for d in datasets if d not in SUITE]
-    if unknown:
-        raise ValueError(f"unknown suite dataset(s) {unknown}; choose from {list(SUITE)}.")
+    datasets = _suite_datasets(datasets, SUITE, "suite")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"suite": "real", "threads": threads, "seeds": list(seeds), "methods": list(methods),
@@ -961,11 +968,7 @@ def run_cluster_suite(datasets=None, seeds=(0, 1, 2), out: str = "bench_out",
     """
     from .clustering import Clustering
 
-    datasets = list(CLUSTER_SUITE) if datasets is None else list(datasets)
-    unknown = [d for d in datasets if d not in CLUSTER_SUITE]
-    if unknown:
-        raise ValueError(f"unknown clustering suite dataset(s) {unknown}; choose from "
-                         f"{list(CLUSTER_SUITE)}.")
+    datasets = _suite_datasets(datasets, CLUSTER_SUITE, "clustering suite")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed.")
