@@ -260,6 +260,7 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                     loss -= 0.5 * wts[t] * log_kernel(code, d2[t], a, b)
             z = 0.0
             m_i = row_mass[i]
+            n_forces = count + m if alpha > 0.0 else count
             if estimator == NEG:  # its own branch-free loops over the negatives (vectorised)
                 s_i = neg_scale[i]
                 for t in range(n_pos, count):
@@ -269,31 +270,28 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
                 if with_loss:
                     for t in range(n_pos, count):
                         loss -= s_i * fast_ln(max(ONE - k[t], LOSS_FLOOR))
-                add_forces(grad, i, diffs, coef, wts, count, clip32)
-                zsum[i] = max(z, 1e-12)
-                loss_rows[i] = loss
-                continue
-            for t in range(n_pos, count):
-                j = part[t]
-                z += k[t]
-                if alpha > 0.0:  # uniform part of the debiased p, both directions
-                    u = t + m
-                    part[u] = j
-                    for c in range(y.shape[1]):
-                        diffs[c, u] = diffs[c, t]
-                    coef[u] = -exag2 * g[t]
-                    wts[u] = np.float32(alpha * (m_i + row_mass[j]) / m)
-                    if with_loss:
-                        loss -= alpha * m_i / m * log_kernel(code, d2[t], a, b)
-                if estimator == PER_ANCHOR:
-                    # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
-                    coef[t] = two * g[t]
-                    wts[t] = (m_i * min(k[t] / z_prev[i], ONE)
-                              + row_mass[j] * min(k[t] / z_prev[j], ONE))
-                else:  # GLOBAL
-                    coef[t] = two * k[t] * g[t]
-                    wts[t] = np.float32(global_scale)
-            add_forces(grad, i, diffs, coef, wts, count + m if alpha > 0.0 else count, clip32)
+            else:
+                for t in range(n_pos, count):
+                    j = part[t]
+                    z += k[t]
+                    if alpha > 0.0:  # uniform part of the debiased p, both directions
+                        u = t + m
+                        part[u] = j
+                        for c in range(y.shape[1]):
+                            diffs[c, u] = diffs[c, t]
+                        coef[u] = -exag2 * g[t]
+                        wts[u] = np.float32(alpha * (m_i + row_mass[j]) / m)
+                        if with_loss:
+                            loss -= alpha * m_i / m * log_kernel(code, d2[t], a, b)
+                    if estimator == PER_ANCHOR:
+                        # q-shares k/Z of both directions; each capped at 1 as a true q(j|i) is
+                        coef[t] = two * g[t]
+                        wts[t] = (m_i * min(k[t] / z_prev[i], ONE)
+                                  + row_mass[j] * min(k[t] / z_prev[j], ONE))
+                    else:  # GLOBAL
+                        coef[t] = two * k[t] * g[t]
+                        wts[t] = np.float32(global_scale)
+            add_forces(grad, i, diffs, coef, wts, n_forces, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss
 
