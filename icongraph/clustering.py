@@ -64,6 +64,7 @@ from .validation import (
     check_labels,
     check_n_features,
     check_n_neighbors,
+    check_new_data,
     check_params,
     check_random_state,
     choice,
@@ -435,7 +436,7 @@ class Clustering(ParamsMixin):
         n = X.shape[0]
         if self.n_clusters > n:
             raise ValueError(f"n_clusters={self.n_clusters} exceeds the {n} points of X; "
-                             "n_clusters must be an integer in [2, N].")
+                             "n_clusters must be an integer in [1, N].")
         if self._seeded() and self.n_clusters > SEED_SAMPLE:
             raise ValueError(
                 f"n_clusters={self.n_clusters} is more than the {SEED_SAMPLE} rows that "
@@ -636,7 +637,7 @@ class Clustering(ParamsMixin):
         # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
         single = self.n_clusters == 1
         logits = None  # the mlp head and init='random' start from torch's default init
-        if self.head != "mlp" and self.init != "random" and not single:
+        if self._seeded() and not single:
             logits = seed_logits(features, self.n_clusters, seed, self.init, knn=knn,
                                  metric=self.metric, n_jobs=self.n_jobs, data=data)
         head = _head(self.head, features, self.n_clusters, self.hidden, seed, logits)
@@ -721,11 +722,7 @@ class Clustering(ParamsMixin):
         """Cluster probabilities of new points: the head on their standardised features (for
         ``head='free'``, the mean of their k nearest training points' probabilities)."""
         check_is_fitted(self, "head_")
-        check_feature_names(self, X, reset=False)
-        data, X = X, check_data(X, allow_sparse=False)
-        check_n_features(self, X.shape[1], reset=False)
-        if not self.data_scale_.identity:  # from the caller's own precision
-            X = check_data(data, allow_sparse=False, scaling=self.data_scale_)[0]
+        X = check_new_data(self, X)
         if self.head == "free":
             knn = exact_knn(self._fit_X, min(self.n_neighbors, len(self._fit_X)), self.metric,
                             queries=X)

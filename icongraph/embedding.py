@@ -36,6 +36,7 @@ from .validation import (
     check_feature_names,
     check_is_fitted,
     check_n_features,
+    check_new_data,
     check_params,
     check_random_state,
     choice,
@@ -398,11 +399,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         check_is_fitted(self, "embedding_")
         if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
             raise ValueError("transform needs dense training data and a kNN-based target.")
-        check_feature_names(self, X, reset=False)
-        data, X = X, check_data(X, allow_sparse=False)
-        check_n_features(self, X.shape[1], reset=False)
-        if not self.data_scale_.identity:  # from the caller's own precision
-            X = check_data(data, allow_sparse=False, scaling=self.data_scale_)[0]
+        data, X = X, check_new_data(self, X)
         knn = exact_knn(self._fit_X, self.knn_.n_neighbors, self.metric, queries=X)
         w = self._target_spec.row_weights(knn.distances).astype(np.float64)
         w /= w.sum(axis=1, keepdims=True)

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["NonNumericError", "check_data", "check_feature_names", "check_is_fitted",
+           "check_new_data",
            "check_labels", "check_n_features", "check_n_neighbors", "check_random_state",
            "to_numpy", "check_number", "check_choice", "check_callbacks", "check_params",
            "number", "choice", "boolean", "callbacks_rule", "mapping", "path_or_none"]
@@ -181,6 +182,18 @@ def check_n_features(estimator, n_features: int, *, reset: bool) -> None:
     elif n_features != estimator.n_features_in_:
         raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} is "
                          f"expecting {estimator.n_features_in_} features as input.")
+
+
+def check_new_data(estimator, X) -> np.ndarray:
+    """New points for a fitted ``estimator`` (``transform``/``predict``): column names and the
+    number of features checked against ``fit``'s, then the fitted ``data_scale_`` applied from
+    the caller's own precision. Returns a dense float32 array (n, D)."""
+    check_feature_names(estimator, X, reset=False)
+    values = check_data(X, allow_sparse=False)
+    check_n_features(estimator, values.shape[1], reset=False)
+    if estimator.data_scale_.identity:
+        return values
+    return check_data(X, allow_sparse=False, scaling=estimator.data_scale_)[0]
 
 
 def check_n_neighbors(n_neighbors: int, n_samples: int) -> int:
