@@ -52,9 +52,9 @@ import torch
 from .graph import symmetrize
 from .knn import KNN, KNN_RULES, exact_knn, knn_search, precomputed_knn
 from .memory import check_memory
-from .optimize import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .params import ParamsMixin
 from .progress import progress
+from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .targets import PerplexityTarget, UniformKNNTarget
 from .validation import (
     callbacks_rule,

@@ -8,9 +8,7 @@ host syncs are the loss read-outs every ``loss_every`` epochs).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -27,58 +25,15 @@ from .objective import (
     torch_arrays,
 )
 from .progress import progress
-from .validation import (
-    boolean,
-    callbacks_rule,
-    check_number,
-    check_random_state,
-    choice,
-    number,
-)
+from .runtime import DivergenceError, resolve_device, torch_threads
+from .validation import callbacks_rule, check_number, choice, number
 
-__all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "DivergenceError",
-           "OPTIMIZER_RULES", "RUNTIME_RULES"]
+__all__ = ["optimize", "check_optimizer_params", "OPTIMIZER_RULES"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
 #: added to every shrinking gain of the ``"gains"`` optimiser (openTSNE's ``min_gain``)
 MIN_GAIN = 0.01
-
-
-def resolve_device(device) -> torch.device:
-    """``'auto'``/None -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but CUDA is not available.")
-    return device
-
-
-@contextlib.contextmanager
-def threads(n_jobs: int | None):
-    """Run with ``n_jobs`` threads in numba and torch (-1/None: all cores); restores after."""
-    import numba
-
-    if n_jobs is None or n_jobs < 0:
-        n = numba.config.NUMBA_NUM_THREADS
-    else:
-        n = max(1, min(int(n_jobs), numba.config.NUMBA_NUM_THREADS))
-    old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
-    numba.set_num_threads(n)
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        numba.set_num_threads(old_numba)
-        torch.set_num_threads(old_torch)
-
-
-class DivergenceError(FloatingPointError):
-    """The optimisation produced a non-finite loss or embedding (it diverged)."""
 
 
 #: rules (:func:`~icongraph.validation.check_params`) of the optimisation parameters an
@@ -90,34 +45,6 @@ OPTIMIZER_RULES = {
     "optimizer": choice(OPTIMIZERS, allow_none=True),
     "schedule": choice(SCHEDULES, allow_none=True),
     "callbacks": callbacks_rule("cb(epoch, loss, embedding)"),
-}
-
-
-def _n_jobs_rule(name, value):
-    """None, -1 or another negative integer (every core), or a positive count."""
-    if value is None or (_integer(value) and value != 0):
-        return
-    raise ValueError(f"{name} must be a positive integer, or -1 (or None) for every core; got "
-                     f"{value!r}.")
-
-
-def _integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _random_state_rule(name, value):
-    """What :func:`~icongraph.validation.check_random_state` accepts (numpy generators are
-    not drawn from here: that happens once, when ``fit`` takes its seed)."""
-    if not isinstance(value, (np.random.RandomState, np.random.Generator)):
-        check_random_state(value)
-
-
-#: rules of the parameters that say how a fit runs, shared by every estimator
-RUNTIME_RULES = {
-    "random_state": _random_state_rule,
-    "device": lambda name, value: resolve_device(value),
-    "n_jobs": _n_jobs_rule,
-    "verbose": boolean(allow_int=True),
 }
 
 
@@ -140,18 +67,6 @@ def _check_finite(loss: float, y: torch.Tensor, epoch: int, lr: float) -> None:
         f"the {what} became non-finite by epoch {epoch} (loss {loss}): the optimisation "
         f"diverged. Lower learning_rate (the step was {lr:g}), or check the scale of the data "
         "and of a user-given init; nothing was returned.")
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run torch on ``n`` threads (None: unchanged); restores after."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
@@ -316,7 +231,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     # on CPU the numba engine does the parallel work; torch's small ops run on one thread, as
     # its OpenMP team and numba's contend for the cores between numba's parallel regions
     # (each small op 10x slower measured with both on two threads)
-    with _torch_threads(1 if use_numba else None):
+    with torch_threads(1 if use_numba else None):
         for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
             with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
             exaggerating = epoch < exaggeration_epochs
