@@ -4,8 +4,8 @@ Each anchor ``i`` is owned by one thread, which reads the embedding and writes o
 the gradient: no races, so CPU results depend only on ``random_state`` (not on thread count or
 scheduling; the torch engine on CUDA accumulates with atomics and is not bit-reproducible).
 Negatives come from a counter-based hash of ``(seed, epoch, i, t)``, the same function as
-:func:`icongraph.objective.hash_negatives` in torch, so the CPU and torch paths draw identical
-samples. The formulas are documented in :mod:`icongraph.objective`.
+:func:`icongraph._torch_engine.hash_negatives` in torch, so the CPU and torch paths draw
+identical samples. The formulas are documented in :mod:`icongraph.objective`.
 """
 
 from __future__ import annotations

@@ -15,15 +15,8 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from .objective import (
-    Objective,
-    all_pairs_gradient,
-    check_composition,
-    edge_forces_torch,
-    epoch_seed,
-    sampled_gradient_torch,
-    torch_arrays,
-)
+from ._torch_engine import edge_forces_torch, sampled_gradient_torch, torch_arrays
+from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .progress import progress
 from .runtime import DivergenceError, resolve_device, torch_threads
 from .validation import callbacks_rule, check_number, choice, number

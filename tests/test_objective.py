@@ -7,16 +7,10 @@ import torch
 from numba import njit
 
 from icongraph import _cpu_engine as cpu
+from icongraph._torch_engine import hash_negatives, sampled_gradient_torch, torch_arrays
 from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
 from icongraph.knn import exact_knn
-from icongraph.objective import (
-    Objective,
-    exact_loss,
-    hash_negatives,
-    matched_negatives,
-    sampled_gradient_torch,
-    torch_arrays,
-)
+from icongraph.objective import Objective, exact_loss, matched_negatives
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
 
 KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9)]
