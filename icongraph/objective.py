@@ -78,7 +78,8 @@ def matched_negatives(negative_sample_rate: float, target: Target) -> int:
 
 @dataclass
 class Objective:
-    """Target + kernel + estimator, prepared as the arrays both engines consume.
+    """Target + kernel + estimator, prepared as the arrays both engines consume (for the numba
+    engine bundled once as ``engine``, an :class:`~icongraph._cpu_engine.EngineArrays`).
 
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
     ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
@@ -136,6 +137,13 @@ class Objective:
         self.total_mass = float(mass.sum())
         self.code = ESTIMATORS[self.estimator]
         self.kernel_params = self.kernel.params if self.kernel.code >= 0 else (0.0, 0.0)
+        p0, p1 = self.kernel_params
+        self.engine = cpu.EngineArrays(
+            indptr=self.indptr, indices=self.indices, weights=self.weights,
+            edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
+            neg_scale=self.neg_scale, n_neg=int(self.n_negatives), estimator=int(self.code),
+            code=int(self.kernel.code), p0=float(p0), p1=float(p1), alpha=float(self.alpha),
+            clip=float(self.clip))
 
     @property
     def m(self) -> int:
@@ -270,9 +278,8 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
         out = {"force_s": np.zeros_like(y32), "row_z": np.zeros(n, np.float32),
                "force_r": np.zeros_like(y32), "force_rm": np.zeros_like(y32),
                "log_k": np.zeros(n, np.float32)}
-        p0, p1 = obj.kernel_params
-        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.kernel.code, p0, p1, obj.row_mass,
-                          alpha, with_log, out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
+        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.engine, alpha, with_log,
+                          out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
                           out["log_k"])
         return {key: torch.from_numpy(value).double() for key, value in out.items()}
     kernel = obj.kernel

@@ -161,7 +161,6 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
-    p0, p1 = objective.kernel_params
     if use_numba:
         y_np = y.numpy()
         grad_np = np.zeros_like(y_np)
@@ -180,12 +179,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         seed_e = epoch_seed(seed, epoch)
         if use_numba:
             zsum = zsums[epoch % 2]
-            cpu.sampled_gradient(y_np, objective.indptr, objective.indices, objective.weights,
-                                 objective.edge_rate, objective.edge_phase, epoch, float(exag),
-                                 int(objective.n_negatives), seed_e, objective.code,
-                                 objective.kernel.code, p0, p1, objective.row_mass,
-                                 objective.alpha, z_prev, float(g_scale), objective.neg_scale,
-                                 float(objective.clip), with_loss, grad_np, zsum, loss_rows)
+            cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
+                                 float(g_scale), with_loss, grad_np, zsum, loss_rows)
             grad, rows = grad_t, loss_rows
         else:
             with torch.no_grad():
@@ -200,8 +195,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     def _interpolated(exag: float, with_loss: bool):
         """Edge attraction (numba or torch) plus the grid-interpolated normaliser."""
         if use_numba:
-            cpu.edge_gradient(y_np, objective.indptr, objective.indices, objective.weights,
-                              float(exag), objective.kernel.code, p0, p1, with_loss, grad_np,
+            cpu.edge_gradient(y_np, objective.engine, float(exag), with_loss, grad_np,
                               loss_rows)
             grad, rows = grad_t, torch.from_numpy(loss_rows)
         else:

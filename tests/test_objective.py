@@ -31,12 +31,8 @@ def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True, epoch=
     grad = np.zeros_like(y)
     zsum = np.zeros(n, np.float32)
     rows = np.zeros(n, np.float32)
-    p0, p1 = obj.kernel_params
-    cpu.sampled_gradient(y, obj.indptr, obj.indices, obj.weights, obj.edge_rate, obj.edge_phase,
-                         epoch, 1.0, int(obj.n_negatives), seed,
-                         obj.code, obj.kernel.code, p0, p1, obj.row_mass, obj.alpha,
-                         z_prev.astype(np.float32), float(global_scale), obj.neg_scale,
-                         float(obj.clip), with_loss, grad, zsum, rows)
+    cpu.sampled_gradient(y, obj.engine, epoch, 1.0, seed, z_prev.astype(np.float32),
+                         float(global_scale), with_loss, grad, zsum, rows)
     return grad, zsum, rows
 
 
