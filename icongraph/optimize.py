@@ -1,4 +1,5 @@
-"""The optimisation loop: one pass of the sampled gradient per epoch, then one in-place step.
+"""The embedding's optimiser: one pass of the sampled gradient per epoch, then one in-place
+step, run by :func:`~icongraph.loop.train`.
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
 (CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a
@@ -8,7 +9,6 @@ host syncs are the loss read-outs every ``loss_every`` epochs).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -16,9 +16,9 @@ import torch
 
 from . import _cpu_engine as cpu
 from ._torch_engine import edge_forces_torch, sampled_gradient_torch, torch_arrays
+from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
-from .progress import progress
-from .runtime import DivergenceError, resolve_device, torch_threads
+from .runtime import resolve_device, torch_threads
 from .validation import callbacks_rule, check_number, choice, number
 
 __all__ = ["optimize", "check_optimizer_params", "OPTIMIZER_RULES"]
@@ -49,17 +49,6 @@ def check_optimizer_params(*, max_step=None, **params) -> None:
         OPTIMIZER_RULES[name](name, value)
     if max_step is not None and max_step != np.inf:
         check_number("max_step", max_step, 0.0, low_open=True)
-
-
-def _check_finite(loss: float, y: torch.Tensor, epoch: int, lr: float) -> None:
-    """Stop with :class:`DivergenceError` when the loss or the embedding is not finite."""
-    if math.isfinite(loss) and bool(torch.isfinite(y).all()):
-        return
-    what = "loss" if not math.isfinite(loss) else "embedding"
-    raise DivergenceError(
-        f"the {what} became non-finite by epoch {epoch} (loss {loss}): the optimisation "
-        f"diverged. Lower learning_rate (the step was {lr:g}), or check the scale of the data "
-        "and of a user-given init; nothing was returned.")
 
 
 def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
@@ -213,30 +202,31 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         z_prev, g_scale = None, 0.0
     else:  # one evaluation to seed the normaliser estimates (they lag one epoch)
         z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
-    losses: list[tuple[int, float]] = []
-    loss = float("nan")
+
+    def lr_at(epoch: int) -> float:
+        if epoch < exaggeration_epochs and exaggeration_learning_rate is not None:
+            return exaggeration_learning_rate
+        return learning_rate
+
+    def step(epoch: int, with_loss: bool) -> float | None:
+        """One epoch: the gradient, the normaliser estimates for the next, the update."""
+        nonlocal z_prev, g_scale
+        exag = exaggeration if epoch < exaggeration_epochs else 1.0
+        grad, z_new, loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
+        if not interpolated:
+            z_prev, g_scale = objective.normaliser_state(z_new)
+        stepper.step(grad, lr_at(epoch) * lr_factor(schedule, epoch, n_epochs))
+        if recentre:
+            y.sub_(y.mean(0))
+        return loss
+
+    guard = FiniteGuard(watch=lambda: y, remedy=", or check the scale of the data and of a "
+                        "user-given init")
     # on CPU the numba engine does the parallel work; torch's small ops run on one thread, as
     # its OpenMP team and numba's contend for the cores between numba's parallel regions
     # (each small op 10x slower measured with both on two threads)
     with torch_threads(1 if use_numba else None):
-        for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
-            with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
-            exaggerating = epoch < exaggeration_epochs
-            exag = exaggeration if exaggerating else 1.0
-            grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
-            lr = learning_rate
-            if exaggerating and exaggeration_learning_rate is not None:
-                lr = exaggeration_learning_rate
-            if with_loss:
-                loss = new_loss
-                _check_finite(loss, y, epoch, lr)
-                losses.append((epoch, loss))
-            if not interpolated:
-                z_prev, g_scale = objective.normaliser_state(z_new)
-            stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
-            if recentre:
-                y.sub_(y.mean(0))
-            if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
-                break
-    _check_finite(loss, y, epoch, lr)
-    return y.cpu().numpy(), losses
+        state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
+                      loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
+                      verbose=verbose)
+    return y.cpu().numpy(), state.losses

@@ -24,6 +24,7 @@ LAYERS = [
     ("_torch_engine",),
     ("interpolation",),
     ("objective",),
+    ("loop",),
     ("optimize",),
     ("embedding",),
     ("seeding",),
