@@ -53,10 +53,10 @@ from .graph import symmetrize
 from .heads import HEADS, LEARNING_RATES, make_head
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, exact_knn, knn_search, precomputed_knn
+from .loop import Callbacks, FiniteGuard, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
-from .progress import progress
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
 from .targets import PerplexityTarget, UniformKNNTarget
@@ -378,7 +378,8 @@ class Clustering(ParamsMixin):
         estimates ``N / B sum_{k in batch} w_k phi_k``, and their gradient is the current
         batch's, unbiased for the full-data gradient (straight-through: value from the average,
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
-        with gradients."""
+        with gradients. The epochs run on :func:`~icongraph.loop.train`, the loss read every
+        epoch; callbacks get the probabilities of the last batch."""
         n, device = features.shape[0], features.device
         # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
         single = self.n_clusters == 1
@@ -394,10 +395,11 @@ class Clustering(ParamsMixin):
         gen = torch.Generator(device=device).manual_seed(seed)
         full = batch >= n
         ppa = self.positives_per_anchor
-        running = None
-        losses = []
-        for epoch in progress(range(0 if single else epochs), "cluster", self.verbose,
-                              unit="epoch"):
+        running = phi = None
+
+        def step(epoch: int, with_loss: bool) -> float | None:
+            """One pass over the anchors (one Adam step per batch); the last batch's loss."""
+            nonlocal running, phi
             order = torch.arange(n, device=device) if full else torch.randperm(
                 n, generator=gen, device=device)
             for lo in range(0, n, batch):
@@ -424,15 +426,12 @@ class Clustering(ParamsMixin):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            losses.append((epoch, float(loss.detach())))
-            if not math.isfinite(losses[-1][1]):
-                raise DivergenceError(
-                    f"the clustering loss became non-finite at epoch {epoch} "
-                    f"({losses[-1][1]}): the optimisation diverged. Lower learning_rate (the "
-                    f"step was {lr:g}) or raise temperature; nothing was returned.")
-            if self.callbacks and any([bool(cb(epoch, losses[-1][1], phi.detach()))
-                                       for cb in self.callbacks]):
-                break
+            return float(loss.detach()) if with_loss else None
+
+        hooks = [FiniteGuard(remedy=" or raise temperature"), Callbacks(self.callbacks)]
+        losses = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
+                       lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
+                       verbose=self.verbose).losses
         with torch.no_grad():
             probabilities = torch.cat([self._phi(head, inputs[lo:lo + EVAL_CHUNK])
                                        for lo in range(0, n, EVAL_CHUNK)])
