@@ -7,7 +7,7 @@ from .embedding import SNE, TSNE, UMAP, ICon
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
 from .objective import ESTIMATORS, Objective, exact_loss
-from .optimize import DivergenceError
+from .runtime import DivergenceError
 from .targets import (
                       TARGETS,
                       FuzzyTarget,

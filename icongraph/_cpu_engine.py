@@ -4,11 +4,13 @@ Each anchor ``i`` is owned by one thread, which reads the embedding and writes o
 the gradient: no races, so CPU results depend only on ``random_state`` (not on thread count or
 scheduling; the torch engine on CUDA accumulates with atomics and is not bit-reproducible).
 Negatives come from a counter-based hash of ``(seed, epoch, i, t)``, the same function as
-:func:`icongraph.objective.hash_negatives` in torch, so the CPU and torch paths draw identical
-samples. The formulas are documented in :mod:`icongraph.objective`.
+:func:`icongraph._torch_engine.hash_negatives` in torch, so the CPU and torch paths draw
+identical samples. The formulas are documented in :mod:`icongraph.objective`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -20,6 +22,55 @@ from .kernels import GAUSSIAN, STUDENT, UMAP
 PER_ANCHOR, GLOBAL, NEG = 0, 1, 2
 M32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B1
+
+
+class EngineArrays(NamedTuple):
+    """What the kernels read that stays fixed for a fit, built once by
+    :class:`~icongraph.objective.Objective` (its ``engine``) with the types below: a field of
+    another type in one call would compile a second specialisation.
+
+    Attributes
+    ----------
+    indptr : np.ndarray
+        (N + 1,) int64, the CSR row pointers of the symmetrised target ``p + p^T``.
+    indices : np.ndarray
+        (E,) int32, its columns.
+    weights : np.ndarray
+        (E,) float32, each edge's attraction weight for the gradient of its row's anchor.
+    edge_rate, edge_phase : np.ndarray
+        (E,) float32 edge schedule (:func:`edge_active`), or (0,): every edge every epoch.
+    row_mass : np.ndarray
+        (N,) float32, the target's row masses ``m_i = sum_j p_ij``.
+    neg_scale : np.ndarray
+        (N,) float32, the NEG estimator's repulsion weight per anchor; (1,) otherwise.
+    n_neg : int
+        Negatives per anchor; ``<= 0``: every other point (exact mode).
+    estimator : int
+        ``PER_ANCHOR``, ``GLOBAL`` or ``NEG``.
+    code : int
+        The kernel's code (:mod:`icongraph.kernels`).
+    p0, p1 : float
+        The kernel's parameters.
+    alpha : float
+        The debiasing weight of ``p`` (0 for NEG).
+    clip : float
+        Each pair's force is clipped at this, per coordinate (``inf``: no clipping).
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    edge_rate: np.ndarray
+    edge_phase: np.ndarray
+    row_mass: np.ndarray
+    neg_scale: np.ndarray
+    n_neg: int
+    estimator: int
+    code: int
+    p0: float
+    p1: float
+    alpha: float
+    clip: float
 
 
 @njit(inline="always", cache=True)
@@ -239,19 +290,42 @@ BLOCK = 512
 
 # fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, exaggeration,
-                     n_neg, seed, estimator, code, p0, p1, row_mass, alpha, z_prev,
-                     global_scale, neg_scale, clip, with_loss, grad, zsum, loss_rows):
+def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale, with_loss,
+                     grad, zsum, loss_rows):
     """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, and (when
     ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate.
 
-    ``edge_rate`` (E,) in (0, 1] schedules edges (see :func:`edge_active`); an empty array
-    visits every edge every epoch. ``n_neg <= 0`` is the exact mode: every other point is a
-    negative (small N, tests). Per anchor, the partners (edges, then negatives) go into one
-    buffer; their squared distances are gathered, the kernel is evaluated on the buffer in one
-    vectorised loop, each pair's force coefficient and weight is set, and the forces are summed
-    per coordinate in a register (:func:`add_forces`).
+    Per anchor, the partners (edges, then negatives) go into one buffer; their squared
+    distances are gathered, the kernel is evaluated on the buffer in one vectorised loop, each
+    pair's force coefficient and weight is set, and the forces are summed per coordinate in a
+    register (:func:`add_forces`).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        (N, d) float32, the embedding.
+    arrays : EngineArrays
+        The fit's fixed arrays and scalars.
+    epoch : int
+        The epoch (the edge schedule).
+    exaggeration : float
+        Multiplies the attraction.
+    seed : int
+        The epoch's seed, hashed into the negatives.
+    z_prev : np.ndarray
+        (N,) float32, the previous evaluation's ``zsum`` (the per-anchor normalisers).
+    global_scale : float
+        The global estimator's pair coefficient ``2 M / sum_i zsum_i``.
+    with_loss : bool
+        Whether to fill ``loss_rows``.
+    grad, zsum, loss_rows : np.ndarray
+        (N, d), (N,), (N,) float32 outputs, overwritten.
     """
+    indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
+    edge_rate, edge_phase = arrays.edge_rate, arrays.edge_phase
+    row_mass, neg_scale = arrays.row_mass, arrays.neg_scale
+    n_neg, estimator, code = arrays.n_neg, arrays.estimator, arrays.code
+    p0, p1, alpha, clip = arrays.p0, arrays.p1, arrays.alpha, arrays.clip
     n = y.shape[0]
     exact = n_neg <= 0
     m = n - 1 if exact else n_neg
@@ -336,14 +410,29 @@ def sampled_gradient(y, indptr, indices, weights, edge_rate, edge_phase, epoch, 
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def edge_gradient(y, indptr, indices, weights, exaggeration, code, p0, p1, with_loss, grad,
-                  loss_rows):
+def edge_gradient(y, arrays, exaggeration, with_loss, grad, loss_rows):
     """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
     the stored edges ``e = (i, j)`` of row ``i`` and (``with_loss``) ``loss_rows[i] =
     -1/2 sum_e w_e log k(d2_e)`` (the weights are symmetrised, so each pair counts once in
     the sum over rows). Used with a normaliser summed elsewhere (:func:`all_pair_sums` or the
     grid). One pass per edge with the forces in registers; parallel over blocks of anchors,
-    each thread owning its rows: no races."""
+    each thread owning its rows: no races.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        (N, d) float32, the embedding.
+    arrays : EngineArrays
+        The fit's fixed arrays (its edges, weights and kernel are read).
+    exaggeration : float
+        Multiplies the attraction.
+    with_loss : bool
+        Whether to fill ``loss_rows``.
+    grad, loss_rows : np.ndarray
+        (N, d), (N,) float32 outputs, overwritten.
+    """
+    indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
+    code, p0, p1 = arrays.code, arrays.p0, arrays.p1
     n, dim = y.shape
     a = np.float32(p0)
     b = np.float32(p1)
@@ -371,14 +460,26 @@ def edge_gradient(y, indptr, indices, weights, exaggeration, code, p0, p1, with_
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def all_pair_sums(yt, code, p0, p1, row_mass, with_alpha, with_log, force_s, row_z, force_r,
-                  force_rm, log_k):
+def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k):
     """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),
     with ``s = -dk/dd2`` and ``r = -d log k / dd2``: ``force_s[i] = sum_j s_ij (y_i - y_j)``,
     ``row_z[i] = sum_{j != i} k_ij`` and, when ``with_alpha``, ``force_r[i] = sum_j r_ij
-    (y_i - y_j)``, ``force_rm[i] = sum_j m_j r_ij (y_i - y_j)``; ``with_log``: ``log_k[i] =
-    sum_{j != i} log k_ij``. ``yt`` is the embedding transposed, (d, N) C-contiguous, so every
-    loop over ``j`` reads contiguous memory and vectorises. Each thread owns its anchors."""
+    (y_i - y_j)``, ``force_rm[i] = sum_j m_j r_ij (y_i - y_j)`` (``m`` the row masses);
+    ``with_log``: ``log_k[i] = sum_{j != i} log k_ij``. Each thread owns its anchors.
+
+    Parameters
+    ----------
+    yt : np.ndarray
+        (d, N) float32, the embedding transposed and C-contiguous, so every loop over ``j``
+        reads contiguous memory and vectorises.
+    arrays : EngineArrays
+        The fit's fixed arrays (its kernel and row masses are read).
+    with_alpha, with_log : bool
+        Whether to fill ``force_r`` and ``force_rm``, and ``log_k``.
+    force_s, row_z, force_r, force_rm, log_k : np.ndarray
+        (N, d), (N,), (N, d), (N, d), (N,) float32 outputs, overwritten where filled.
+    """
+    code, p0, p1, row_mass = arrays.code, arrays.p0, arrays.p1, arrays.row_mass
     dim, n = yt.shape
     a = np.float32(p0)
     b = np.float32(p1)

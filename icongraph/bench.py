@@ -688,7 +688,7 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
     from .datasets import load
     from .graph import symmetrize
     from .knn import knn_search
-    from .optimize import threads as use_threads
+    from .runtime import threads as use_threads
 
     X, y = load(dataset, n_samples, seed, n_classes)
     if y is None:

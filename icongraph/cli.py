@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .clustering import CLUSTER_METHODS, HEADS, INITS
+from .clustering import CLUSTER_METHODS
+from .heads import HEADS
+from .seeding import INITS
 from .validation import check_data
 
 __all__ = ["main", "read_input", "check_output", "write_atomic", "write_array", "OUTPUT_FORMATS"]

@@ -10,14 +10,15 @@ With soft assignments ``phi(c|i)`` (N, C) and cluster masses ``M_c = sum_k w_k p
 The normaliser is the cluster mass, C numbers: no negatives are needed. On data up to a few
 hundred thousand points it is exact over the whole dataset every step (full batch); above, the
 fit runs in mini-batches and the masses are a running estimate (see ``Clustering._fit_head``).
-Positives ``j ~ p~(.|i)`` are *sampled*: an edge of ``p`` by weight, then neighbour
-propagation over ``propagation_steps`` hops, never a matrix power: random walks
-(``propagation='walk'``, ``p = (P + ... + P^t) / t``) or a uniform draw from the points
+Positives ``j ~ p~(.|i)`` are *sampled* (:mod:`icongraph.positives`): an edge of ``p`` by
+weight, then neighbour propagation over ``propagation_steps`` hops, never a matrix power: random
+walks (``propagation='walk'``, ``p = (P + ... + P^t) / t``) or a uniform draw from the points
 reachable in 1..t hops (``propagation='reachable'``); a uniform point with probability
-``alpha`` (debiasing on p); or a same-class point (supervised). What is learned is a head on the
-standardised features (``linear``, the paper's choice, or ``mlp``), which is what ``predict``
-applies to new points, or free per-point logits (``free``). The linear and free heads start as
-a Gaussian-mixture posterior around seed centres (``init``, :func:`seed_logits`): by default the
+``alpha`` (debiasing on p); or a same-class point (supervised). What is learned is a head
+(:mod:`icongraph.heads`) on the standardised features (``linear``, the paper's choice, or
+``mlp``), which is what ``predict`` applies to new points, or free per-point logits (``free``).
+The linear and free heads start as a Gaussian-mixture posterior around seed centres (``init``,
+:func:`~icongraph.seeding.seed_logits`): by default the
 feature means of the clusters of a 2-D UMAP-preset embedding of the same kNN graph
 (``'embedding'``), which reaches a lower (or equal) loss than Lloyd's k-means centres
 (``'kmeans'``) on every dataset of the benchmark. Restarts (``n_init``) are compared by their
@@ -46,15 +47,18 @@ import time
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from .graph import symmetrize
+from .heads import HEADS, LEARNING_RATES, make_head
+from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, exact_knn, knn_search, precomputed_knn
+from .loop import Callbacks, FiniteGuard, train
 from .memory import check_memory
-from .optimize import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .params import ParamsMixin
-from .progress import progress
+from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
+from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
+from .seeding import INITS, SEED_SAMPLE, seed_logits
 from .targets import PerplexityTarget, UniformKNNTarget
 from .validation import (
     callbacks_rule,
@@ -71,7 +75,7 @@ from .validation import (
     number,
 )
 
-__all__ = ["Clustering", "CLUSTER_METHODS", "cluster_kernel", "cluster_mass", "PositiveSampler"]
+__all__ = ["Clustering", "CLUSTER_METHODS"]
 
 CLUSTER_METHODS = {
     "debiased": {"target": "knn", "weights": "uniform", "alpha": 0.2, "q_alpha": 0.2, "steps": 2},
@@ -83,14 +87,6 @@ CLUSTER_METHODS = {
     "supervised": {"target": "labels", "weights": "uniform", "alpha": 0.0, "q_alpha": 0.0,
                    "steps": 1},
 }
-HEADS = ("linear", "mlp", "free")
-#: Adam's step per head when ``learning_rate=None``. The MLP's is lower: at 0.05 its first
-#: steps on 784 standardised pixels saturated the softmax, every point went to one cluster and
-#: the other clusters' masses underflowed to 0 (a NaN loss by epoch 7); at 0.01 it trains
-#: (ARI 0.88 on digits upsampled to 28 x 28, 3e-3 and 1e-3 under-train in 300 epochs). On the
-#: suite, ARI at K, mean of seeds 0-2, step 0.05 / 0.01 / 0.003: digits 0.821 / 0.757 / 0.748,
-#: pbmc68k 0.371 / 0.386 / 0.395, tissue 0.591 / 0.803 / 0.804
-LEARNING_RATES = {"linear": 0.05, "free": 0.05, "mlp": 0.01}
 #: running average of the mini-batch cluster masses; rows per chunk when evaluating all points
 #: (and the most anchors of the final loss's evaluation sample)
 MASS_MOMENTUM = 0.9
@@ -98,260 +94,8 @@ EVAL_CHUNK = 65536
 #: full-batch training while N x positives x C stays below this many floats
 FULL_BATCH_FLOATS = 1 << 24
 MINI_BATCH_STEPS = 600
-PROPAGATIONS = ("walk", "reachable")
-#: reachable propagation: the distinct reachable points are stored for every node while
-#: N x (k + ... + k^steps) is at most this many entries, else rebuilt per chunk of anchors
-REACHABLE_STORE_MAX = 1 << 25
-REACHABLE_CHUNK = 1 << 22
-INITS = ("embedding", "kmeans", "kmeans++", "random")
-#: rows and k-means restarts of the seeding (:func:`seed_logits`)
-SEED_SAMPLE = 20000
-SEED_RESTARTS = 10
 #: (anchor, positive) pairs of the one sample on which every restart's final loss is taken
 EVAL_PAIRS = 1 << 20
-
-
-def cluster_kernel(phi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Dense ``q(j|i) = sum_c phi_ic w_j phi_jc / sum_k w_k phi_kc`` (N, N): small N and tests."""
-    w = torch.ones(phi.shape[0], dtype=phi.dtype) if weights is None else weights
-    return (phi / cluster_mass(phi, w)) @ (w[:, None] * phi).T
-
-
-def cluster_mass(phi: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Cluster masses ``M_c = sum_k w_k phi_kc`` (C,)."""
-    return phi.sum(0) if weights is None else (weights[:, None] * phi).sum(0)
-
-
-class PositiveSampler:
-    """Draws ``j ~ p~(.|i)`` for anchors: a random walk of 1..steps steps by edge weight on a
-    CSR graph (``(P + ... + P^t) / t``), or with ``propagation='reachable'`` a uniform draw
-    from the distinct points within ``steps`` hops; then a uniform point with probability
-    ``alpha``; or a same-class point when ``labels`` is given. All vectorised torch ops on
-    ``device`` (a walk step is an index into equal-weight rows, else a ``searchsorted`` over
-    cumulative edge weights)."""
-
-    def __init__(self, graph: sp.csr_matrix | None, n: int, device, steps: int = 1,
-                 alpha: float = 0.0, labels: np.ndarray | None = None,
-                 propagation: str = "walk"):
-        if propagation not in PROPAGATIONS:
-            raise ValueError(f"propagation must be one of {PROPAGATIONS}; got {propagation!r}.")
-        self.n, self.steps, self.alpha, self.device = n, steps, alpha, device
-        self.reachable = propagation == "reachable"
-        if labels is not None:
-            order = np.argsort(labels, kind="stable")
-            _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            self.members = torch.as_tensor(order, device=device)
-            self.start = torch.as_tensor(starts[codes], device=device)
-            self.count = torch.as_tensor(counts[codes], device=device)
-            self.graph, self.reachable = None, False
-            return
-        self.graph = graph
-        cum = np.concatenate([[0.0], np.cumsum(graph.data.astype(np.float64))])
-        starts, ends = graph.indptr[:-1], graph.indptr[1:]
-        self.cum = torch.as_tensor(cum[1:], device=device)
-        self.before = torch.as_tensor(cum[starts], device=device)
-        self.mass = torch.as_tensor(cum[ends] - cum[starts], device=device)  # same float64 sums
-        self.first = torch.as_tensor(starts.astype(np.int64), device=device)
-        self.last = torch.as_tensor(np.maximum(ends - 1, starts).astype(np.int64), device=device)
-        self.cols = torch.as_tensor(graph.indices.astype(np.int64), device=device)
-        # equal weights within every row (uniform kNN p): a walk step is an index, no search
-        degree = np.diff(graph.indptr)
-        row_mean = np.repeat(np.asarray(graph.sum(1)).ravel() / np.maximum(degree, 1), degree)
-        self.uniform_rows = bool(np.allclose(graph.data, row_mean, rtol=1e-6, atol=0))
-        self.degree = torch.as_tensor(degree.astype(np.int64), device=device)
-        self.reach_cols = None
-        if self.reachable:  # (N, max degree) neighbour table, -1 padded
-            table = np.full((n, max(int(degree.max()), 1)), -1, np.int64)
-            rows = np.repeat(np.arange(n), degree)
-            table[rows, np.arange(graph.nnz) - graph.indptr[rows]] = graph.indices
-            self.table = torch.as_tensor(table, device=device)
-            self.reach_width = sum(table.shape[1] ** s for s in range(1, steps + 1))
-            if n * self.reach_width <= REACHABLE_STORE_MAX:
-                self._store_reachable()
-
-    def _reachable_lists(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Walk candidates of ``anchors`` (B,): ``cand`` (B, k + ... + k^steps) sorted per
-        row, and ``keep`` marking the first copy of each distinct point (the anchor itself and
-        padding excluded)."""
-        hop, levels = anchors[:, None], []
-        for _ in range(self.steps):
-            hop = self.table[hop.clamp_min(0)].masked_fill((hop < 0)[..., None], -1)
-            hop = hop.reshape(anchors.shape[0], -1)
-            levels.append(hop)
-        cand = torch.cat(levels, 1).sort(1).values
-        keep = (cand >= 0) & (cand != anchors[:, None])
-        keep[:, 1:] &= cand[:, 1:] != cand[:, :-1]
-        return cand, keep
-
-    def _store_reachable(self) -> None:
-        """The distinct reachable points of every node as a CSR (``reach_first``,
-        ``reach_count``, ``reach_cols``), built once in chunks of ``REACHABLE_CHUNK`` entries."""
-        chunk = max(1, REACHABLE_CHUNK // self.reach_width)
-        counts, cols = [], []
-        for lo in range(0, self.n, chunk):
-            cand, keep = self._reachable_lists(torch.arange(lo, min(lo + chunk, self.n),
-                                                            device=self.device))
-            counts.append(keep.sum(1))
-            cols.append(cand[keep].int())
-        self.reach_count = torch.cat(counts)
-        self.reach_first = torch.cumsum(self.reach_count, 0) - self.reach_count
-        self.reach_cols = torch.cat(cols)
-
-    def _reachable(self, anchors: torch.Tensor, repeats: int, gen: torch.Generator):
-        """``repeats`` uniform draws per anchor from the distinct points reachable from it in
-        1..steps hops (the anchor itself excluded), laid out as ``anchors.repeat(repeats)``:
-        an index into the stored lists, or, when they were too large to store, lists rebuilt
-        per chunk of anchors (``chunk x (k + ... + k^steps)`` entries, never for all N)."""
-        if self.reach_cols is not None:
-            return _uniform_member(self.reach_first, self.reach_count, self.reach_cols,
-                                   anchors.repeat(repeats), gen)
-        chunk = max(1, REACHABLE_CHUNK // self.reach_width)
-        out = torch.empty((repeats, anchors.shape[0]), dtype=anchors.dtype, device=self.device)
-        for lo in range(0, anchors.shape[0], chunk):
-            a = anchors[lo:lo + chunk]
-            cand, keep = self._reachable_lists(a)
-            rank = keep.cumsum(1)
-            count = rank[:, -1:]
-            u = torch.rand((a.shape[0], repeats), generator=gen, device=self.device,
-                           dtype=torch.float64)
-            pick = (u * count).long().clamp_max(count - 1) + 1  # 1-based rank among distinct
-            drawn = cand.gather(1, torch.searchsorted(rank, pick))
-            out[:, lo:lo + chunk] = torch.where(count > 0, drawn, a[:, None]).T
-        return out.reshape(-1)
-
-    def _step(self, nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.uniform_rows:
-            return _uniform_member(self.first, self.degree, self.cols, nodes, gen)
-        u = torch.rand(nodes.shape, generator=gen, device=self.device, dtype=torch.float64)
-        target = self.before[nodes] + u * self.mass[nodes]
-        edge = torch.searchsorted(self.cum, target, right=True)
-        edge = torch.minimum(torch.maximum(edge, self.first[nodes]), self.last[nodes])
-        return self.cols[edge]
-
-    def sample(self, anchors: torch.Tensor, gen: torch.Generator,
-               repeats: int = 1) -> torch.Tensor:
-        """``repeats`` positives per anchor (B,), laid out as ``anchors.repeat(repeats)``."""
-        repeated = anchors.repeat(repeats)
-        if self.graph is None:  # supervised: a uniform member of the anchor's class
-            u = torch.rand(repeated.shape, generator=gen, device=self.device)
-            pick = (u * self.count[repeated]).long().clamp_max(self.count[repeated] - 1)
-            return self.members[self.start[repeated] + pick]
-        if self.reachable:
-            nodes = self._reachable(anchors, repeats, gen)
-        else:
-            nodes = self._step(repeated, gen)
-            n_steps = torch.randint(1, self.steps + 1, repeated.shape, generator=gen,
-                                    device=self.device) if self.steps > 1 else None
-            for s in range(2, self.steps + 1):
-                nodes = torch.where(n_steps >= s, self._step(nodes, gen), nodes)
-        if self.alpha > 0:
-            uniform = torch.rand(repeated.shape, generator=gen, device=self.device) < self.alpha
-            other = torch.randint(0, self.n, repeated.shape, generator=gen, device=self.device)
-            nodes = torch.where(uniform, other, nodes)
-        return nodes
-
-
-def _uniform_member(first: torch.Tensor, count: torch.Tensor, cols: torch.Tensor,
-                    nodes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A uniform entry of each CSR row ``nodes`` (row ``r`` holds ``cols[first[r]:first[r] +
-    count[r]]``), as int64; a node with an empty row draws itself."""
-    count = count[nodes]
-    u = torch.rand(nodes.shape, generator=gen, device=nodes.device, dtype=torch.float64)
-    pick = (u * count).long().clamp_max(count - 1).clamp_min(0)
-    at = (first[nodes] + pick).clamp_max(max(len(cols) - 1, 0))
-    return torch.where(count > 0, cols[at].long(), nodes)
-
-
-def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
-                        metric: str = "euclidean", n_jobs: int = -1) -> np.ndarray:
-    """Cluster labels (n,) of the rows ``data`` (n, D) from k-means (best of ``SEED_RESTARTS``)
-    on a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
-    rows): the embedding's attraction and repulsion pull the graph's groups apart, where k-means
-    on the features cuts across them. The embedding runs on the CPU, where the engine is
-    deterministic, so ``seed`` fixes the labels on any device."""
-    from sklearn.cluster import KMeans
-
-    from .embedding import UMAP
-
-    # UMAP's n_neighbors counts the point itself
-    n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
-    layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
-                  random_state=seed, device="cpu", n_jobs=n_jobs).fit_transform(data)
-    return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
-
-
-def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
-                sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
-                n_jobs: int = -1, data: np.ndarray | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
-    ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
-    the softmax is the posterior of an isotropic Gaussian mixture, ``s`` the mean squared
-    distance of a point to its nearest centre. The centres:
-
-    * ``init='kmeans'``: Lloyd's k-means (scikit-learn), best of ``SEED_RESTARTS`` k-means++
-      starts; ``'kmeans++'``: the k-means++ draw alone;
-    * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
-      ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
-      metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` when
-      every row is used, else on the sample's own graph.
-
-    Every cluster starts populated, where a random head starts near-uniform and loses
-    clusters early; Lloyd's restarts keep the start out of the local minima where one class
-    holds two centres, which gradient steps on the head rarely leave."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
-
-    n = features.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    if init == "embedding" and n <= sample:  # every row, in the kNN graph's order
-        rows = torch.arange(n)
-    else:
-        rows = torch.randperm(n, generator=gen)[:sample]
-    subset = features[rows.to(features.device)]
-    if init == "embedding":
-        data = features.cpu().numpy() if data is None else data
-        labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
-                                     knn if len(rows) == n else None, metric, n_jobs)
-        labels = torch.as_tensor(labels, device=features.device)
-        sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
-                           device=subset.device).index_add_(0, labels, subset)
-        counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1)
-        mu = sums / counts[:, None].to(subset.dtype)
-    else:
-        if init == "kmeans":
-            centres = KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit(
-                subset.cpu().numpy()).cluster_centers_
-        else:
-            centres, _ = kmeans_plusplus(subset.cpu().numpy(), n_clusters, random_state=seed)
-        mu = torch.as_tensor(centres, dtype=features.dtype, device=features.device)
-    scale = torch.cdist(subset, mu).pow(2).min(1).values.mean().clamp_min(1e-12)
-    return 2 * mu / scale, -(mu * mu).sum(1) / scale
-
-
-def _head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
-          logits: tuple[torch.Tensor, torch.Tensor] | None = None):
-    """The learned module (``kind`` one of ``HEADS``), initialised from ``seed`` without
-    touching torch's global RNG; the linear and free heads start from ``logits`` = ``(W, b)``
-    of :func:`seed_logits` when given (the free head as ``features W^T + b``)."""
-    n, n_features = features.shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "linear":
-            head = torch.nn.Linear(n_features, n_clusters)
-            if logits is not None:
-                head.weight.data.copy_(logits[0])
-                head.bias.data.copy_(logits[1])
-            return head
-        if kind == "mlp":
-            return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(hidden, n_clusters))
-        head = torch.nn.Embedding(n, n_clusters)
-        if logits is not None:
-            head.weight.data.copy_(features @ logits[0].T + logits[1])
-        else:
-            torch.nn.init.normal_(head.weight, std=0.01)
-        return head
 
 
 class Clustering(ParamsMixin):
@@ -427,7 +171,7 @@ class Clustering(ParamsMixin):
         return UniformKNNTarget(self.n_neighbors)
 
     def _seeded(self) -> bool:
-        """Whether the heads start from seed centres (:func:`seed_logits`)."""
+        """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
         return self.head != "mlp" and self.init != "random"
 
     def _prepare(self, X, preset) -> KNN | None:
@@ -634,7 +378,8 @@ class Clustering(ParamsMixin):
         estimates ``N / B sum_{k in batch} w_k phi_k``, and their gradient is the current
         batch's, unbiased for the full-data gradient (straight-through: value from the average,
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
-        with gradients."""
+        with gradients. The epochs run on :func:`~icongraph.loop.train`, the loss read every
+        epoch; callbacks get the probabilities of the last batch."""
         n, device = features.shape[0], features.device
         # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
         single = self.n_clusters == 1
@@ -642,7 +387,7 @@ class Clustering(ParamsMixin):
         if self._seeded() and not single:
             logits = seed_logits(features, self.n_clusters, seed, self.init, knn=knn,
                                  metric=self.metric, n_jobs=self.n_jobs, data=data)
-        head = _head(self.head, features, self.n_clusters, self.hidden, seed, logits)
+        head = make_head(self.head, features, self.n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
         lr = LEARNING_RATES[self.head] if self.learning_rate is None else self.learning_rate
@@ -650,10 +395,11 @@ class Clustering(ParamsMixin):
         gen = torch.Generator(device=device).manual_seed(seed)
         full = batch >= n
         ppa = self.positives_per_anchor
-        running = None
-        losses = []
-        for epoch in progress(range(0 if single else epochs), "cluster", self.verbose,
-                              unit="epoch"):
+        running = phi = None
+
+        def step(epoch: int, with_loss: bool) -> float | None:
+            """One pass over the anchors (one Adam step per batch); the last batch's loss."""
+            nonlocal running, phi
             order = torch.arange(n, device=device) if full else torch.randperm(
                 n, generator=gen, device=device)
             for lo in range(0, n, batch):
@@ -680,15 +426,12 @@ class Clustering(ParamsMixin):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            losses.append((epoch, float(loss.detach())))
-            if not math.isfinite(losses[-1][1]):
-                raise DivergenceError(
-                    f"the clustering loss became non-finite at epoch {epoch} "
-                    f"({losses[-1][1]}): the optimisation diverged. Lower learning_rate (the "
-                    f"step was {lr:g}) or raise temperature; nothing was returned.")
-            if self.callbacks and any([bool(cb(epoch, losses[-1][1], phi.detach()))
-                                       for cb in self.callbacks]):
-                break
+            return float(loss.detach()) if with_loss else None
+
+        hooks = [FiniteGuard(remedy=" or raise temperature"), Callbacks(self.callbacks)]
+        losses = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
+                       lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
+                       verbose=self.verbose).losses
         with torch.no_grad():
             probabilities = torch.cat([self._phi(head, inputs[lo:lo + EVAL_CHUNK])
                                        for lo in range(0, n, EVAL_CHUNK)])

@@ -19,8 +19,9 @@ from .kernels import KERNELS, Kernel, StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, KNN_RULES, _resolve_method, exact_knn, knn_search, precomputed_knn
 from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
-from .optimize import OPTIMIZER_RULES, RUNTIME_RULES, optimize, resolve_device, threads
+from .optimize import OPTIMIZER_RULES, optimize
 from .params import ParamsMixin, TransformerOutputMixin
+from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
 from .targets import (
     TARGETS,

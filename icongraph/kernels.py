@@ -13,6 +13,10 @@ gaussian   exp(-d2 / (2 s^2))                       -1 / (2 s^2)
 student    (1 + d2/nu)^(-(nu+1)/2)   (t-SNE: nu=1)  -(nu+1) / (2 nu (1 + d2/nu))
 umap       1 / (1 + a d2^b)                         -a b d2^(b-1) / (1 + a d2^b)
 =========  ======================================  =================================
+
+The cluster kernel of clustering is not a function of a distance: on soft assignments
+``phi`` (N, C), ``q(j|i) = sum_c phi_ic w_j phi_jc / M_c`` with the cluster masses
+``M_c = sum_k w_k phi_kc`` (:func:`cluster_kernel`, :func:`cluster_mass`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = ["Kernel", "GaussianKernel", "StudentKernel", "UMAPKernel", "find_ab_params",
-           "KERNELS", "get_kernel"]
+           "KERNELS", "get_kernel", "cluster_kernel", "cluster_mass"]
 
 GAUSSIAN, STUDENT, UMAP = 0, 1, 2
 
@@ -176,3 +180,14 @@ def get_kernel(kernel, **params) -> Kernel:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(KERNELS)} or pass a "
                          "Kernel instance.")
     return KERNELS[kernel](**params)
+
+
+def cluster_kernel(phi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense ``q(j|i) = sum_c phi_ic w_j phi_jc / sum_k w_k phi_kc`` (N, N): small N and tests."""
+    w = torch.ones(phi.shape[0], dtype=phi.dtype) if weights is None else weights
+    return (phi / cluster_mass(phi, w)) @ (w[:, None] * phi).T
+
+
+def cluster_mass(phi: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Cluster masses ``M_c = sum_k w_k phi_kc`` (C,)."""
+    return phi.sum(0) if weights is None else (weights[:, None] * phi).sum(0)

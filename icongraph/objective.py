@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from .kernels import Kernel, UMAPKernel
+from .kernels import Kernel
 from .targets import Target
 
 #: the "fft" estimator sums over all pairs exactly up to this many points (N^2 kernel
@@ -50,8 +50,8 @@ from .targets import Target
 EXACT_PAIRS_MAX_SAMPLES = 10_000
 
 __all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "check_composition",
-           "matched_negatives", "hash_negatives", "exact_loss", "sampled_gradient_torch",
-           "all_pair_sums", "all_pairs_gradient", "edge_forces_torch"]
+           "epoch_seed", "matched_negatives", "exact_loss", "all_pair_sums",
+           "all_pairs_gradient"]
 
 #: name -> the numba engine's code; ``"fft"`` is the global estimator with ``Z`` and the
 #: repulsion from grid interpolation (:func:`all_pairs_gradient`) instead of negatives
@@ -59,27 +59,9 @@ ESTIMATORS = {"per_anchor": cpu.PER_ANCHOR, "global": cpu.GLOBAL, "neg": cpu.NEG
               "fft": cpu.GLOBAL}
 
 
-def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
-    x = x & cpu.M32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & cpu.M32
-    x = x ^ (x >> 15)
-    x = (x * 0x2C1B3C6D) & cpu.M32
-    return x ^ (x >> 16)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """The per-epoch seed both engines hash negatives from."""
     return int(cpu.hash32(np.int64(seed) + np.int64(epoch + 1) * cpu.GOLDEN))
-
-
-def hash_negatives(anchors: torch.Tensor, n_neg: int, seed: int, n: int) -> torch.Tensor:
-    """(len(anchors), n_neg) uniform negatives ``j != i``: the same draws as the numba engine."""
-    base = _hash32_torch(_hash32_torch(anchors.long()) ^ seed)
-    t = torch.arange(1, n_neg + 1, device=anchors.device, dtype=torch.long)
-    h = _hash32_torch(base[:, None] + t[None, :] * cpu.GOLDEN)
-    j = (h * (n - 1)) >> 32
-    return j + (j >= anchors.long()[:, None]).long()
 
 
 def matched_negatives(negative_sample_rate: float, target: Target) -> int:
@@ -96,7 +78,8 @@ def matched_negatives(negative_sample_rate: float, target: Target) -> int:
 
 @dataclass
 class Objective:
-    """Target + kernel + estimator, prepared as the arrays both engines consume.
+    """Target + kernel + estimator, prepared as the arrays both engines consume (for the numba
+    engine bundled once as ``engine``, an :class:`~icongraph._cpu_engine.EngineArrays`).
 
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
     ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
@@ -154,6 +137,13 @@ class Objective:
         self.total_mass = float(mass.sum())
         self.code = ESTIMATORS[self.estimator]
         self.kernel_params = self.kernel.params if self.kernel.code >= 0 else (0.0, 0.0)
+        p0, p1 = self.kernel_params
+        self.engine = cpu.EngineArrays(
+            indptr=self.indptr, indices=self.indices, weights=self.weights,
+            edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
+            neg_scale=self.neg_scale, n_neg=int(self.n_negatives), estimator=int(self.code),
+            code=int(self.kernel.code), p0=float(p0), p1=float(p1), alpha=float(self.alpha),
+            clip=float(self.clip))
 
     @property
     def m(self) -> int:
@@ -183,80 +173,6 @@ class Objective:
         if self.estimator in ("global", "fft"):
             return zsum, 2.0 * self.total_mass / zsum.sum()  # a 0-d tensor on CUDA: no sync
         return zsum, 0.0
-
-
-def sampled_gradient_torch(obj: Objective, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
-                           exaggeration: float, z_prev: torch.Tensor, global_scale,
-                           with_loss: bool = False):
-    """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient` (CUDA, custom kernels).
-
-    ``arrays`` comes from :func:`torch_arrays`. Returns ``(grad (N, d), zsum (N,), loss_rows)``,
-    all on ``y``'s device; anchors are processed in chunks (bounded memory, no host syncs).
-    """
-    n, d = y.shape
-    kernel, clip = obj.kernel, obj.clip
-    grad = torch.zeros_like(y)
-    zsum = torch.zeros(n, dtype=y.dtype, device=y.device)
-    loss_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
-    mass = arrays["row_mass"]
-    m = obj.m
-    for start, stop, e0, e1 in arrays["chunks"]:
-        edge_forces_torch(obj, arrays, y, e0, e1, epoch, exaggeration, with_loss, grad,
-                           loss_rows)
-        anchors = torch.arange(start, stop, device=y.device)
-        if obj.n_negatives <= 0:
-            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
-            negs = negs + (negs >= anchors[:, None]).long()
-        else:
-            negs = hash_negatives(anchors, m, seed, n)
-        a = anchors[:, None].expand_as(negs).reshape(-1)
-        j = negs.reshape(-1)
-        diff = y[a] - y[j]
-        d2 = (diff * diff).sum(1)
-        k, g = _kernel_and_slope(kernel, d2)
-        zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
-        terms = []
-        if obj.alpha > 0:
-            terms.append((-2.0 * exaggeration * g, obj.alpha * (mass[a] + mass[j]) / m))
-            if with_loss:
-                loss_rows.index_add_(0, a, -obj.alpha * mass[a] / m * kernel.log_k_torch(d2))
-        if obj.estimator == "per_anchor":
-            share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
-                     + mass[j] * (k / z_prev[j]).clamp_max(1.0))
-            terms.append((2.0 * g, share))
-        elif obj.estimator == "global":
-            terms.append((2.0 * k * g, torch.ones_like(k) * global_scale))
-        else:
-            scale = arrays["neg_scale"][a]
-            if isinstance(kernel, UMAPKernel):
-                rep = -kernel.b * k / (0.001 + d2)
-            else:
-                rep = k * g / (1.0 - k).clamp_min(1e-3)
-            terms.append((2.0 * rep, scale))
-            if with_loss:
-                loss_rows.index_add_(0, a, -scale * torch.log((1.0 - k).clamp_min(1e-12)))
-        for coef, weight in terms:
-            grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
-    return grad, zsum, loss_rows
-
-
-def edge_forces_torch(obj: Objective, arrays: dict, y: torch.Tensor, e0: int, e1: int,
-                       epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
-                       loss_rows: torch.Tensor) -> None:
-    """Add the attraction of the stored edges ``e0:e1`` to ``grad`` (and their loss to
-    ``loss_rows``): the torch twin of the edge part of the numba engine."""
-    rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
-    if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
-        rate = arrays["edge_rate"][e0:e1].double()  # float64, as numba computes it
-        phase = arrays["edge_phase"][e0:e1].double()
-        w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
-    diff = y[rows] - y[cols]
-    d2 = (diff * diff).sum(1)
-    _, g = _kernel_and_slope(obj.kernel, d2)
-    force = (-2.0 * exaggeration * g)[:, None] * diff
-    grad.index_add_(0, rows, force.clamp(-obj.clip, obj.clip) * w[:, None])
-    if with_loss:
-        loss_rows.index_add_(0, rows, -0.5 * w * obj.kernel.log_k_torch(d2))
 
 
 def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | None) -> dict:
@@ -362,9 +278,8 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
         out = {"force_s": np.zeros_like(y32), "row_z": np.zeros(n, np.float32),
                "force_r": np.zeros_like(y32), "force_rm": np.zeros_like(y32),
                "log_k": np.zeros(n, np.float32)}
-        p0, p1 = obj.kernel_params
-        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.kernel.code, p0, p1, obj.row_mass,
-                          alpha, with_log, out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
+        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.engine, alpha, with_log,
+                          out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
                           out["log_k"])
         return {key: torch.from_numpy(value).double() for key, value in out.items()}
     kernel = obj.kernel
@@ -392,8 +307,8 @@ def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, gra
                        loss_rows, with_loss: bool = False, cache: dict | None = None):
     """The ``"fft"`` estimator: t-SNE's joint normaliser and repulsion over *all* pairs
     (:func:`all_pair_sums`), added to ``grad`` (N, d), which holds the edge attraction on entry
-    (from the numba engine or :func:`edge_forces_torch`). With ``s = -dk/dd2`` and
-    ``M = sum_ij p_ij``::
+    (from the numba engine or :func:`~icongraph._torch_engine.edge_forces_torch`). With
+    ``s = -dk/dd2`` and ``M = sum_ij p_ij``::
 
         Z = sum_{i != j} k_ij,   dL/dy_i += -(4 M / Z) sum_j s_ij (y_i - y_j)
 
@@ -421,45 +336,6 @@ def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, gra
             mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
             loss -= obj.alpha / (n - 1) * float((mass * sums["log_k"]).sum())
     return grad, loss
-
-
-def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):
-    """``(k, g)`` in closed form where the kernel provides it, else by autograd of ``log k``."""
-    try:
-        g = kernel.slope_torch(d2)
-        return torch.exp(kernel.log_k_torch(d2)), g
-    except NotImplementedError:
-        with torch.enable_grad():
-            x = d2.detach().requires_grad_(True)
-            log_k = kernel.log_k_torch(x)
-            (g,) = torch.autograd.grad(log_k.sum(), x)
-        return log_k.detach().exp(), g
-
-
-def torch_arrays(obj: Objective, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -> dict:
-    """The objective's arrays on ``device`` with anchor chunks (start, stop, e0, e1) computed once
-    on the host, so the loop never syncs to find chunk boundaries."""
-    indptr = obj.indptr
-    degree = np.diff(indptr)
-    rows = np.repeat(np.arange(obj.n, dtype=np.int64), degree)
-    chunks, start = [], 0
-    per_row = max(1, int(degree.mean()) + obj.m)
-    step = max(1, chunk_edges // per_row)
-    while start < obj.n:
-        stop = min(obj.n, start + step)
-        chunks.append((start, stop, int(indptr[start]), int(indptr[stop])))
-        start = stop
-    dev = torch.device(device)
-    return {
-        "rows": torch.as_tensor(rows, device=dev),
-        "cols": torch.as_tensor(obj.indices.astype(np.int64), device=dev),
-        "weights": torch.as_tensor(obj.weights, device=dev, dtype=dtype),
-        "row_mass": torch.as_tensor(obj.row_mass, device=dev, dtype=dtype),
-        "neg_scale": torch.as_tensor(obj.neg_scale, device=dev, dtype=dtype),
-        "edge_rate": torch.as_tensor(obj.edge_rate, device=dev),
-        "edge_phase": torch.as_tensor(obj.edge_phase, device=dev),
-        "chunks": chunks,
-    }
 
 
 def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",

@@ -1,4 +1,5 @@
-"""The optimisation loop: one pass of the sampled gradient per epoch, then one in-place step.
+"""The embedding's optimiser: one pass of the sampled gradient per epoch, then one in-place
+step, run by :func:`~icongraph.loop.train`.
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
 (CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a
@@ -8,77 +9,24 @@ host syncs are the loss read-outs every ``loss_every`` epochs).
 
 from __future__ import annotations
 
-import contextlib
-import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from .objective import (
-    Objective,
-    all_pairs_gradient,
-    check_composition,
-    edge_forces_torch,
-    epoch_seed,
-    sampled_gradient_torch,
-    torch_arrays,
-)
-from .progress import progress
-from .validation import (
-    boolean,
-    callbacks_rule,
-    check_number,
-    check_random_state,
-    choice,
-    number,
-)
+from ._torch_engine import edge_forces_torch, sampled_gradient_torch, torch_arrays
+from .loop import Callbacks, FiniteGuard, train
+from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
+from .runtime import resolve_device, torch_threads
+from .validation import callbacks_rule, check_number, choice, number
 
-__all__ = ["optimize", "resolve_device", "threads", "check_optimizer_params", "DivergenceError",
-           "OPTIMIZER_RULES", "RUNTIME_RULES"]
+__all__ = ["optimize", "check_optimizer_params", "OPTIMIZER_RULES"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
 #: added to every shrinking gain of the ``"gains"`` optimiser (openTSNE's ``min_gain``)
 MIN_GAIN = 0.01
-
-
-def resolve_device(device) -> torch.device:
-    """``'auto'``/None -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but CUDA is not available.")
-    return device
-
-
-@contextlib.contextmanager
-def threads(n_jobs: int | None):
-    """Run with ``n_jobs`` threads in numba and torch (-1/None: all cores); restores after."""
-    import numba
-
-    if n_jobs is None or n_jobs < 0:
-        n = numba.config.NUMBA_NUM_THREADS
-    else:
-        n = max(1, min(int(n_jobs), numba.config.NUMBA_NUM_THREADS))
-    old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
-    numba.set_num_threads(n)
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        numba.set_num_threads(old_numba)
-        torch.set_num_threads(old_torch)
-
-
-class DivergenceError(FloatingPointError):
-    """The optimisation produced a non-finite loss or embedding (it diverged)."""
 
 
 #: rules (:func:`~icongraph.validation.check_params`) of the optimisation parameters an
@@ -93,34 +41,6 @@ OPTIMIZER_RULES = {
 }
 
 
-def _n_jobs_rule(name, value):
-    """None, -1 or another negative integer (every core), or a positive count."""
-    if value is None or (_integer(value) and value != 0):
-        return
-    raise ValueError(f"{name} must be a positive integer, or -1 (or None) for every core; got "
-                     f"{value!r}.")
-
-
-def _integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _random_state_rule(name, value):
-    """What :func:`~icongraph.validation.check_random_state` accepts (numpy generators are
-    not drawn from here: that happens once, when ``fit`` takes its seed)."""
-    if not isinstance(value, (np.random.RandomState, np.random.Generator)):
-        check_random_state(value)
-
-
-#: rules of the parameters that say how a fit runs, shared by every estimator
-RUNTIME_RULES = {
-    "random_state": _random_state_rule,
-    "device": lambda name, value: resolve_device(value),
-    "n_jobs": _n_jobs_rule,
-    "verbose": boolean(allow_int=True),
-}
-
-
 def check_optimizer_params(*, max_step=None, **params) -> None:
     """Check the optimisation parameters before any work (None: not given, the default
     applies): the names of :data:`OPTIMIZER_RULES`, and ``max_step`` (> 0, ``inf`` for no
@@ -129,29 +49,6 @@ def check_optimizer_params(*, max_step=None, **params) -> None:
         OPTIMIZER_RULES[name](name, value)
     if max_step is not None and max_step != np.inf:
         check_number("max_step", max_step, 0.0, low_open=True)
-
-
-def _check_finite(loss: float, y: torch.Tensor, epoch: int, lr: float) -> None:
-    """Stop with :class:`DivergenceError` when the loss or the embedding is not finite."""
-    if math.isfinite(loss) and bool(torch.isfinite(y).all()):
-        return
-    what = "loss" if not math.isfinite(loss) else "embedding"
-    raise DivergenceError(
-        f"the {what} became non-finite by epoch {epoch} (loss {loss}): the optimisation "
-        f"diverged. Lower learning_rate (the step was {lr:g}), or check the scale of the data "
-        "and of a user-given init; nothing was returned.")
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run torch on ``n`` threads (None: unchanged); restores after."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def lr_factor(schedule: str, epoch: int, n_epochs: int) -> float:
@@ -253,7 +150,6 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
-    p0, p1 = objective.kernel_params
     if use_numba:
         y_np = y.numpy()
         grad_np = np.zeros_like(y_np)
@@ -272,12 +168,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         seed_e = epoch_seed(seed, epoch)
         if use_numba:
             zsum = zsums[epoch % 2]
-            cpu.sampled_gradient(y_np, objective.indptr, objective.indices, objective.weights,
-                                 objective.edge_rate, objective.edge_phase, epoch, float(exag),
-                                 int(objective.n_negatives), seed_e, objective.code,
-                                 objective.kernel.code, p0, p1, objective.row_mass,
-                                 objective.alpha, z_prev, float(g_scale), objective.neg_scale,
-                                 float(objective.clip), with_loss, grad_np, zsum, loss_rows)
+            cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
+                                 float(g_scale), with_loss, grad_np, zsum, loss_rows)
             grad, rows = grad_t, loss_rows
         else:
             with torch.no_grad():
@@ -292,8 +184,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     def _interpolated(exag: float, with_loss: bool):
         """Edge attraction (numba or torch) plus the grid-interpolated normaliser."""
         if use_numba:
-            cpu.edge_gradient(y_np, objective.indptr, objective.indices, objective.weights,
-                              float(exag), objective.kernel.code, p0, p1, with_loss, grad_np,
+            cpu.edge_gradient(y_np, objective.engine, float(exag), with_loss, grad_np,
                               loss_rows)
             grad, rows = grad_t, torch.from_numpy(loss_rows)
         else:
@@ -311,30 +202,31 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         z_prev, g_scale = None, 0.0
     else:  # one evaluation to seed the normaliser estimates (they lag one epoch)
         z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
-    losses: list[tuple[int, float]] = []
-    loss = float("nan")
+
+    def lr_at(epoch: int) -> float:
+        if epoch < exaggeration_epochs and exaggeration_learning_rate is not None:
+            return exaggeration_learning_rate
+        return learning_rate
+
+    def step(epoch: int, with_loss: bool) -> float | None:
+        """One epoch: the gradient, the normaliser estimates for the next, the update."""
+        nonlocal z_prev, g_scale
+        exag = exaggeration if epoch < exaggeration_epochs else 1.0
+        grad, z_new, loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
+        if not interpolated:
+            z_prev, g_scale = objective.normaliser_state(z_new)
+        stepper.step(grad, lr_at(epoch) * lr_factor(schedule, epoch, n_epochs))
+        if recentre:
+            y.sub_(y.mean(0))
+        return loss
+
+    guard = FiniteGuard(watch=lambda: y, remedy=", or check the scale of the data and of a "
+                        "user-given init")
     # on CPU the numba engine does the parallel work; torch's small ops run on one thread, as
     # its OpenMP team and numba's contend for the cores between numba's parallel regions
     # (each small op 10x slower measured with both on two threads)
-    with _torch_threads(1 if use_numba else None):
-        for epoch in progress(range(n_epochs), "optimise", verbose, unit="epoch"):
-            with_loss = (epoch % loss_every == 0) or epoch == n_epochs - 1
-            exaggerating = epoch < exaggeration_epochs
-            exag = exaggeration if exaggerating else 1.0
-            grad, z_new, new_loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
-            lr = learning_rate
-            if exaggerating and exaggeration_learning_rate is not None:
-                lr = exaggeration_learning_rate
-            if with_loss:
-                loss = new_loss
-                _check_finite(loss, y, epoch, lr)
-                losses.append((epoch, loss))
-            if not interpolated:
-                z_prev, g_scale = objective.normaliser_state(z_new)
-            stepper.step(grad, lr * lr_factor(schedule, epoch, n_epochs))
-            if recentre:
-                y.sub_(y.mean(0))
-            if any([bool(cb(epoch, loss, y)) for cb in callbacks]):
-                break
-    _check_finite(loss, y, epoch, lr)
-    return y.cpu().numpy(), losses
+    with torch_threads(1 if use_numba else None):
+        state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
+                      loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
+                      verbose=verbose)
+    return y.cpu().numpy(), state.losses

@@ -9,8 +9,10 @@ import torch
 from conftest import make_blobs
 
 import icongraph
-from icongraph import clustering, metrics
-from icongraph.clustering import Clustering, PositiveSampler, cluster_kernel, cluster_mass
+from icongraph import metrics, positives
+from icongraph.clustering import Clustering
+from icongraph.kernels import cluster_kernel, cluster_mass
+from icongraph.positives import PositiveSampler
 
 
 @pytest.fixture
@@ -207,7 +209,7 @@ def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expe
     walks return to it) is equally likely, however many walks reach it: from the lists stored
     for all nodes, and from lists rebuilt per chunk (graphs too large to store)."""
     if not stored:
-        monkeypatch.setattr(clustering, "REACHABLE_STORE_MAX", 0)
+        monkeypatch.setattr(positives, "REACHABLE_STORE_MAX", 0)
     sampler = PositiveSampler(_path_graph(5), 5, "cpu", steps=steps, propagation="reachable")
     assert (sampler.reach_cols is not None) == stored
     drawn = sampler.sample(torch.zeros(3000, dtype=torch.long), torch.Generator().manual_seed(0),
@@ -220,7 +222,7 @@ def test_reachable_sampler_is_uniform_over_distinct_reachable_points(steps, expe
 @pytest.mark.parametrize("stored", [True, False])
 def test_reachable_sampler_repeats_follow_the_anchor_layout(stored, monkeypatch):
     if not stored:
-        monkeypatch.setattr(clustering, "REACHABLE_STORE_MAX", 0)
+        monkeypatch.setattr(positives, "REACHABLE_STORE_MAX", 0)
     sampler = PositiveSampler(_path_graph(6), 6, "cpu", steps=1, propagation="reachable")
     anchors = torch.tensor([0, 5])
     drawn = sampler.sample(anchors, torch.Generator().manual_seed(0), repeats=3)
@@ -249,7 +251,7 @@ def test_uniform_row_shortcut_matches_the_cumulative_search():
 
 @pytest.mark.parametrize("init", ["embedding", "kmeans", "kmeans++"])
 def test_seed_logits_are_the_gaussian_mixture_posterior(init):
-    from icongraph.clustering import embedding_partition, seed_logits
+    from icongraph.seeding import embedding_partition, seed_logits
 
     x = torch.randn(200, 5, generator=torch.Generator().manual_seed(0))
     weight, bias = seed_logits(x, 6, seed=0, init=init)
@@ -334,7 +336,7 @@ def _offset_seed(fit_head, offset):
 def test_embedding_seed_of_a_sample_finds_separated_clusters(separated):
     """Above ``sample`` rows the seed embeds a sample on its own kNN graph; its posterior
     already separates well-separated clusters for every row."""
-    from icongraph.clustering import seed_logits
+    from icongraph.seeding import seed_logits
 
     X, y = separated
     x = torch.as_tensor(X)

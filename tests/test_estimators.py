@@ -122,7 +122,7 @@ def test_same_result_with_one_or_two_threads(slabs_4200, make, monkeypatch):
 
     import icongraph.optimize as optimize
     from icongraph import _cpu_engine
-    from icongraph.objective import torch_arrays
+    from icongraph._torch_engine import torch_arrays
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 numba threads")

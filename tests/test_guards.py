@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import icongraph
-from icongraph.optimize import DivergenceError
+from icongraph import DivergenceError
 
 
 @pytest.mark.parametrize("params, match", [

@@ -86,7 +86,7 @@ def test_fft_gradient_and_loss_match_dense_autograd(kernel, alpha, path, monkeyp
     arrays = {"rows": torch.as_tensor(np.repeat(np.arange(obj.n), np.diff(obj.indptr))),
               "cols": torch.as_tensor(obj.indices.astype(np.int64)),
               "weights": torch.as_tensor(obj.weights)}
-    from icongraph.objective import edge_forces_torch
+    from icongraph._torch_engine import edge_forces_torch
 
     grad = torch.zeros_like(y32)
     rows = torch.zeros(obj.n)

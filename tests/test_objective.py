@@ -7,16 +7,10 @@ import torch
 from numba import njit
 
 from icongraph import _cpu_engine as cpu
+from icongraph._torch_engine import hash_negatives, sampled_gradient_torch, torch_arrays
 from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
 from icongraph.knn import exact_knn
-from icongraph.objective import (
-    Objective,
-    exact_loss,
-    hash_negatives,
-    matched_negatives,
-    sampled_gradient_torch,
-    torch_arrays,
-)
+from icongraph.objective import Objective, exact_loss, matched_negatives
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
 
 KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9)]
@@ -37,12 +31,8 @@ def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True, epoch=
     grad = np.zeros_like(y)
     zsum = np.zeros(n, np.float32)
     rows = np.zeros(n, np.float32)
-    p0, p1 = obj.kernel_params
-    cpu.sampled_gradient(y, obj.indptr, obj.indices, obj.weights, obj.edge_rate, obj.edge_phase,
-                         epoch, 1.0, int(obj.n_negatives), seed,
-                         obj.code, obj.kernel.code, p0, p1, obj.row_mass, obj.alpha,
-                         z_prev.astype(np.float32), float(global_scale), obj.neg_scale,
-                         float(obj.clip), with_loss, grad, zsum, rows)
+    cpu.sampled_gradient(y, obj.engine, epoch, 1.0, seed, z_prev.astype(np.float32),
+                         float(global_scale), with_loss, grad, zsum, rows)
     return grad, zsum, rows
 
 

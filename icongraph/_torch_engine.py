@@ -1,0 +1,238 @@
+"""The torch twin of the numba engine: the sampled I-Con gradient on any device (CUDA, or
+kernels without a numba form), drawing the same negatives as :mod:`icongraph._cpu_engine`.
+
+Every function reads an :class:`~icongraph.objective.Objective` ``obj`` (its kernel, estimator,
+negatives, clip and edge schedule) and the arrays :func:`torch_arrays` put on the device once.
+Anchors are processed in chunks fixed on the host, so the loop never syncs to find them; on
+CUDA the scatters use atomics and results are not bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _cpu_engine as cpu
+from .kernels import Kernel, UMAPKernel
+
+__all__ = ["hash_negatives", "sampled_gradient_torch", "edge_forces_torch", "torch_arrays"]
+
+
+def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
+    x = x & cpu.M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & cpu.M32
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & cpu.M32
+    return x ^ (x >> 16)
+
+
+def hash_negatives(anchors: torch.Tensor, n_neg: int, seed: int, n: int) -> torch.Tensor:
+    """Uniform negatives ``j != i`` of each anchor: the same draws as the numba engine.
+
+    Parameters
+    ----------
+    anchors : torch.Tensor
+        (B,) integer anchor ids ``i``.
+    n_neg : int
+        Negatives per anchor.
+    seed : int
+        The epoch's seed (:func:`~icongraph.objective.epoch_seed`).
+    n : int
+        N, the number of points.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, n_neg) int64 negatives, uniform on the N - 1 points other than the anchor.
+    """
+    base = _hash32_torch(_hash32_torch(anchors.long()) ^ seed)
+    t = torch.arange(1, n_neg + 1, device=anchors.device, dtype=torch.long)
+    h = _hash32_torch(base[:, None] + t[None, :] * cpu.GOLDEN)
+    j = (h * (n - 1)) >> 32
+    return j + (j >= anchors.long()[:, None]).long()
+
+
+def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
+                           exaggeration: float, z_prev: torch.Tensor, global_scale,
+                           with_loss: bool = False):
+    """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient` (CUDA, custom kernels).
+
+    Anchors are processed in the chunks of ``arrays`` (bounded memory, no host syncs).
+
+    Parameters
+    ----------
+    obj : Objective
+        The objective (:class:`~icongraph.objective.Objective`).
+    arrays : dict
+        Its arrays on ``y``'s device, from :func:`torch_arrays`.
+    y : torch.Tensor
+        (N, d) the embedding.
+    seed : int
+        The epoch's seed (:func:`~icongraph.objective.epoch_seed`).
+    epoch : int
+        The epoch (the edge schedule).
+    exaggeration : float
+        Multiplies the attraction.
+    z_prev : torch.Tensor
+        (N,) the previous evaluation's ``zsum`` (the per-anchor estimator's normalisers).
+    global_scale : float or torch.Tensor
+        The global estimator's pair coefficient ``2 M / sum_i zsum_i`` (0-d on CUDA).
+    with_loss : bool
+        Whether to fill ``loss_rows``.
+
+    Returns
+    -------
+    grad : torch.Tensor
+        (N, d) the gradient.
+    zsum : torch.Tensor
+        (N,) the sum of ``k`` over each anchor's negatives.
+    loss_rows : torch.Tensor
+        (N,) the attraction / NEG part of the loss estimate per anchor (zeros unless
+        ``with_loss``).
+    """
+    n, d = y.shape
+    kernel, clip = obj.kernel, obj.clip
+    grad = torch.zeros_like(y)
+    zsum = torch.zeros(n, dtype=y.dtype, device=y.device)
+    loss_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
+    mass = arrays["row_mass"]
+    m = obj.m
+    for start, stop, e0, e1 in arrays["chunks"]:
+        edge_forces_torch(obj, arrays, y, e0, e1, epoch, exaggeration, with_loss, grad,
+                           loss_rows)
+        anchors = torch.arange(start, stop, device=y.device)
+        if obj.n_negatives <= 0:
+            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
+            negs = negs + (negs >= anchors[:, None]).long()
+        else:
+            negs = hash_negatives(anchors, m, seed, n)
+        a = anchors[:, None].expand_as(negs).reshape(-1)
+        j = negs.reshape(-1)
+        diff = y[a] - y[j]
+        d2 = (diff * diff).sum(1)
+        k, g = _kernel_and_slope(kernel, d2)
+        zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
+        terms = []
+        if obj.alpha > 0:
+            terms.append((-2.0 * exaggeration * g, obj.alpha * (mass[a] + mass[j]) / m))
+            if with_loss:
+                loss_rows.index_add_(0, a, -obj.alpha * mass[a] / m * kernel.log_k_torch(d2))
+        if obj.estimator == "per_anchor":
+            share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
+                     + mass[j] * (k / z_prev[j]).clamp_max(1.0))
+            terms.append((2.0 * g, share))
+        elif obj.estimator == "global":
+            terms.append((2.0 * k * g, torch.ones_like(k) * global_scale))
+        else:
+            scale = arrays["neg_scale"][a]
+            if isinstance(kernel, UMAPKernel):
+                rep = -kernel.b * k / (0.001 + d2)
+            else:
+                rep = k * g / (1.0 - k).clamp_min(1e-3)
+            terms.append((2.0 * rep, scale))
+            if with_loss:
+                loss_rows.index_add_(0, a, -scale * torch.log((1.0 - k).clamp_min(1e-12)))
+        for coef, weight in terms:
+            grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
+    return grad, zsum, loss_rows
+
+
+def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
+                       epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
+                       loss_rows: torch.Tensor) -> None:
+    """Add the attraction of the stored edges ``e0:e1`` to ``grad`` (and their loss to
+    ``loss_rows``): the torch twin of the edge part of the numba engine.
+
+    Parameters
+    ----------
+    obj : Objective
+        The objective (:class:`~icongraph.objective.Objective`).
+    arrays : dict
+        Its arrays on ``y``'s device, from :func:`torch_arrays` (``rows``, ``cols``,
+        ``weights``, and with edge sampling ``edge_rate`` and ``edge_phase``).
+    y : torch.Tensor
+        (N, d) the embedding.
+    e0, e1 : int
+        The range of stored edges (CSR order).
+    epoch : int
+        The epoch (the edge schedule).
+    exaggeration : float
+        Multiplies the attraction.
+    with_loss : bool
+        Whether to add the edges' loss to ``loss_rows``.
+    grad : torch.Tensor
+        (N, d), added to in place.
+    loss_rows : torch.Tensor
+        (N,), added to in place when ``with_loss``.
+    """
+    rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
+    if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
+        rate = arrays["edge_rate"][e0:e1].double()  # float64, as numba computes it
+        phase = arrays["edge_phase"][e0:e1].double()
+        w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
+    diff = y[rows] - y[cols]
+    d2 = (diff * diff).sum(1)
+    _, g = _kernel_and_slope(obj.kernel, d2)
+    force = (-2.0 * exaggeration * g)[:, None] * diff
+    grad.index_add_(0, rows, force.clamp(-obj.clip, obj.clip) * w[:, None])
+    if with_loss:
+        loss_rows.index_add_(0, rows, -0.5 * w * obj.kernel.log_k_torch(d2))
+
+
+def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):
+    """``(k, g)`` in closed form where the kernel provides it, else by autograd of ``log k``."""
+    try:
+        g = kernel.slope_torch(d2)
+        return torch.exp(kernel.log_k_torch(d2)), g
+    except NotImplementedError:
+        with torch.enable_grad():
+            x = d2.detach().requires_grad_(True)
+            log_k = kernel.log_k_torch(x)
+            (g,) = torch.autograd.grad(log_k.sum(), x)
+        return log_k.detach().exp(), g
+
+
+def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -> dict:
+    """The objective's arrays on ``device``, with anchor chunks computed once on the host, so
+    the loop never syncs to find chunk boundaries.
+
+    Parameters
+    ----------
+    obj : Objective
+        The objective (:class:`~icongraph.objective.Objective`).
+    device : str or torch.device
+        Where the arrays go.
+    dtype : torch.dtype
+        The dtype of the weights and masses.
+    chunk_edges : int
+        About how many pairs (edges and negatives) one chunk of anchors holds.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``cols`` (E,) int64 edge endpoints; ``weights`` (E,); ``row_mass`` (N,);
+        ``neg_scale`` (N,) or (1,); ``edge_rate``, ``edge_phase`` (E,) or (0,); ``chunks``, a
+        list of ``(start, stop, e0, e1)``: anchors ``start:stop`` and their edges ``e0:e1``.
+    """
+    indptr = obj.indptr
+    degree = np.diff(indptr)
+    rows = np.repeat(np.arange(obj.n, dtype=np.int64), degree)
+    chunks, start = [], 0
+    per_row = max(1, int(degree.mean()) + obj.m)
+    step = max(1, chunk_edges // per_row)
+    while start < obj.n:
+        stop = min(obj.n, start + step)
+        chunks.append((start, stop, int(indptr[start]), int(indptr[stop])))
+        start = stop
+    dev = torch.device(device)
+    return {
+        "rows": torch.as_tensor(rows, device=dev),
+        "cols": torch.as_tensor(obj.indices.astype(np.int64), device=dev),
+        "weights": torch.as_tensor(obj.weights, device=dev, dtype=dtype),
+        "row_mass": torch.as_tensor(obj.row_mass, device=dev, dtype=dtype),
+        "neg_scale": torch.as_tensor(obj.neg_scale, device=dev, dtype=dtype),
+        "edge_rate": torch.as_tensor(obj.edge_rate, device=dev),
+        "edge_phase": torch.as_tensor(obj.edge_phase, device=dev),
+        "chunks": chunks,
+    }

@@ -1,0 +1,167 @@
+"""One training loop for every estimator: ``step`` runs a whole epoch (gradient and update),
+the loss is read every ``loss_every`` epochs, and hooks watch each epoch (the finite-loss guard,
+the user's callbacks) behind a progress bar.
+
+The loop adds no host syncs of its own: the loss is the number ``step`` returns, and the guard
+reads what it watches only on the epochs that refresh the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .progress import progress
+from .runtime import DivergenceError
+
+__all__ = ["train", "LoopState", "Hook", "FiniteGuard", "Callbacks"]
+
+
+@dataclass
+class LoopState:
+    """What the hooks see after each epoch.
+
+    Attributes
+    ----------
+    n_epochs : int
+        The epochs asked for.
+    view : callable
+        ``view()`` returns what is learned as a torch tensor, a view that must not be modified:
+        the embedding (N, d), or a clustering's probabilities (B, C) of its last step.
+    epoch : int
+        The epoch just run (-1 before the first).
+    lr : float
+        Its step size (for messages).
+    with_loss : bool
+        Whether this epoch refreshed the loss.
+    loss : float
+        The latest loss estimate (NaN before the first).
+    losses : list of (int, float)
+        Every ``(epoch, loss)`` read so far.
+    """
+
+    n_epochs: int
+    view: Callable[[], torch.Tensor]
+    epoch: int = -1
+    lr: float = math.nan
+    with_loss: bool = False
+    loss: float = math.nan
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Hook:
+    """Something that watches the loop; both methods are optional."""
+
+    def on_epoch(self, state: LoopState) -> bool | None:
+        """Called after every epoch; returning ``True`` stops the loop."""
+        return None
+
+    def on_end(self, state: LoopState) -> None:
+        """Called once after the last epoch (also after an early stop)."""
+
+
+class FiniteGuard(Hook):
+    """Stop with :class:`~icongraph.runtime.DivergenceError` when the loss (or what ``watch``
+    returns) is not finite: checked on the epochs that refresh the loss, and at the end.
+
+    Parameters
+    ----------
+    watch : callable, optional
+        ``watch()`` returns a tensor that must stay finite, such as the embedding.
+    watched : str
+        What ``watch`` returns, named in the message.
+    remedy : str
+        Appended to the message's advice to lower the learning rate.
+    """
+
+    def __init__(self, watch: Callable[[], torch.Tensor] | None = None,
+                 watched: str = "embedding", remedy: str = ""):
+        self.watch, self.watched, self.remedy = watch, watched, remedy
+
+    def on_epoch(self, state: LoopState) -> None:
+        if state.with_loss:
+            self._check(state)
+
+    def on_end(self, state: LoopState) -> None:
+        if state.epoch >= 0:
+            self._check(state)
+
+    def _check(self, state: LoopState) -> None:
+        finite = math.isfinite(state.loss)
+        if finite and (self.watch is None or bool(torch.isfinite(self.watch()).all())):
+            return
+        what = self.watched if finite else "loss"
+        raise DivergenceError(
+            f"the {what} became non-finite at epoch {state.epoch} (loss {state.loss}): the "
+            f"optimisation diverged. Lower learning_rate (the step was {state.lr:g})"
+            f"{self.remedy}; nothing was returned.")
+
+
+class Callbacks(Hook):
+    """The user's callbacks, each called as ``cb(epoch, loss, view())`` after every epoch; any
+    returning ``True`` stops the loop (all of them are called first).
+
+    Parameters
+    ----------
+    callbacks : sequence of callable
+        May be empty (then nothing is called).
+    """
+
+    def __init__(self, callbacks: Sequence[Callable] | None):
+        self.callbacks = tuple(callbacks or ())
+
+    def on_epoch(self, state: LoopState) -> bool:
+        if not self.callbacks:
+            return False
+        view = state.view()
+        return any([bool(cb(state.epoch, state.loss, view)) for cb in self.callbacks])
+
+
+def train(step: Callable[[int, bool], float | None], n_epochs: int, *,
+          hooks: Sequence[Hook] = (), loss_every: int = 1, lr_at: Callable[[int], float],
+          view: Callable[[], torch.Tensor], desc: str = "train",
+          verbose: bool = False) -> LoopState:
+    """Run ``step`` for ``n_epochs`` epochs, with hooks.
+
+    Parameters
+    ----------
+    step : callable
+        ``step(epoch, with_loss)`` runs one whole epoch (gradient and update) and returns the
+        loss as a float when ``with_loss``, else None.
+    n_epochs : int
+        Epochs to run (0: none; the hooks' ``on_end`` still runs).
+    hooks : sequence of Hook
+        Called in order after every epoch; the loop stops after an epoch where any returns
+        ``True``.
+    loss_every : int
+        ``with_loss`` is true every ``loss_every`` epochs, from epoch 0, and at the last.
+    lr_at : callable
+        ``lr_at(epoch)`` is the epoch's step size, for messages.
+    view : callable
+        What is learned, for the hooks (:attr:`LoopState.view`).
+    desc : str
+        The progress bar's label.
+    verbose : bool
+        Whether to show the progress bar (:func:`~icongraph.progress.progress`).
+
+    Returns
+    -------
+    LoopState
+        The state after the last epoch run; ``losses`` holds every loss read.
+    """
+    state = LoopState(n_epochs=n_epochs, view=view)
+    for epoch in progress(range(n_epochs), desc, verbose, unit="epoch"):
+        with_loss = epoch % loss_every == 0 or epoch == n_epochs - 1
+        loss = step(epoch, with_loss)
+        state.epoch, state.lr, state.with_loss = epoch, lr_at(epoch), with_loss
+        if with_loss:
+            state.loss = loss
+            state.losses.append((epoch, loss))
+        if any([bool(hook.on_epoch(state)) for hook in hooks]):
+            break
+    for hook in hooks:
+        hook.on_end(state)
+    return state

@@ -1,0 +1,81 @@
+"""Seed centres of a clustering, as the logits of a Gaussian mixture: k-means on the
+features, or the clusters of a 2-D UMAP-preset embedding of the kNN graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .embedding import UMAP
+from .knn import KNN
+
+__all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "seed_logits"]
+
+INITS = ("embedding", "kmeans", "kmeans++", "random")
+#: rows and k-means restarts of the seeding (:func:`seed_logits`)
+SEED_SAMPLE = 20000
+SEED_RESTARTS = 10
+
+
+def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
+                        metric: str = "euclidean", n_jobs: int = -1) -> np.ndarray:
+    """Cluster labels (n,) of the rows ``data`` (n, D) from k-means (best of ``SEED_RESTARTS``)
+    on a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
+    rows): the embedding's attraction and repulsion pull the graph's groups apart, where k-means
+    on the features cuts across them. The embedding runs on the CPU, where the engine is
+    deterministic, so ``seed`` fixes the labels on any device."""
+    from sklearn.cluster import KMeans
+
+    # UMAP's n_neighbors counts the point itself
+    n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
+    layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
+                  random_state=seed, device="cpu", n_jobs=n_jobs).fit_transform(data)
+    return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
+
+
+def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
+                sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
+                n_jobs: int = -1, data: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
+    ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
+    the softmax is the posterior of an isotropic Gaussian mixture, ``s`` the mean squared
+    distance of a point to its nearest centre. The centres:
+
+    * ``init='kmeans'``: Lloyd's k-means (scikit-learn), best of ``SEED_RESTARTS`` k-means++
+      starts; ``'kmeans++'``: the k-means++ draw alone;
+    * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
+      ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
+      metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` when
+      every row is used, else on the sample's own graph.
+
+    Every cluster starts populated, where a random head starts near-uniform and loses
+    clusters early; Lloyd's restarts keep the start out of the local minima where one class
+    holds two centres, which gradient steps on the head rarely leave."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    n = features.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    if init == "embedding" and n <= sample:  # every row, in the kNN graph's order
+        rows = torch.arange(n)
+    else:
+        rows = torch.randperm(n, generator=gen)[:sample]
+    subset = features[rows.to(features.device)]
+    if init == "embedding":
+        data = features.cpu().numpy() if data is None else data
+        labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
+                                     knn if len(rows) == n else None, metric, n_jobs)
+        labels = torch.as_tensor(labels, device=features.device)
+        sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
+                           device=subset.device).index_add_(0, labels, subset)
+        counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1)
+        mu = sums / counts[:, None].to(subset.dtype)
+    else:
+        if init == "kmeans":
+            centres = KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit(
+                subset.cpu().numpy()).cluster_centers_
+        else:
+            centres, _ = kmeans_plusplus(subset.cpu().numpy(), n_clusters, random_state=seed)
+        mu = torch.as_tensor(centres, dtype=features.dtype, device=features.device)
+    scale = torch.cdist(subset, mu).pow(2).min(1).values.mean().clamp_min(1e-12)
+    return 2 * mu / scale, -(mu * mu).sum(1) / scale
