@@ -3,8 +3,13 @@
 With soft assignments ``phi(c|i)`` (N, C) and cluster masses ``M_c = sum_k w_k phi(c|k)``::
 
     q(j|i) = sum_c phi(c|i) w_j phi(c|j) / M_c          (rows sum to 1; w = 1, or degrees)
-    p~(j|i) = (1 - alpha) p(j|i) + alpha / N             (debiasing on p: ``alpha``)
+    p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / N         (debiasing on p: ``alpha``)
     q~(j|i) = (1 - a_q) q(j|i) + a_q / N                 (debiasing on q: ``q_alpha``)
+
+``alpha`` is the package's one debiasing of ``p`` (:mod:`icongraph.targets`): a uniform part
+on the support of ``q(.|i)``, here all N points (``q(i|i) > 0`` for the cluster kernel); the
+clustering targets are row-stochastic (``m_i = 1``), so this is the paper's ``alpha / N``.
+``q_alpha`` applies the same mixture to ``q``.
     L = - 1/N sum_i E_{j ~ p~(.|i)} log q~(j|i)          (the KL up to the constant entropy of p)
 
 The normaliser is the cluster mass, C numbers: no negatives are needed. On data up to a few
@@ -36,8 +41,7 @@ ncut            symmetric kNN, row-normalised            degree     0       0
 supervised      same-class (labels passed to ``fit``)    1          0       0
 ==============  =======================================  =========  ======  =======
 
-``alpha`` and ``q_alpha`` override the method's values (``alpha`` the same debiasing of ``p``
-as the embeddings' ``alpha``).
+``alpha`` and ``q_alpha`` override the method's values.
 """
 
 from __future__ import annotations

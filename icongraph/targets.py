@@ -2,8 +2,15 @@
 
 A target *spec* (``PerplexityTarget``, ``UniformKNNTarget``, ``FuzzyTarget``,
 ``PrecomputedTarget``) says how many neighbours it needs and turns a :class:`~icongraph.knn.KNN`
-into a :class:`Target`: the sparse weights ``p`` (CSR, N x N) plus the debiasing scalar ``alpha``
-of ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, never stored densely. Specs are
+into a :class:`Target`: the sparse weights ``p`` (CSR, N x N) plus the debiasing scalar ``alpha``,
+never stored densely. ``alpha`` has one meaning across the package::
+
+    p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i,     m_i = sum_j p(j|i),
+
+with ``U_i`` uniform on the support of ``q(.|i)``: the N - 1 other points for the distance
+kernels (``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, j != i), all N points for the
+cluster kernel. For a row-stochastic ``p`` and the cluster kernel this is the paper's
+``(1 - alpha) p + alpha / N``. Specs are
 registered by name in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``.
 """
 
