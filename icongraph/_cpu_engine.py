@@ -52,7 +52,9 @@ class EngineArrays(NamedTuple):
     p0, p1 : float
         The kernel's parameters.
     alpha : float
-        The debiasing weight of ``p`` (0 for NEG).
+        The debiasing weight of ``p``.
+    p_scale : float
+        The attraction per unit of ``p~``: 1 for the KL estimators, ``1 / w_max`` for NEG.
     clip : float
         Each pair's force is clipped at this, per coordinate (``inf``: no clipping).
     """
@@ -70,6 +72,7 @@ class EngineArrays(NamedTuple):
     p0: float
     p1: float
     alpha: float
+    p_scale: float
     clip: float
 
 
@@ -326,6 +329,7 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     row_mass, neg_scale = arrays.row_mass, arrays.neg_scale
     n_neg, estimator, code = arrays.n_neg, arrays.estimator, arrays.code
     p0, p1, alpha, clip = arrays.p0, arrays.p1, arrays.alpha, arrays.clip
+    uniform = np.float32(alpha * arrays.p_scale / (n_neg if n_neg > 0 else y.shape[0] - 1))
     n = y.shape[0]
     exact = n_neg <= 0
     m = n - 1 if exact else n_neg
@@ -383,6 +387,17 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
                 if with_loss:
                     for t in range(n_pos, count):
                         loss -= s_i * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+                if alpha > 0.0:  # uniform part of the debiased p, both directions
+                    for t in range(n_pos, count):
+                        part[t + m] = part[t]
+                        coef[t + m] = -exag2 * g[t]
+                        wts[t + m] = uniform * (m_i + row_mass[part[t]])
+                    for c in range(y.shape[1]):
+                        for t in range(n_pos, count):
+                            diffs[c, t + m] = diffs[c, t]
+                    if with_loss:
+                        for t in range(n_pos, count):
+                            loss -= uniform * m_i * log_kernel(code, d2[t], a, b)
             else:
                 for t in range(n_pos, count):
                     j = part[t]

@@ -115,9 +115,10 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
         zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
         terms = []
         if obj.alpha > 0:
-            terms.append((-2.0 * exaggeration * g, obj.alpha * (mass[a] + mass[j]) / m))
+            uniform = obj.alpha * obj.p_scale / m
+            terms.append((-2.0 * exaggeration * g, uniform * (mass[a] + mass[j])))
             if with_loss:
-                loss_rows.index_add_(0, a, -obj.alpha * mass[a] / m * kernel.log_k_torch(d2))
+                loss_rows.index_add_(0, a, -uniform * mass[a] * kernel.log_k_torch(d2))
         if obj.estimator == "per_anchor":
             share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
                      + mass[j] * (k / z_prev[j]).clamp_max(1.0))

@@ -214,7 +214,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         estimator)``."""
         check_params(self, self._param_rules())
         spec, kernel, estimator = self._composition()
-        check_composition(estimator, kernel, self.alpha)
+        check_composition(estimator, kernel)
         return spec, kernel, estimator
 
     def _prepare(self, X, spec, kernel, estimator) -> tuple[KNN | None, object]:
@@ -234,7 +234,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
             knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
                                   getattr(spec, "neighbors_reason", "the target"))
         init = self._resolve_init(n, True)
-        check_composition(estimator, kernel, self.alpha, n, self.n_components)
+        check_composition(estimator, kernel, n, self.n_components)
         parts = self._memory_estimate(X, knn.n_neighbors if knn is not None else k,
                                       init, estimator, kernel)
         check_memory(f"{type(self).__name__} on {n} x {X.shape[1]}", parts,

@@ -82,7 +82,9 @@ class Objective:
     engine bundled once as ``engine``, an :class:`~icongraph._cpu_engine.EngineArrays`).
 
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
-    ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
+    ``i``: ``(1 - alpha)(p_ij + p_ji) s`` with ``p_scale`` ``s = 1`` for the KL estimators and
+    ``1 / w_max`` for NEG (whose attraction is ``p~ / w_max``, umap-learn's update rate); the
+    uniform part of ``p~`` attracts a sampled pair with ``alpha (m_i + m_j) s / m``.
     With ``edge_sampling`` an edge is visited only in ``w_e / max w`` of the epochs (evenly
     spaced, deterministic) with weight ``max w``: the same expected gradient for a fraction of
     the work on graphs with many weak edges (UMAP's epochs-per-sample idea).
@@ -97,7 +99,7 @@ class Objective:
     edge_sampling: bool = False
 
     def __post_init__(self):
-        check_composition(self.estimator, self.kernel, self.target.alpha)
+        check_composition(self.estimator, self.kernel)
         if self.n_negatives is None and self.estimator == "neg":
             self.n_negatives = matched_negatives(self.negative_sample_rate, self.target)
         if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
@@ -112,16 +114,16 @@ class Objective:
         sym = (p + p.T).tocsr()
         sym.sort_indices()
         mass = self.target.row_mass
+        self.alpha = float(self.target.alpha)
         if self.estimator == "neg":
             w_max = float(p.data.max())
-            sym = sym * (1.0 / w_max)
+            self.p_scale = 1.0 / w_max
             self.neg_scale = (self.negative_sample_rate * mass / (w_max * self.m)).astype(
                 np.float32)
-            self.alpha = 0.0
         else:
-            sym = sym * (1.0 - self.target.alpha)
+            self.p_scale = 1.0
             self.neg_scale = np.zeros(1, np.float32)
-            self.alpha = float(self.target.alpha)
+        sym = sym * ((1.0 - self.alpha) * self.p_scale)
         self.indptr = sym.indptr.astype(np.int64)
         self.indices = sym.indices.astype(np.int32)
         self.weights = sym.data.astype(np.float32)
@@ -143,7 +145,7 @@ class Objective:
             edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
             neg_scale=self.neg_scale, n_neg=int(self.n_negatives), estimator=int(self.code),
             code=int(self.kernel.code), p0=float(p0), p1=float(p1), alpha=float(self.alpha),
-            clip=float(self.clip))
+            p_scale=float(self.p_scale), clip=float(self.clip))
 
     @property
     def m(self) -> int:
@@ -216,10 +218,10 @@ def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | No
     return sums
 
 
-def check_composition(estimator: str, kernel: Kernel, alpha: float,
-                      n_samples: int | None = None, n_components: int | None = None) -> None:
-    """Refuse a normaliser ``estimator`` that cannot work with this kernel, debiasing or
-    layout, before any work.
+def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = None,
+                      n_components: int | None = None) -> None:
+    """Refuse a normaliser ``estimator`` that cannot work with this kernel or layout, before
+    any work.
 
     Parameters
     ----------
@@ -227,8 +229,6 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
         A key of :data:`ESTIMATORS`.
     kernel : Kernel
         The kernel ``q``.
-    alpha : float
-        The debiasing weight of ``p``.
     n_samples, n_components : int, optional
         The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
         grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points.
@@ -237,7 +237,7 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
     ------
     ValueError
         An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, or in 3-D and above
-        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points; ``alpha > 0`` with ``"neg"``.
+        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
@@ -250,10 +250,6 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
         raise ValueError(f"the 'fft' estimator interpolates on a 1-D or 2-D grid above "
                          f"{EXACT_PAIRS_MAX_SAMPLES} points; use estimator='global' (sampled "
                          f"negatives) for a {n_components}-D embedding of {n_samples} points.")
-    if estimator == "neg" and alpha > 0:
-        raise ValueError(f"alpha-debiasing (alpha={alpha}) needs a normalised estimator "
-                         "('per_anchor' or 'global'); the fixed-normaliser 'neg' (UMAP) has no "
-                         "q to smooth.")
 
 
 def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
@@ -342,26 +338,27 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
                negative_sample_rate: float = 5.0) -> torch.Tensor:
     """The objective by brute force on dense (N, N) matrices (float64; small N only).
 
-    Differentiable in ``y`` (a torch tensor). For ``"neg"`` the repulsion moves only the anchor,
-    as the sampled estimator does, so its autograd gradient is the estimator's expectation.
+    Differentiable in ``y`` (a torch tensor). For ``"neg"`` the attraction is
+    ``-sum_ij p~_ij / w_max log k_ij`` and the repulsion moves only the anchor, as the sampled
+    estimator does, so its autograd gradient is the estimator's expectation.
     """
     y = torch.as_tensor(y, dtype=torch.float64)
     n = y.shape[0]
     p = torch.as_tensor(target.graph.toarray(), dtype=torch.float64)
     off = ~torch.eye(n, dtype=torch.bool)
     mass = p.sum(1)
+    alpha = target.alpha
+    p_t = (1 - alpha) * p + (alpha * mass / (n - 1))[:, None]
+    p_t = p_t * off
     d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)  # diag unused
     if estimator == "neg":
         w_max = p.max()
         d2_anchor = ((y[:, None, :] - y.detach()[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)
         k_anchor = torch.exp(kernel.log_k_torch(d2_anchor))
         rate = negative_sample_rate * mass / (w_max * (n - 1))
-        att = -(p / w_max * kernel.log_k_torch(d2))[off].sum()
+        att = -(p_t / w_max * kernel.log_k_torch(d2))[off].sum()
         rep = -(rate[:, None] * torch.log((1 - k_anchor).clamp_min(1e-12)))[off].sum()
         return att + rep
-    alpha = target.alpha
-    p_t = (1 - alpha) * p + (alpha * mass / (n - 1))[:, None]
-    p_t = p_t * off
     log_k = kernel.log_k_torch(d2)
     cross = -(p_t * log_k)[off].sum()
     ent = (p_t[p_t > 0] * torch.log(p_t[p_t > 0])).sum()

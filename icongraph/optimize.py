@@ -141,8 +141,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
     device = resolve_device(device)
     interpolated = objective.estimator == "fft"
-    check_composition(objective.estimator, objective.kernel, objective.alpha, len(y0),
-                      np.shape(y0)[1])
+    check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
         y = torch.from_numpy(np.array(y0, np.float32))

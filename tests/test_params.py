@@ -133,7 +133,6 @@ def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_wo
 @pytest.mark.parametrize("params, n, match", [
     # combinations and checks against the data, still before the kNN search
     ({"estimator": "nope"}, 60, "estimator must be one of"),
-    ({"alpha": 0.2}, 60, r"alpha-debiasing \(alpha=0.2\) needs a normalised estimator"),
     ({"estimator": "fft", "q": "student", "p": "perplexity", "n_components": 3}, 10_001,
      r"'fft' estimator interpolates on a 1-D or 2-D grid above 10000 points"),
     ({"estimator": "fft"}, 60, "needs a kernel smooth at 0"),
