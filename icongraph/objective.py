@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from . import _cpu_engine as cpu
@@ -48,8 +49,10 @@ from .targets import Target
 #: the "fft" estimator sums over all pairs exactly up to this many points (N^2 kernel
 #: evaluations cost less than the grid's transforms there)
 EXACT_PAIRS_MAX_SAMPLES = 10_000
+#: same-class partners drawn per labelled anchor and epoch (the label part of ``p~``)
+N_LABEL_PARTNERS = 5
 
-__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "check_composition",
+__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "N_LABEL_PARTNERS", "ESTIMATORS", "Objective", "check_composition",
            "epoch_seed", "matched_negatives", "exact_loss", "all_pair_sums",
            "all_pairs_gradient"]
 
@@ -84,7 +87,12 @@ class Objective:
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
     ``i``: ``(1 - alpha)(p_ij + p_ji) s`` with ``p_scale`` ``s = 1`` for the KL estimators and
     ``1 / w_max`` for NEG (whose attraction is ``p~ / w_max``, umap-learn's update rate); the
-    uniform part of ``p~`` attracts a sampled pair with ``alpha (m_i + m_j) s / m``.
+    uniform part of ``p~`` attracts a sampled pair with ``alpha (m_i + m_j) s / m``. With
+    labels (:func:`~icongraph.targets.with_labels`) row ``i`` of ``p`` is scaled by ``1 - w_i``
+    before symmetrising, and each labelled anchor draws ``n_label_partners`` (``L``) members of
+    its class per epoch, uniformly among the others (the engines' counter hash, keyed like the
+    negatives), each attracting with weight ``(1 - alpha) s w (m_i + m_j) / L``: in expectation
+    the gradient of the label part, never its ``n_c^2`` edges.
     With ``edge_sampling`` an edge is visited only in ``w_e / max w`` of the epochs (evenly
     spaced, deterministic) with weight ``max w``: the same expected gradient for a fraction of
     the work on graphs with many weak edges (UMAP's epochs-per-sample idea).
@@ -97,6 +105,7 @@ class Objective:
     negative_sample_rate: float = 5.0
     clip: float = np.inf
     edge_sampling: bool = False
+    n_label_partners: int = N_LABEL_PARTNERS
 
     def __post_init__(self):
         check_composition(self.estimator, self.kernel)
@@ -111,12 +120,15 @@ class Objective:
         self.n = p.shape[0]
         if self.n < 2:
             raise ValueError("the objective needs at least 2 points.")
+        mass = self.target.row_mass
+        w_lab = self.target.label_weights
+        if w_lab.any():  # the kNN part of a labelled row keeps 1 - w_i of its mass
+            p = (sp.diags((1.0 - w_lab).astype(np.float32)) @ p).tocsr()
         sym = (p + p.T).tocsr()
         sym.sort_indices()
-        mass = self.target.row_mass
         self.alpha = float(self.target.alpha)
         if self.estimator == "neg":
-            w_max = float(p.data.max())
+            w_max = float(self.target.graph.data.max())
             self.p_scale = 1.0 / w_max
             self.neg_scale = (self.negative_sample_rate * mass / (w_max * self.m)).astype(
                 np.float32)
@@ -140,12 +152,27 @@ class Objective:
         self.code = ESTIMATORS[self.estimator]
         self.kernel_params = self.kernel.params if self.kernel.code >= 0 else (0.0, 0.0)
         p0, p1 = self.kernel_params
+        classes = self.target.classes
+        if w_lab.any():
+            self.n_label = int(self.n_label_partners)
+            if self.n_label < 1:
+                raise ValueError(f"n_label_partners must be >= 1; got {self.n_label_partners}.")
+            self.label_class, self.class_ptr = classes.label, classes.ptr
+            self.class_members, self.class_position = classes.members, classes.position
+            self.label_scale = ((1.0 - self.alpha) * self.p_scale * w_lab).astype(np.float32)
+        else:
+            self.n_label = 0
+            self.label_class = self.class_members = self.class_position = np.zeros(0, np.int32)
+            self.class_ptr = np.zeros(1, np.int64)
+            self.label_scale = np.zeros(0, np.float32)
         self.engine = cpu.EngineArrays(
             indptr=self.indptr, indices=self.indices, weights=self.weights,
             edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
-            neg_scale=self.neg_scale, n_neg=int(self.n_negatives), estimator=int(self.code),
-            code=int(self.kernel.code), p0=float(p0), p1=float(p1), alpha=float(self.alpha),
-            p_scale=float(self.p_scale), clip=float(self.clip))
+            neg_scale=self.neg_scale, label_class=self.label_class, class_ptr=self.class_ptr,
+            class_members=self.class_members, class_position=self.class_position,
+            label_scale=self.label_scale, n_label=self.n_label, n_neg=int(self.n_negatives),
+            estimator=int(self.code), code=int(self.kernel.code), p0=float(p0), p1=float(p1),
+            alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip))
 
     @property
     def m(self) -> int:
@@ -348,7 +375,13 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
     off = ~torch.eye(n, dtype=torch.bool)
     mass = p.sum(1)
     alpha = target.alpha
-    p_t = (1 - alpha) * p + (alpha * mass / (n - 1))[:, None]
+    w = torch.as_tensor(target.label_weights, dtype=torch.float64)[:, None]
+    p_t = (1 - w) * p
+    if target.classes is not None:
+        label = torch.as_tensor(target.classes.label, dtype=torch.long)
+        same = ((label[:, None] == label[None, :]) & (label[:, None] >= 0) & off).double()
+        p_t = p_t + w * mass[:, None] * same / same.sum(1, keepdim=True).clamp_min(1.0)
+    p_t = (1 - alpha) * p_t + (alpha * mass / (n - 1))[:, None]
     p_t = p_t * off
     d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)  # diag unused
     if estimator == "neg":
