@@ -26,6 +26,7 @@ COMMON_BAD = {
     "init": ("laplacian", r"init must be one of \('pca', 'spectral', 'random', 'coarse'\) or a "
                           r"2-D array .*; got 'laplacian'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
+    "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
     "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN or a tuple "
                                  r"\(indices, distances\)"),
     "knn_method": ("ball_tree", r"knn_method must be one of \('auto', 'exact', 'nndescent'\); "
