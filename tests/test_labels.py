@@ -270,3 +270,19 @@ def test_semi_supervised_tsne_with_10_percent_labels_beats_unsupervised(digits_s
     _, _, semi, *_ = digits_split
     accuracy = _held_out_accuracy(icongraph.TSNE(random_state=0), digits_split, semi)
     assert accuracy > unsupervised_accuracy
+
+
+@pytest.mark.parametrize("name", ["UMAP", "TSNE", "SNE", "ICon"])
+def test_every_embedding_uses_y(blobs, name):
+    """fit(X, y) on every estimator: finite, and not the fit without labels."""
+    import icongraph
+
+    X, y = blobs
+    params = {"UMAP": {"n_neighbors": 10}, "ICon": {"p_params": {"n_neighbors": 10}}}.get(
+        name, {"perplexity": 5})
+    make = getattr(icongraph, name)
+    fit = dict(n_epochs=30, random_state=0, **params)
+    with_y = make(**fit).fit(X, y)
+    assert np.isfinite(with_y.embedding_).all() and np.isfinite(with_y.loss_)
+    assert np.isfinite(with_y.kl_divergence_)
+    assert np.abs(with_y.embedding_ - make(**fit).fit_transform(X)).max() > 1e-3
