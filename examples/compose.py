@@ -13,8 +13,9 @@ models = {
     "kNN + InfoNCE": icongraph.ICon(p="knn", q="student", estimator="per_anchor",
                                     p_params={"n_neighbors": 15}, learning_rate=0.05,
                                     random_state=0),
-    # debiasing mixes a little of the uniform distribution into p, (1 - a) p + a / N; it needs
-    # a normalised q ('global' or 'per_anchor'; UMAP's 'neg' has none): t-SNE's p and q here
+    # debiasing mixes a little of the uniform distribution into p, (1 - a) p(.|i) + a m_i U_i
+    # (U_i uniform on the other points, m_i the row's mass); every estimator takes it:
+    # t-SNE's p and q here
     "debiased t-SNE": icongraph.ICon(p="perplexity", q="student", estimator="global",
                                      alpha=0.1, random_state=0),
 }

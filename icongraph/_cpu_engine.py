@@ -43,6 +43,17 @@ class EngineArrays(NamedTuple):
         (N,) float32, the target's row masses ``m_i = sum_j p_ij``.
     neg_scale : np.ndarray
         (N,) float32, the NEG estimator's repulsion weight per anchor; (1,) otherwise.
+    label_class : np.ndarray
+        (N,) int32, each anchor's class for the label part of ``p~`` (-1: none), or (0,).
+    class_ptr, class_members, class_position : np.ndarray
+        (C + 1,) int64, (N_l,) int32, (N,) int32: class ``c``'s members are
+        ``class_members[class_ptr[c]:class_ptr[c + 1]]``, a point's position among them
+        (:class:`~icongraph.targets.LabelClasses`).
+    label_scale : np.ndarray
+        (N,) float32, ``(1 - alpha) p_scale w_i``: a same-class pair's weight is
+        ``label_scale[i] (m_i + m_j) / n_label``; or (0,).
+    n_label : int
+        Same-class partners per labelled anchor (0: no labels).
     n_neg : int
         Negatives per anchor; ``<= 0``: every other point (exact mode).
     estimator : int
@@ -52,7 +63,9 @@ class EngineArrays(NamedTuple):
     p0, p1 : float
         The kernel's parameters.
     alpha : float
-        The debiasing weight of ``p`` (0 for NEG).
+        The debiasing weight of ``p``.
+    p_scale : float
+        The attraction per unit of ``p~``: 1 for the KL estimators, ``1 / w_max`` for NEG.
     clip : float
         Each pair's force is clipped at this, per coordinate (``inf``: no clipping).
     """
@@ -64,12 +77,19 @@ class EngineArrays(NamedTuple):
     edge_phase: np.ndarray
     row_mass: np.ndarray
     neg_scale: np.ndarray
+    label_class: np.ndarray
+    class_ptr: np.ndarray
+    class_members: np.ndarray
+    class_position: np.ndarray
+    label_scale: np.ndarray
+    n_label: int
     n_neg: int
     estimator: int
     code: int
     p0: float
     p1: float
     alpha: float
+    p_scale: float
     clip: float
 
 
@@ -91,6 +111,22 @@ def negative_index(base, t, i, n):
     h = hash32(base + (t + 1) * GOLDEN)
     j = (h * (n - 1)) >> 32
     return j + (j >= i)
+
+
+#: mixed into an anchor's hashed seed for its same-class partners (a stream apart from its
+#: negatives)
+LABEL_KEY = 0x5BD1E995
+
+
+@njit(inline="always", cache=True)
+def label_partner(arrays, base, t, i):
+    """The ``t``-th same-class partner of anchor ``i`` (``base`` = its hashed seed, as for the
+    negatives): uniform on the other members of its class (``arrays.label_class[i] >= 0``)."""
+    c = arrays.label_class[i]
+    start = arrays.class_ptr[c]
+    h = hash32(hash32(base ^ LABEL_KEY) + (t + 1) * GOLDEN)
+    r = (h * (arrays.class_ptr[c + 1] - start - 1)) >> 32
+    return arrays.class_members[start + r + (r >= arrays.class_position[i])]
 
 
 ONE = np.float32(1.0)
@@ -295,10 +331,10 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, and (when
     ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate.
 
-    Per anchor, the partners (edges, then negatives) go into one buffer; their squared
-    distances are gathered, the kernel is evaluated on the buffer in one vectorised loop, each
-    pair's force coefficient and weight is set, and the forces are summed per coordinate in a
-    register (:func:`add_forces`).
+    Per anchor, the partners (edges, same-class partners, then negatives) go into one buffer;
+    their squared distances are gathered, the kernel is evaluated on the buffer in one
+    vectorised loop, each pair's force coefficient and weight is set, and the forces are
+    summed per coordinate in a register (:func:`add_forces`).
 
     Parameters
     ----------
@@ -323,9 +359,10 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
     edge_rate, edge_phase = arrays.edge_rate, arrays.edge_phase
-    row_mass, neg_scale = arrays.row_mass, arrays.neg_scale
+    neg_scale = arrays.neg_scale
     n_neg, estimator, code = arrays.n_neg, arrays.estimator, arrays.code
     p0, p1, alpha, clip = arrays.p0, arrays.p1, arrays.alpha, arrays.clip
+    uniform = np.float32(alpha * arrays.p_scale / (n_neg if n_neg > 0 else y.shape[0] - 1))
     n = y.shape[0]
     exact = n_neg <= 0
     m = n - 1 if exact else n_neg
@@ -335,10 +372,13 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     clip32 = np.float32(clip)
     two = np.float32(2.0)
     exag2 = np.float32(2.0 * exaggeration)
-    # one buffer row per pair: the anchor's edges, its negatives, and (alpha > 0) the negatives
-    # again for the uniform part of the debiased p
+    row_mass, label_class, label_scale = arrays.row_mass, arrays.label_class, arrays.label_scale
+    n_label = arrays.n_label
+    per_label = np.float32(1.0 / max(n_label, 1))
+    # one buffer row per pair: the anchor's edges, its same-class partners, its negatives, and
+    # (alpha > 0) the negatives again for the uniform part of the debiased p
     max_degree = np.max(np.diff(indptr)) if n > 0 else 0
-    width = max_degree + (2 if alpha > 0.0 else 1) * m
+    width = max_degree + n_label + (2 if alpha > 0.0 else 1) * m
     for block in prange((n + BLOCK - 1) // BLOCK):
         part = np.empty(width, np.int64)  # partner j of each pair
         d2 = np.empty(width, np.float32)
@@ -356,35 +396,59 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
                 wts[n_pos] = weights[e]
                 n_pos += 1
             base = hash32(seed ^ hash32(i))
+            m_i = row_mass[i]
+            n_att = n_pos  # edges, then same-class partners
+            if n_label > 0 and label_class[i] >= 0:
+                lab_i = label_scale[i] * per_label
+                for t in range(n_label):
+                    part[n_pos + t] = label_partner(arrays, base, t, i)
+                for t in range(n_pos, n_pos + n_label):
+                    wts[t] = lab_i * (m_i + row_mass[part[t]])
+                n_att += n_label
             for t in range(m):
-                part[n_pos + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
-            count = n_pos + m
+                part[n_att + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+            count = n_att + m
             gather_diffs(y, i, part, count, diffs, d2)
             kernels_and_slopes(code, d2, k, g, count, a, b)
             loss = 0.0
-            for t in range(n_pos):
+            for t in range(n_att):
                 coef[t] = -exag2 * g[t]
-                if with_loss:
+            if with_loss:
+                for t in range(n_pos):
                     loss -= 0.5 * wts[t] * log_kernel(code, d2[t], a, b)
+                if n_att > n_pos:
+                    lab_loss = label_scale[i] * per_label * m_i
+                    for t in range(n_pos, n_att):
+                        loss -= lab_loss * log_kernel(code, d2[t], a, b)
             z = 0.0
-            m_i = row_mass[i]
             n_forces = count + m if alpha > 0.0 else count
             if estimator == NEG:  # its own branch-free loops over the negatives (vectorised)
                 s_i = neg_scale[i]
                 if code == UMAP:  # one loop per form: a branch inside stops vectorising
-                    for t in range(n_pos, count):
+                    for t in range(n_att, count):
                         coef[t] = two * umap_repulsion(d2[t], k[t], b)
                 else:
-                    for t in range(n_pos, count):
+                    for t in range(n_att, count):
                         coef[t] = two * neg_repulsion(k[t], g[t])
-                for t in range(n_pos, count):
+                for t in range(n_att, count):
                     z += k[t]
                     wts[t] = s_i
                 if with_loss:
-                    for t in range(n_pos, count):
+                    for t in range(n_att, count):
                         loss -= s_i * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+                if alpha > 0.0:  # uniform part of the debiased p, both directions
+                    for t in range(n_att, count):
+                        part[t + m] = part[t]
+                        coef[t + m] = -exag2 * g[t]
+                        wts[t + m] = uniform * (m_i + row_mass[part[t]])
+                    for c in range(y.shape[1]):
+                        for t in range(n_att, count):
+                            diffs[c, t + m] = diffs[c, t]
+                    if with_loss:
+                        for t in range(n_att, count):
+                            loss -= uniform * m_i * log_kernel(code, d2[t], a, b)
             else:
-                for t in range(n_pos, count):
+                for t in range(n_att, count):
                     j = part[t]
                     z += k[t]
                     if alpha > 0.0:  # uniform part of the debiased p, both directions
@@ -410,13 +474,15 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def edge_gradient(y, arrays, exaggeration, with_loss, grad, loss_rows):
+def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
     """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
     the stored edges ``e = (i, j)`` of row ``i`` and (``with_loss``) ``loss_rows[i] =
     -1/2 sum_e w_e log k(d2_e)`` (the weights are symmetrised, so each pair counts once in
-    the sum over rows). Used with a normaliser summed elsewhere (:func:`all_pair_sums` or the
-    grid). One pass per edge with the forces in registers; parallel over blocks of anchors,
-    each thread owning its rows: no races.
+    the sum over rows), plus the same-class partners of a labelled anchor drawn as in
+    :func:`sampled_gradient` (weight ``label_scale[i] (m_i + m_j) / n_label``, loss
+    ``-label_scale[i] m_i / n_label log k``). Used with a normaliser summed elsewhere
+    (:func:`all_pair_sums` or the grid). One pass per edge with the forces in registers;
+    parallel over blocks of anchors, each thread owning its rows: no races.
 
     Parameters
     ----------
@@ -426,6 +492,8 @@ def edge_gradient(y, arrays, exaggeration, with_loss, grad, loss_rows):
         The fit's fixed arrays (its edges, weights and kernel are read).
     exaggeration : float
         Multiplies the attraction.
+    seed : int
+        The epoch's seed, hashed into the same-class partners.
     with_loss : bool
         Whether to fill ``loss_rows``.
     grad, loss_rows : np.ndarray
@@ -433,6 +501,8 @@ def edge_gradient(y, arrays, exaggeration, with_loss, grad, loss_rows):
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
     code, p0, p1 = arrays.code, arrays.p0, arrays.p1
+    row_mass, label_class, label_scale = arrays.row_mass, arrays.label_class, arrays.label_scale
+    n_label = arrays.n_label
     n, dim = y.shape
     a = np.float32(p0)
     b = np.float32(p1)
@@ -454,6 +524,18 @@ def edge_gradient(y, arrays, exaggeration, with_loss, grad, loss_rows):
                     force[c] += coef * (y[i, c] - y[j, c])
                 if with_loss:
                     loss -= 0.5 * weights[e] * log_kernel(code, d2, a, b)
+            if n_label > 0 and label_class[i] >= 0:
+                base = hash32(seed ^ hash32(i))
+                lab_i = label_scale[i] / n_label
+                for t in range(n_label):
+                    j = label_partner(arrays, base, t, i)
+                    d2 = sq_dist(y, i, j)
+                    coef = (-lab_i * (row_mass[i] + row_mass[j]) * exag2
+                            * kernel_and_slope(code, d2, a, b)[1])
+                    for c in range(dim):
+                        force[c] += coef * (y[i, c] - y[j, c])
+                    if with_loss:
+                        loss -= lab_i * row_mass[i] * log_kernel(code, d2, a, b)
             for c in range(dim):
                 grad[i, c] = force[c]
             loss_rows[i] = loss

@@ -15,7 +15,8 @@ import torch
 from . import _cpu_engine as cpu
 from .kernels import Kernel, UMAPKernel
 
-__all__ = ["hash_negatives", "sampled_gradient_torch", "edge_forces_torch", "torch_arrays"]
+__all__ = ["hash_negatives", "hash_label_partners", "sampled_gradient_torch",
+           "edge_forces_torch", "label_forces_torch", "torch_arrays"]
 
 
 def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,87 @@ def hash_negatives(anchors: torch.Tensor, n_neg: int, seed: int, n: int) -> torc
     h = _hash32_torch(base[:, None] + t[None, :] * cpu.GOLDEN)
     j = (h * (n - 1)) >> 32
     return j + (j >= anchors.long()[:, None]).long()
+
+
+def hash_label_partners(arrays: dict, anchors: torch.Tensor, n_label: int,
+                        seed: int) -> torch.Tensor:
+    """Same-class partners of each anchor: the same draws as the numba engine's
+    :func:`~icongraph._cpu_engine.label_partner`.
+
+    Parameters
+    ----------
+    arrays : dict
+        From :func:`torch_arrays` (``label_class``, ``class_ptr``, ``class_members``,
+        ``class_position``).
+    anchors : torch.Tensor
+        (B,) integer anchor ids ``i``.
+    n_label : int
+        Partners per anchor.
+    seed : int
+        The epoch's seed (:func:`~icongraph.objective.epoch_seed`).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, n_label) int64 partners, uniform on the other members of the anchor's class; an
+        anchor without a class (``label_class`` -1) gets arbitrary valid indices (its pairs
+        weigh 0).
+    """
+    anchors = anchors.long()
+    cls = arrays["label_class"][anchors].long()
+    c = cls.clamp_min(0)
+    start = arrays["class_ptr"][c]
+    size = arrays["class_ptr"][c + 1] - start
+    base = _hash32_torch(_hash32_torch(_hash32_torch(anchors) ^ seed) ^ cpu.LABEL_KEY)
+    t = torch.arange(1, n_label + 1, device=anchors.device, dtype=torch.long)
+    h = _hash32_torch(base[:, None] + t[None, :] * cpu.GOLDEN)
+    r = (h * (size - 1).clamp_min(1)[:, None]) >> 32
+    at = start[:, None] + r + (r >= arrays["class_position"][anchors].long()[:, None]).long()
+    return arrays["class_members"][at.clamp_max(arrays["class_members"].shape[0] - 1)].long()
+
+
+def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int, seed: int,
+                       exaggeration: float, with_loss: bool, grad: torch.Tensor,
+                       loss_rows: torch.Tensor) -> None:
+    """Add the sampled same-class attraction of anchors ``start:stop`` to ``grad`` (and its
+    loss to ``loss_rows``): the torch twin of the label part of the numba engine, weight
+    ``label_scale[i] (m_i + m_j) / n_label`` per pair, loss ``-label_scale[i] m_i / n_label
+    log k``. Nothing without labels.
+
+    Parameters
+    ----------
+    obj : Objective
+        The objective (:class:`~icongraph.objective.Objective`).
+    arrays : dict
+        Its arrays on ``y``'s device, from :func:`torch_arrays`.
+    y : torch.Tensor
+        (N, d) the embedding.
+    start, stop : int
+        The anchors.
+    seed : int
+        The epoch's seed (:func:`~icongraph.objective.epoch_seed`).
+    exaggeration : float
+        Multiplies the attraction.
+    with_loss : bool
+        Whether to add the pairs' loss to ``loss_rows``.
+    grad, loss_rows : torch.Tensor
+        (N, d), (N,), added to in place.
+    """
+    if obj.n_label == 0:
+        return
+    anchors = torch.arange(start, stop, device=y.device)
+    partners = hash_label_partners(arrays, anchors, obj.n_label, seed)
+    a = anchors[:, None].expand_as(partners).reshape(-1)
+    j = partners.reshape(-1)
+    mass = arrays["row_mass"]
+    scale = torch.where(arrays["label_class"][a] >= 0, arrays["label_scale"][a], 0.0) / obj.n_label
+    diff = y[a] - y[j]
+    d2 = (diff * diff).sum(1)
+    _, g = _kernel_and_slope(obj.kernel, d2)
+    force = (-2.0 * exaggeration * g)[:, None] * diff
+    grad.index_add_(0, a, force.clamp(-obj.clip, obj.clip) * (scale * (mass[a] + mass[j]))[:, None])
+    if with_loss:
+        loss_rows.index_add_(0, a, -scale * mass[a] * obj.kernel.log_k_torch(d2))
 
 
 def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
@@ -101,6 +183,8 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
     for start, stop, e0, e1 in arrays["chunks"]:
         edge_forces_torch(obj, arrays, y, e0, e1, epoch, exaggeration, with_loss, grad,
                            loss_rows)
+        label_forces_torch(obj, arrays, y, start, stop, seed, exaggeration, with_loss, grad,
+                           loss_rows)
         anchors = torch.arange(start, stop, device=y.device)
         if obj.n_negatives <= 0:
             negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
@@ -115,9 +199,10 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
         zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
         terms = []
         if obj.alpha > 0:
-            terms.append((-2.0 * exaggeration * g, obj.alpha * (mass[a] + mass[j]) / m))
+            uniform = obj.alpha * obj.p_scale / m
+            terms.append((-2.0 * exaggeration * g, uniform * (mass[a] + mass[j])))
             if with_loss:
-                loss_rows.index_add_(0, a, -obj.alpha * mass[a] / m * kernel.log_k_torch(d2))
+                loss_rows.index_add_(0, a, -uniform * mass[a] * kernel.log_k_torch(d2))
         if obj.estimator == "per_anchor":
             share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
                      + mass[j] * (k / z_prev[j]).clamp_max(1.0))
@@ -212,14 +297,16 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
     -------
     dict
         ``rows``, ``cols`` (E,) int64 edge endpoints; ``weights`` (E,); ``row_mass`` (N,);
-        ``neg_scale`` (N,) or (1,); ``edge_rate``, ``edge_phase`` (E,) or (0,); ``chunks``, a
+        ``neg_scale`` (N,) or (1,); ``edge_rate``, ``edge_phase`` (E,) or (0,); the label
+        arrays of :class:`~icongraph._cpu_engine.EngineArrays` (``label_class``,
+        ``class_ptr``, ``class_members``, ``class_position``, ``label_scale``); ``chunks``, a
         list of ``(start, stop, e0, e1)``: anchors ``start:stop`` and their edges ``e0:e1``.
     """
     indptr = obj.indptr
     degree = np.diff(indptr)
     rows = np.repeat(np.arange(obj.n, dtype=np.int64), degree)
     chunks, start = [], 0
-    per_row = max(1, int(degree.mean()) + obj.m)
+    per_row = max(1, int(degree.mean()) + obj.m + obj.n_label)
     step = max(1, chunk_edges // per_row)
     while start < obj.n:
         stop = min(obj.n, start + step)
@@ -234,5 +321,10 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
         "neg_scale": torch.as_tensor(obj.neg_scale, device=dev, dtype=dtype),
         "edge_rate": torch.as_tensor(obj.edge_rate, device=dev),
         "edge_phase": torch.as_tensor(obj.edge_phase, device=dev),
+        "label_class": torch.as_tensor(obj.label_class, device=dev),
+        "class_ptr": torch.as_tensor(obj.class_ptr, device=dev),
+        "class_members": torch.as_tensor(obj.class_members, device=dev),
+        "class_position": torch.as_tensor(obj.class_position, device=dev),
+        "label_scale": torch.as_tensor(obj.label_scale, device=dev, dtype=dtype),
         "chunks": chunks,
     }

@@ -3,8 +3,13 @@
 With soft assignments ``phi(c|i)`` (N, C) and cluster masses ``M_c = sum_k w_k phi(c|k)``::
 
     q(j|i) = sum_c phi(c|i) w_j phi(c|j) / M_c          (rows sum to 1; w = 1, or degrees)
-    p~(j|i) = (1 - alpha) p(j|i) + alpha / N             (debiasing on p: ``alpha``)
+    p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / N         (debiasing on p: ``alpha``)
     q~(j|i) = (1 - a_q) q(j|i) + a_q / N                 (debiasing on q: ``q_alpha``)
+
+``alpha`` is the package's one debiasing of ``p`` (:mod:`icongraph.targets`): a uniform part
+on the support of ``q(.|i)``, here all N points (``q(i|i) > 0`` for the cluster kernel); the
+clustering targets are row-stochastic (``m_i = 1``), so this is the paper's ``alpha / N``.
+``q_alpha`` applies the same mixture to ``q``.
     L = - 1/N sum_i E_{j ~ p~(.|i)} log q~(j|i)          (the KL up to the constant entropy of p)
 
 The normaliser is the cluster mass, C numbers: no negatives are needed. On data up to a few
@@ -26,18 +31,17 @@ loss on one shared sample of about a million (anchor, positive) pairs.
 
 Presets (``method=``), each a composition of p, the kernel's weights and alpha:
 
-==============  =======================================  =========  ======  =======
-method          p                                        weights w  alpha   q_alpha
-==============  =======================================  =========  ======  =======
-debiased        uniform kNN, 2-step walks                1          0.2     0.2
-infonce         uniform kNN                              1          0       0
-kmeans          Gaussian (perplexity) kNN                1          0       0
-ncut            symmetric kNN, row-normalised            degree     0       0
-supervised      same-class (labels passed to ``fit``)    1          0       0
-==============  =======================================  =========  ======  =======
+==============  ===========================================  =========  ======  =======
+method          p                                            weights w  alpha   q_alpha
+==============  ===========================================  =========  ======  =======
+debiased        uniform kNN, 2-step walks                    1          0.2     0.2
+infonce         uniform kNN                                  1          0       0
+kmeans          Gaussian (perplexity) kNN                    1          0       0
+ncut            symmetric kNN, row-normalised                degree     0       0
+supervised      same-class (``fit(X, y)``; ``y = -1``: kNN)  1          0       0
+==============  ===========================================  =========  ======  =======
 
-``alpha`` and ``q_alpha`` override the method's values (``alpha`` the same debiasing of ``p``
-as the embeddings' ``alpha``).
+``alpha`` and ``q_alpha`` override the method's values.
 """
 
 from __future__ import annotations
@@ -65,13 +69,13 @@ from .validation import (
     check_data,
     check_feature_names,
     check_is_fitted,
-    check_labels,
     check_n_features,
     check_n_neighbors,
     check_new_data,
     check_params,
     check_random_state,
     choice,
+    encode_labels,
     number,
 )
 
@@ -174,9 +178,10 @@ class Clustering(ParamsMixin):
         """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
         return self.head != "mlp" and self.init != "random"
 
-    def _prepare(self, X, preset) -> KNN | None:
+    def _prepare(self, X, preset, with_knn: bool = True) -> KNN | None:
         """The checks that need the data, before any work; returns the checked precomputed
-        kNN graph (or None). Refused here: more clusters than points, or than the rows the
+        kNN graph (or None); ``with_knn`` False: the fit needs no kNN graph (every point
+        labelled, ``method='supervised'``). Refused here: more clusters than points, or than the rows the
         seeding clusters; too few points for the neighbours; a kNN graph that does not match;
         a fit that will not fit in memory (:meth:`_memory_estimate`)."""
         n = X.shape[0]
@@ -190,7 +195,7 @@ class Clustering(ParamsMixin):
                 f"use n_clusters <= {SEED_SAMPLE}, or init='random' or head='mlp', which start "
                 "without seed centres.")
         knn, k = None, 0
-        if preset["target"] != "labels":
+        if with_knn:
             spec = self._spec(preset)
             k = check_n_neighbors(spec.n_neighbors_for(n), n)
             if self.precomputed_knn is not None:
@@ -254,7 +259,9 @@ class Clustering(ParamsMixin):
         return graph, knn
 
     def fit(self, X, y=None):
-        """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``.
+        """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``: numbers
+        (``-1`` for an unlabelled point, whose positives come from the uniform kNN graph) or
+        strings, with at least 2 classes.
 
         Every parameter is checked first, then what depends on the data (sizes, the seeding,
         a precomputed kNN graph, the memory the fit needs): bad input is refused before any
@@ -273,12 +280,15 @@ class Clustering(ParamsMixin):
             if preset["target"] == "labels":
                 if y is None:
                     raise ValueError("method='supervised' needs labels: fit(X, y).")
-                labels = check_labels(y, n, "y")
-            knn = self._prepare(X, preset)
+                labels = encode_labels(y, n, "y")
+            with_knn = labels is None or bool((labels < 0).any())
+            knn = self._prepare(X, preset, with_knn)
             start = time.perf_counter()
-            if labels is not None:
-                graph, knn = None, None
-                sampler = PositiveSampler(None, n, device, labels=labels)
+            if labels is not None:  # unlabelled points (-1) take kNN positives
+                graph = None
+                if with_knn:
+                    graph, knn = self._graph(X, preset, seed, device, knn)
+                sampler = PositiveSampler(graph, n, device, labels=labels)
             else:
                 graph, knn = self._graph(X, preset, seed, device, knn)
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],

@@ -5,6 +5,24 @@ estimator of the normaliser).
 Parameters shared by every estimator are declared once in :data:`COMMON_PARAMS`; a preset adds
 only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``_composition``.
 ``None`` for a shared parameter means "the preset's default" (``_defaults``).
+
+Every estimator is supervised or semi-supervised through ``fit(X, y)``: ``y`` (N,) class
+labels (numbers with ``-1`` for an unlabelled point, or strings) mix a same-class graph into
+``p`` with umap-learn's ``target_weight`` (0: the data graph only, 1: the label graph only;
+default 0.5). With ``w_i = target_weight`` for a labelled point of a class of at least 2
+members (else 0) and ``n_c`` its class's size::
+
+    p~(j|i) = (1 - alpha) [(1 - w_i) p(j|i) + w_i m_i [y_j = y_i] / (n_c - 1)] + alpha m_i / (N - 1)
+
+so each row keeps its mass ``m_i``; the same-class part is sampled (a few uniform class members
+per labelled anchor and epoch), never stored as ``n_c^2`` edges
+(:func:`~icongraph.targets.with_labels`). umap-learn instead takes a fuzzy intersection: it
+only reweights the kNN edges, multiplying a between-class edge by ``exp(-far_dist)`` with
+``far_dist = 2.5 / (1 - target_weight)`` and an edge to an unlabelled point by ``exp(-1)``, so
+no pair outside the kNN graph ever attracts. Here the two graphs are a mixture (a sum): every
+kNN edge of a labelled row keeps ``1 - w`` of its weight, whatever the classes, and the class's
+other members share ``w`` of the row's mass, so ``target_weight=1`` is SupCon-like (a labelled
+row attracts only its class) and unlabelled rows keep their kNN edges.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ from .targets import (
     PrecomputedTarget,
     debias,
     get_target,
+    with_labels,
 )
 from .validation import (
     boolean,
@@ -41,6 +60,7 @@ from .validation import (
     check_params,
     check_random_state,
     choice,
+    encode_labels,
     mapping,
     number,
 )
@@ -60,6 +80,7 @@ COMMON_PARAMS = {
     "edge_sampling": None,
     "init": None,
     "alpha": 0.0,
+    "target_weight": 0.5,
     "precomputed_knn": None,
     "knn_method": "auto",
     "knn_cache": None,
@@ -111,6 +132,7 @@ COMMON_RULES = {
     "edge_sampling": boolean(allow_none=True),
     "init": _init_rule,
     "alpha": number(0.0, 1.0, high_open=True),
+    "target_weight": number(0.0, 1.0),
     **KNN_RULES,
     **RUNTIME_RULES,
 }
@@ -214,7 +236,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         estimator)``."""
         check_params(self, self._param_rules())
         spec, kernel, estimator = self._composition()
-        check_composition(estimator, kernel, self.alpha)
+        check_composition(estimator, kernel)
         return spec, kernel, estimator
 
     def _prepare(self, X, spec, kernel, estimator) -> tuple[KNN | None, object]:
@@ -234,7 +256,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
             knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
                                   getattr(spec, "neighbors_reason", "the target"))
         init = self._resolve_init(n, True)
-        check_composition(estimator, kernel, self.alpha, n, self.n_components)
+        check_composition(estimator, kernel, n, self.n_components)
         parts = self._memory_estimate(X, knn.n_neighbors if knn is not None else k,
                                       init, estimator, kernel)
         check_memory(f"{type(self).__name__} on {n} x {X.shape[1]}", parts,
@@ -269,7 +291,9 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
 
     def fit(self, X, y=None):
         """Fit the embedding of ``X`` (N, D): numpy, torch, scipy sparse or pandas; ``X`` may
-        be None when ``p`` is a precomputed graph (init then falls back to spectral). Records
+        be None when ``p`` is a precomputed graph (init then falls back to spectral). ``y``
+        (N,) class labels, optional: numbers (``-1`` unlabelled) or strings, mixed into ``p``
+        with ``target_weight`` (see the module docstring). Records
         ``n_features_in_`` (None without ``X``) and, for a DataFrame with string column names,
         ``feature_names_in_``; ``transform`` checks new data against them.
 
@@ -289,6 +313,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
                 check_feature_names(self, X, reset=True)
                 X, data_scale = check_data(X, min_samples=2, scaling=self.metric)
                 check_n_features(self, X.shape[1], reset=True)
+            labels = None if y is None or X is None else encode_labels(y, X.shape[0])
             knn, init = self._prepare(X, spec, kernel, estimator)
             start = time.perf_counter()
             if isinstance(spec, PrecomputedTarget):
@@ -307,6 +332,10 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
                 target = spec.build(knn)
             if self.alpha:
                 target = debias(target, self.alpha)
+            if y is not None:
+                if labels is None:  # a precomputed graph without X: N is known only now
+                    labels = encode_labels(y, target.n_samples)
+                target = with_labels(target, labels, self.target_weight)
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
             settings = self._settings(n, init)
@@ -412,8 +441,11 @@ class ICon(_Embedding):
     """The general I-Con embedding: ``p`` (target name, spec object or a graph), ``q`` (kernel
     name or :class:`~icongraph.kernels.Kernel`) and the normaliser ``estimator``
     ('per_anchor', 'global' or 'neg'). ``p_params``/``q_params`` go to the named target/kernel.
+    ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
+    by ``target_weight`` (0-1, default 0.5; the module docstring), whatever the estimator.
 
     >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
+    >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
     """
 
     _own_params = {"p": "fuzzy", "q": "umap", "estimator": "neg", "p_params": None,
@@ -449,7 +481,9 @@ class ICon(_Embedding):
 
 class SNE(_Embedding):
     """Stochastic Neighbour Embedding: conditional perplexity ``p``, Gaussian ``q``, per-anchor
-    normaliser (Hinton & Roweis 2002)."""
+    normaliser (Hinton & Roweis 2002). ``fit(X, y)`` with class labels (``-1``: unlabelled)
+    mixes the same-class graph into ``p`` by ``target_weight`` (0-1, default 0.5; the module
+    docstring)."""
 
     _own_params = {"perplexity": 30.0}
     _own_rules = {"perplexity": number(0.0, low_open=True)}
@@ -474,7 +508,11 @@ class TSNE(_Embedding):
     capped at norm 5, the layout re-centred after each step. ``learning_rate`` is in
     openTSNE's and scikit-learn's units (the step on ``KL(P || Q) / 4``); ``None`` is openTSNE's
     ``"auto"``, ``N / exaggeration`` in each phase. ``n_epochs`` counts both phases.
-    In 3-D and above the normaliser comes from sampled negatives (estimator ``"global"``)."""
+    In 3-D and above the normaliser comes from sampled negatives (estimator ``"global"``).
+
+    ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
+    by ``target_weight`` (0-1, default 0.5; the module docstring);
+    ``target_weight=1`` gives a SupCon-like t-SNE of the labelled points."""
 
     _own_params = {"perplexity": 30.0, "early_exaggeration": 12.0, "dof": 1.0}
     _own_rules = {"perplexity": number(0.0, low_open=True),
@@ -515,7 +553,11 @@ class UMAP(_Embedding):
     rows, spread through ``p``, 60 refinement epochs) is faster from ~100k points and keeps the
     global layout of the generator's curved sheets, but on real tables it keeps less local
     structure: kNN preservation@15 within a 5,000-point sample, ``UMAP(random_state=0)`` on the
-    same 15-NN graph, coarse vs PCA: mnist1d (70k) 0.167 vs 0.196, movies (58k) 0.282 vs 0.319."""
+    same 15-NN graph, coarse vs PCA: mnist1d (70k) 0.167 vs 0.196, movies (58k) 0.282 vs 0.319.
+
+    ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
+    by ``target_weight`` (umap-learn's name and range, default 0.5), as
+    a mixture of the two graphs rather than umap-learn's fuzzy intersection (module docstring)."""
 
     _own_params = {"n_neighbors": 15, "min_dist": 0.1, "spread": 1.0,
                    "negative_sample_rate": 5.0, "local_connectivity": 1.0,

@@ -2,9 +2,10 @@
 reading user graphs (scipy sparse, torch ``edge_index`` + weights, networkx).
 
 Graphs are scipy CSR matrices of float32 weights, shape (N, N), with no self loops. The
-alpha-debiasing ``(1 - alpha) p(j|i) + alpha m_i / (N - 1)`` never materialises the dense uniform
-part: see
-:class:`icongraph.targets.Target`, which carries ``alpha`` as a scalar beside the sparse graph.
+alpha-debiasing ``p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i`` (``m_i`` the row's mass,
+``U_i`` uniform on the support of ``q(.|i)``; see :mod:`icongraph.targets`) never materialises
+the dense uniform part: :class:`icongraph.targets.Target` carries ``alpha`` as a scalar beside
+the sparse graph.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from . import _cpu_engine as cpu
@@ -48,8 +49,10 @@ from .targets import Target
 #: the "fft" estimator sums over all pairs exactly up to this many points (N^2 kernel
 #: evaluations cost less than the grid's transforms there)
 EXACT_PAIRS_MAX_SAMPLES = 10_000
+#: same-class partners drawn per labelled anchor and epoch (the label part of ``p~``)
+N_LABEL_PARTNERS = 5
 
-__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "ESTIMATORS", "Objective", "check_composition",
+__all__ = ["EXACT_PAIRS_MAX_SAMPLES", "N_LABEL_PARTNERS", "ESTIMATORS", "Objective", "check_composition",
            "epoch_seed", "matched_negatives", "exact_loss", "all_pair_sums",
            "all_pairs_gradient"]
 
@@ -82,7 +85,14 @@ class Objective:
     engine bundled once as ``engine``, an :class:`~icongraph._cpu_engine.EngineArrays`).
 
     ``weights`` holds the attraction weight of each stored edge for the *gradient* of anchor
-    ``i``: ``(1 - alpha)(p_ij + p_ji)`` for the KL estimators, ``(w_ij + w_ji) / w_max`` for NEG.
+    ``i``: ``(1 - alpha)(p_ij + p_ji) s`` with ``p_scale`` ``s = 1`` for the KL estimators and
+    ``1 / w_max`` for NEG (whose attraction is ``p~ / w_max``, umap-learn's update rate); the
+    uniform part of ``p~`` attracts a sampled pair with ``alpha (m_i + m_j) s / m``. With
+    labels (:func:`~icongraph.targets.with_labels`) row ``i`` of ``p`` is scaled by ``1 - w_i``
+    before symmetrising, and each labelled anchor draws ``n_label_partners`` (``L``) members of
+    its class per epoch, uniformly among the others (the engines' counter hash, keyed like the
+    negatives), each attracting with weight ``(1 - alpha) s w (m_i + m_j) / L``: in expectation
+    the gradient of the label part, never its ``n_c^2`` edges.
     With ``edge_sampling`` an edge is visited only in ``w_e / max w`` of the epochs (evenly
     spaced, deterministic) with weight ``max w``: the same expected gradient for a fraction of
     the work on graphs with many weak edges (UMAP's epochs-per-sample idea).
@@ -95,9 +105,10 @@ class Objective:
     negative_sample_rate: float = 5.0
     clip: float = np.inf
     edge_sampling: bool = False
+    n_label_partners: int = N_LABEL_PARTNERS
 
     def __post_init__(self):
-        check_composition(self.estimator, self.kernel, self.target.alpha)
+        check_composition(self.estimator, self.kernel)
         if self.n_negatives is None and self.estimator == "neg":
             self.n_negatives = matched_negatives(self.negative_sample_rate, self.target)
         if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
@@ -109,19 +120,22 @@ class Objective:
         self.n = p.shape[0]
         if self.n < 2:
             raise ValueError("the objective needs at least 2 points.")
+        mass = self.target.row_mass
+        w_lab = self.target.label_weights
+        if w_lab.any():  # the kNN part of a labelled row keeps 1 - w_i of its mass
+            p = (sp.diags((1.0 - w_lab).astype(np.float32)) @ p).tocsr()
         sym = (p + p.T).tocsr()
         sym.sort_indices()
-        mass = self.target.row_mass
+        self.alpha = float(self.target.alpha)
         if self.estimator == "neg":
-            w_max = float(p.data.max())
-            sym = sym * (1.0 / w_max)
+            w_max = float(self.target.graph.data.max())
+            self.p_scale = 1.0 / w_max
             self.neg_scale = (self.negative_sample_rate * mass / (w_max * self.m)).astype(
                 np.float32)
-            self.alpha = 0.0
         else:
-            sym = sym * (1.0 - self.target.alpha)
+            self.p_scale = 1.0
             self.neg_scale = np.zeros(1, np.float32)
-            self.alpha = float(self.target.alpha)
+        sym = sym * ((1.0 - self.alpha) * self.p_scale)
         self.indptr = sym.indptr.astype(np.int64)
         self.indices = sym.indices.astype(np.int32)
         self.weights = sym.data.astype(np.float32)
@@ -138,12 +152,27 @@ class Objective:
         self.code = ESTIMATORS[self.estimator]
         self.kernel_params = self.kernel.params if self.kernel.code >= 0 else (0.0, 0.0)
         p0, p1 = self.kernel_params
+        classes = self.target.classes
+        if w_lab.any():
+            self.n_label = int(self.n_label_partners)
+            if self.n_label < 1:
+                raise ValueError(f"n_label_partners must be >= 1; got {self.n_label_partners}.")
+            self.label_class, self.class_ptr = classes.label, classes.ptr
+            self.class_members, self.class_position = classes.members, classes.position
+            self.label_scale = ((1.0 - self.alpha) * self.p_scale * w_lab).astype(np.float32)
+        else:
+            self.n_label = 0
+            self.label_class = self.class_members = self.class_position = np.zeros(0, np.int32)
+            self.class_ptr = np.zeros(1, np.int64)
+            self.label_scale = np.zeros(0, np.float32)
         self.engine = cpu.EngineArrays(
             indptr=self.indptr, indices=self.indices, weights=self.weights,
             edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
-            neg_scale=self.neg_scale, n_neg=int(self.n_negatives), estimator=int(self.code),
-            code=int(self.kernel.code), p0=float(p0), p1=float(p1), alpha=float(self.alpha),
-            clip=float(self.clip))
+            neg_scale=self.neg_scale, label_class=self.label_class, class_ptr=self.class_ptr,
+            class_members=self.class_members, class_position=self.class_position,
+            label_scale=self.label_scale, n_label=self.n_label, n_neg=int(self.n_negatives),
+            estimator=int(self.code), code=int(self.kernel.code), p0=float(p0), p1=float(p1),
+            alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip))
 
     @property
     def m(self) -> int:
@@ -216,10 +245,10 @@ def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | No
     return sums
 
 
-def check_composition(estimator: str, kernel: Kernel, alpha: float,
-                      n_samples: int | None = None, n_components: int | None = None) -> None:
-    """Refuse a normaliser ``estimator`` that cannot work with this kernel, debiasing or
-    layout, before any work.
+def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = None,
+                      n_components: int | None = None) -> None:
+    """Refuse a normaliser ``estimator`` that cannot work with this kernel or layout, before
+    any work.
 
     Parameters
     ----------
@@ -227,8 +256,6 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
         A key of :data:`ESTIMATORS`.
     kernel : Kernel
         The kernel ``q``.
-    alpha : float
-        The debiasing weight of ``p``.
     n_samples, n_components : int, optional
         The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
         grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points.
@@ -237,7 +264,7 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
     ------
     ValueError
         An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, or in 3-D and above
-        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points; ``alpha > 0`` with ``"neg"``.
+        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
@@ -250,10 +277,6 @@ def check_composition(estimator: str, kernel: Kernel, alpha: float,
         raise ValueError(f"the 'fft' estimator interpolates on a 1-D or 2-D grid above "
                          f"{EXACT_PAIRS_MAX_SAMPLES} points; use estimator='global' (sampled "
                          f"negatives) for a {n_components}-D embedding of {n_samples} points.")
-    if estimator == "neg" and alpha > 0:
-        raise ValueError(f"alpha-debiasing (alpha={alpha}) needs a normalised estimator "
-                         "('per_anchor' or 'global'); the fixed-normaliser 'neg' (UMAP) has no "
-                         "q to smooth.")
 
 
 def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
@@ -342,26 +365,33 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
                negative_sample_rate: float = 5.0) -> torch.Tensor:
     """The objective by brute force on dense (N, N) matrices (float64; small N only).
 
-    Differentiable in ``y`` (a torch tensor). For ``"neg"`` the repulsion moves only the anchor,
-    as the sampled estimator does, so its autograd gradient is the estimator's expectation.
+    Differentiable in ``y`` (a torch tensor). For ``"neg"`` the attraction is
+    ``-sum_ij p~_ij / w_max log k_ij`` and the repulsion moves only the anchor, as the sampled
+    estimator does, so its autograd gradient is the estimator's expectation.
     """
     y = torch.as_tensor(y, dtype=torch.float64)
     n = y.shape[0]
     p = torch.as_tensor(target.graph.toarray(), dtype=torch.float64)
     off = ~torch.eye(n, dtype=torch.bool)
     mass = p.sum(1)
+    alpha = target.alpha
+    w = torch.as_tensor(target.label_weights, dtype=torch.float64)[:, None]
+    p_t = (1 - w) * p
+    if target.classes is not None:
+        label = torch.as_tensor(target.classes.label, dtype=torch.long)
+        same = ((label[:, None] == label[None, :]) & (label[:, None] >= 0) & off).double()
+        p_t = p_t + w * mass[:, None] * same / same.sum(1, keepdim=True).clamp_min(1.0)
+    p_t = (1 - alpha) * p_t + (alpha * mass / (n - 1))[:, None]
+    p_t = p_t * off
     d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)  # diag unused
     if estimator == "neg":
         w_max = p.max()
         d2_anchor = ((y[:, None, :] - y.detach()[None, :, :]) ** 2).sum(-1).masked_fill(~off, 1.0)
         k_anchor = torch.exp(kernel.log_k_torch(d2_anchor))
         rate = negative_sample_rate * mass / (w_max * (n - 1))
-        att = -(p / w_max * kernel.log_k_torch(d2))[off].sum()
+        att = -(p_t / w_max * kernel.log_k_torch(d2))[off].sum()
         rep = -(rate[:, None] * torch.log((1 - k_anchor).clamp_min(1e-12)))[off].sum()
         return att + rep
-    alpha = target.alpha
-    p_t = (1 - alpha) * p + (alpha * mass / (n - 1))[:, None]
-    p_t = p_t * off
     log_k = kernel.log_k_torch(d2)
     cross = -(p_t * log_k)[off].sum()
     ent = (p_t[p_t > 0] * torch.log(p_t[p_t > 0])).sum()

@@ -15,7 +15,12 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from ._torch_engine import edge_forces_torch, sampled_gradient_torch, torch_arrays
+from ._torch_engine import (
+    edge_forces_torch,
+    label_forces_torch,
+    sampled_gradient_torch,
+    torch_arrays,
+)
 from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .runtime import resolve_device, torch_threads
@@ -141,8 +146,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
     device = resolve_device(device)
     interpolated = objective.estimator == "fft"
-    check_composition(objective.estimator, objective.kernel, objective.alpha, len(y0),
-                      np.shape(y0)[1])
+    check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
         y = torch.from_numpy(np.array(y0, np.float32))
@@ -162,10 +166,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
 
     def evaluate(epoch: int, exag: float, z_prev, g_scale: float, with_loss: bool):
         """``(grad, zsum, loss)``: ``loss`` is None unless ``with_loss``."""
-        if interpolated:
-            grad, loss = _interpolated(exag, with_loss)
-            return grad, None, loss
         seed_e = epoch_seed(seed, epoch)
+        if interpolated:
+            grad, loss = _interpolated(exag, seed_e, with_loss)
+            return grad, None, loss
         if use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
@@ -181,19 +185,22 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                     + objective.normaliser_terms(zsum))
         return grad, zsum, loss
 
-    def _interpolated(exag: float, with_loss: bool):
-        """Edge attraction (numba or torch) plus the grid-interpolated normaliser."""
+    def _interpolated(exag: float, seed_e: int, with_loss: bool):
+        """Edge (and same-class) attraction, numba or torch, plus the grid-interpolated
+        normaliser."""
         if use_numba:
-            cpu.edge_gradient(y_np, objective.engine, float(exag), with_loss, grad_np,
+            cpu.edge_gradient(y_np, objective.engine, float(exag), seed_e, with_loss, grad_np,
                               loss_rows)
             grad, rows = grad_t, torch.from_numpy(loss_rows)
         else:
             grad = torch.zeros_like(y)
             rows = torch.zeros(n, device=device, dtype=y.dtype)
             with torch.no_grad():
-                for _, _, e0, e1 in arrays["chunks"]:
+                for start, stop, e0, e1 in arrays["chunks"]:
                     edge_forces_torch(objective, arrays, y, e0, e1, 0, exag, with_loss, grad,
                                        rows)
+                    label_forces_torch(objective, arrays, y, start, stop, seed_e, exag,
+                                       with_loss, grad, rows)
         with torch.no_grad():
             return all_pairs_gradient(objective, y, exag, grad, rows, with_loss, grid_cache)
 

@@ -3,7 +3,8 @@
 An edge of the graph ``p`` by weight, then neighbour propagation over ``steps`` hops, never a
 matrix power: random walks (``propagation='walk'``, ``p = (P + ... + P^t) / t``) or a uniform
 draw from the points reachable in 1..t hops (``propagation='reachable'``); a uniform point with
-probability ``alpha`` (debiasing); or, with labels, a uniform member of the anchor's class.
+probability ``alpha`` (debiasing); or, with labels, a uniform member of the anchor's class (an
+unlabelled anchor, label ``-1``, takes a graph positive).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class PositiveSampler:
     """Draws ``j ~ p~(.|i)`` for anchors: a random walk of 1..steps steps by edge weight on a
     CSR graph (``(P + ... + P^t) / t``), or with ``propagation='reachable'`` a uniform draw
     from the distinct points within ``steps`` hops; then a uniform point with probability
-    ``alpha``; or a same-class point when ``labels`` is given. All vectorised torch ops on
+    ``alpha``; or a same-class point when ``labels`` (N,) int is given: for every anchor
+    without a graph, else for the labelled ones (``labels >= 0``), the unlabelled ones walking
+    the graph. All vectorised torch ops on
     ``device`` (a walk step is an index into equal-weight rows, else a ``searchsorted`` over
     cumulative edge weights)."""
 
@@ -36,16 +39,25 @@ class PositiveSampler:
             raise ValueError(f"propagation must be one of {PROPAGATIONS}; got {propagation!r}.")
         self.n, self.steps, self.alpha, self.device = n, steps, alpha, device
         self.reachable = propagation == "reachable"
+        self.labelled = None
         if labels is not None:
-            order = np.argsort(labels, kind="stable")
-            _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+            labels = np.asarray(labels)
+            labelled = labels >= 0 if graph is not None else np.ones(n, bool)
+            order = np.flatnonzero(labelled)
+            order = order[np.argsort(labels[order], kind="stable")]
+            _, codes, counts = np.unique(labels[labelled], return_inverse=True,
+                                         return_counts=True)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            start, count = np.zeros(n, np.int64), np.ones(n, np.int64)  # unlabelled: unused
+            start[labelled], count[labelled] = starts[codes], counts[codes]
             self.members = torch.as_tensor(order, device=device)
-            self.start = torch.as_tensor(starts[codes], device=device)
-            self.count = torch.as_tensor(counts[codes], device=device)
-            self.graph, self.reachable = None, False
-            return
+            self.start = torch.as_tensor(start, device=device)
+            self.count = torch.as_tensor(count, device=device)
+            self.labelled = torch.as_tensor(labelled, device=device)
         self.graph = graph
+        if graph is None:
+            self.reachable = False
+            return
         cum = np.concatenate([[0.0], np.cumsum(graph.data.astype(np.float64))])
         starts, ends = graph.indptr[:-1], graph.indptr[1:]
         self.cum = torch.as_tensor(cum[1:], device=device)
@@ -132,10 +144,13 @@ class PositiveSampler:
                repeats: int = 1) -> torch.Tensor:
         """``repeats`` positives per anchor (B,), laid out as ``anchors.repeat(repeats)``."""
         repeated = anchors.repeat(repeats)
-        if self.graph is None:  # supervised: a uniform member of the anchor's class
+        same = None
+        if self.labelled is not None:  # supervised: a uniform member of the anchor's class
             u = torch.rand(repeated.shape, generator=gen, device=self.device)
             pick = (u * self.count[repeated]).long().clamp_max(self.count[repeated] - 1)
-            return self.members[self.start[repeated] + pick]
+            same = self.members[(self.start[repeated] + pick).clamp_max(len(self.members) - 1)]
+            if self.graph is None:
+                return same
         if self.reachable:
             nodes = self._reachable(anchors, repeats, gen)
         else:
@@ -148,6 +163,8 @@ class PositiveSampler:
             uniform = torch.rand(repeated.shape, generator=gen, device=self.device) < self.alpha
             other = torch.randint(0, self.n, repeated.shape, generator=gen, device=self.device)
             nodes = torch.where(uniform, other, nodes)
+        if same is not None:  # unlabelled anchors keep their graph positive
+            nodes = torch.where(self.labelled[repeated], same, nodes)
         return nodes
 
 

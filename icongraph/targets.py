@@ -2,14 +2,31 @@
 
 A target *spec* (``PerplexityTarget``, ``UniformKNNTarget``, ``FuzzyTarget``,
 ``PrecomputedTarget``) says how many neighbours it needs and turns a :class:`~icongraph.knn.KNN`
-into a :class:`Target`: the sparse weights ``p`` (CSR, N x N) plus the debiasing scalar ``alpha``
-of ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, never stored densely. Specs are
+into a :class:`Target`: the sparse weights ``p`` (CSR, N x N) plus the debiasing scalar ``alpha``,
+never stored densely. ``alpha`` has one meaning across the package::
+
+    p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i,     m_i = sum_j p(j|i),
+
+with ``U_i`` uniform on the support of ``q(.|i)``: the N - 1 other points for the distance
+kernels (``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, j != i), all N points for the
+cluster kernel. For a row-stochastic ``p`` and the cluster kernel this is the paper's
+``(1 - alpha) p + alpha / N``. Specs are
 registered by name in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``.
+
+Labels (:func:`with_labels`) mix a same-class graph into ``p`` without storing its ``n_c^2``
+edges: with ``w_i`` the label weight of point ``i`` (``target_weight`` for a labelled point of a
+class with at least 2 members, else 0) and ``n_c`` the size of its class ``c = y_i``::
+
+    p~(j|i) = (1 - alpha) [(1 - w_i) p(j|i) + w_i m_i [y_j = y_i] / (n_c - 1)] + alpha m_i / (N - 1)
+
+(j != i): the row mass ``m_i`` is kept, and the objective samples same-class partners.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,21 +37,72 @@ from .knn import KNN
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
            "TARGETS", "get_target", "perplexity_weights",
-           "fuzzy_weights", "debias"]
+           "fuzzy_weights", "debias", "with_labels", "LabelClasses"]
 
 
-@dataclass(frozen=True)
+class LabelClasses(NamedTuple):
+    """The classes of a target's labels in compact form (never the same-class edges).
+
+    Attributes
+    ----------
+    label : np.ndarray
+        (N,) int32, each point's class among the classes of at least 2 members, -1 for an
+        unlabelled point or a class of one.
+    ptr : np.ndarray
+        (C + 1,) int64, class ``c``'s members are ``members[ptr[c]:ptr[c + 1]]``.
+    members : np.ndarray
+        (ptr[-1],) int32, the points of those classes sorted by class (then by index).
+    position : np.ndarray
+        (N,) int32, each point's position within its class's members (-1 where ``label`` is).
+    """
+
+    label: np.ndarray
+    ptr: np.ndarray
+    members: np.ndarray
+    position: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Target:
     """A fitted target neighbourhood.
 
     ``graph`` (N, N) CSR float32 holds ``p``: row ``i`` is ``p(.|i)`` (rows sum to 1 for
     conditional targets; for UMAP's fuzzy set the raw memberships). ``alpha`` is the debiasing
     weight: the objective uses ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)`` (j != i) with
-    ``m_i = sum_j p(j|i)``, handled as a scalar.
+    ``m_i = sum_j p(j|i)``, handled as a scalar. ``labels`` (N,) int (``-1``: unlabelled) and
+    ``target_weight`` add the label part of the module's definition (:func:`with_labels`).
     """
 
     graph: sp.csr_matrix
     alpha: float = 0.0
+    labels: np.ndarray | None = field(default=None, repr=False)
+    target_weight: float = 0.0
+
+    @cached_property
+    def classes(self) -> LabelClasses | None:
+        """The labels' classes of at least 2 members in compact form; None without labels."""
+        if self.labels is None:
+            return None
+        y = np.asarray(self.labels, np.int64)
+        sizes = np.bincount(y[y >= 0])
+        keep = (y >= 0) & (sizes[np.maximum(y, 0)] >= 2 if sizes.size else False)
+        codes = np.cumsum(sizes >= 2) - 1  # old class -> compact class
+        label = np.where(keep, codes[np.maximum(y, 0)] if sizes.size else -1, -1)
+        members = np.flatnonzero(keep)
+        members = members[np.argsort(label[members], kind="stable")]
+        ptr = np.zeros(int(label.max(initial=-1)) + 2, np.int64)
+        np.cumsum(np.bincount(label[keep], minlength=len(ptr) - 1), out=ptr[1:])
+        position = np.full(len(y), -1, np.int32)
+        position[members] = np.arange(len(members)) - ptr[label[members]]
+        return LabelClasses(label.astype(np.int32), ptr, members.astype(np.int32), position)
+
+    @property
+    def label_weights(self) -> np.ndarray:
+        """``w_i`` (N,) float32: ``target_weight`` for a point of a class with at least 2
+        members, else 0 (all 0 without labels)."""
+        if self.classes is None:
+            return np.zeros(self.n_samples, np.float32)
+        return np.where(self.classes.label >= 0, self.target_weight, 0.0).astype(np.float32)
 
     @property
     def n_samples(self) -> int:
@@ -47,20 +115,39 @@ class Target:
 
     def entropy_term(self) -> float:
         """``sum_ij p~_ij log p~_ij`` in closed form (the constant that turns the cross-entropy
-        into a KL); the uniform part contributes analytically, never as N^2 terms."""
+        into a KL). Per row, the entries take four values: on an edge ``(1 - alpha)(1 - w_i)
+        p_ij + u_i (+ l_i`` inside the class), on a non-edge member of the class ``l_i + u_i``,
+        elsewhere ``u_i``, with ``u_i = alpha m_i / (N - 1)`` and ``l_i = (1 - alpha) w_i m_i /
+        (n_c - 1)``: the uniform and label parts contribute analytically, never as N^2 or
+        ``n_c^2`` terms."""
         n, a = self.n_samples, self.alpha
-        if a == 0.0:
+        w_lab = self.label_weights.astype(np.float64)
+        if a == 0.0 and not w_lab.any():
             return edge_entropy(self.graph)
+
+        def xlogx(v, count=1.0):  # sum count v log v over v > 0
+            v, count = np.broadcast_arrays(v, count)
+            pos = v > 0
+            return float(np.sum(count[pos] * v[pos] * np.log(v[pos])))
+
         g = self.graph.tocoo()
-        w = g.data.astype(np.float64)
         m = self.row_mass.astype(np.float64)
         u = a * m / (n - 1)  # uniform weight of row i on each of the other points
-        on_edge = (1 - a) * w + u[g.row]
-        total = float(np.sum(on_edge * np.log(on_edge)))
         n_off = n - 1 - np.diff(self.graph.indptr)  # non-edge, non-self entries per row
-        pos = u > 0
-        total += float(np.sum(n_off[pos] * u[pos] * np.log(u[pos])))
-        return total
+        on_edge = (1 - a) * (1 - w_lab[g.row]) * g.data.astype(np.float64) + u[g.row]
+        if w_lab.any():
+            label = self.classes.label
+            size = np.diff(self.classes.ptr)[np.maximum(label, 0)]
+            lab = np.where(label >= 0, (1 - a) * w_lab * m / np.maximum(size - 1, 1), 0.0)
+            inside = (label[g.row] >= 0) & (label[g.row] == label[g.col])
+            on_edge += np.where(inside, lab[g.row], 0.0)
+            class_off = np.where(label >= 0, size - 1, 0) - np.bincount(
+                g.row[inside], minlength=n)  # non-edge members of the class
+            n_off = n_off - class_off
+            total = xlogx(lab + u, class_off)
+        else:
+            total = 0.0
+        return total + xlogx(on_edge) + xlogx(u, n_off)
 
 
 def debias(target: Target, alpha: float) -> Target:
@@ -70,6 +157,32 @@ def debias(target: Target, alpha: float) -> Target:
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1); got {alpha}.")
     return replace(target, alpha=float(alpha))
+
+
+def with_labels(target: Target, labels: np.ndarray, target_weight: float) -> Target:
+    """Mix the label graph into ``p`` (the module's definition), kept as labels on the target.
+
+    Parameters
+    ----------
+    target : Target
+        The data graph's target.
+    labels : np.ndarray
+        (N,) int class codes, ``-1`` for an unlabelled point
+        (:func:`~icongraph.validation.encode_labels`).
+    target_weight : float
+        In [0, 1]: 0 the data graph only, 1 the label graph only (for labelled points).
+
+    Returns
+    -------
+    Target
+        The same graph and ``alpha`` with ``labels`` and ``target_weight`` set.
+    """
+    if not 0.0 <= target_weight <= 1.0:
+        raise ValueError(f"target_weight must lie in [0, 1]; got {target_weight}.")
+    labels = np.asarray(labels)
+    if labels.shape != (target.n_samples,):
+        raise ValueError(f"labels have shape {labels.shape}; expected ({target.n_samples},).")
+    return replace(target, labels=labels.astype(np.int32), target_weight=float(target_weight))
 
 
 @njit(parallel=True, cache=True)

@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["NonNumericError", "check_data", "check_feature_names", "check_is_fitted",
-           "check_new_data",
-           "check_labels", "check_n_features", "check_n_neighbors", "check_random_state",
+           "check_new_data", "check_labels", "encode_labels", "check_n_features",
+           "check_n_neighbors", "check_random_state",
            "to_numpy", "check_number", "check_choice", "check_callbacks", "check_params",
            "number", "choice", "boolean", "callbacks_rule", "mapping", "path_or_none"]
 
@@ -215,6 +215,65 @@ def check_labels(labels, n_samples: int, name: str = "labels") -> np.ndarray:
     if labels.shape[0] != n_samples:
         raise ValueError(f"{name} has length {labels.shape[0]} but the data has {n_samples} rows.")
     return np.array(labels, copy=True)
+
+
+def encode_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
+    """Class labels as integer codes, ``-1`` for an unlabelled point (umap-learn's convention).
+
+    Parameters
+    ----------
+    labels : array-like
+        (N,) numbers (a numeric ``-1`` marks an unlabelled point) or strings (every point is
+        labelled); numpy, pandas, torch or a list.
+    n_samples : int
+        N, the data's rows.
+    name : str
+        The argument's name, for messages.
+
+    Returns
+    -------
+    np.ndarray
+        (N,) int32 codes ``0 .. C-1`` in the sorted order of the distinct labels
+        (:func:`numpy.unique`), ``-1`` where unlabelled.
+
+    Raises
+    ------
+    ValueError
+        Labels that are not 1-D or not of length N, NaN or infinite values, objects that are
+        neither numbers nor strings, no labelled point, or a single class among the labelled
+        points.
+    """
+    values = check_labels(labels, n_samples, name)
+    if values.dtype == object:
+        if all(isinstance(v, str) for v in values):
+            values = values.astype(str)
+        else:
+            try:
+                values = values.astype(np.float64)
+            except (TypeError, ValueError):
+                kinds = sorted({type(v).__name__ for v in values})
+                raise ValueError(f"{name} cannot be encoded as class labels: it holds "
+                                 f"{', '.join(kinds)} values (use numbers, -1 for unlabelled, "
+                                 "or strings).") from None
+    if values.dtype.kind in "US":
+        labelled = np.ones(n_samples, bool)
+    elif values.dtype.kind in "biuf":
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"{name} holds NaN or infinite values; mark unlabelled points with "
+                             "-1.")
+        labelled = values != -1
+    else:
+        raise ValueError(f"{name} cannot be encoded as class labels (dtype {values.dtype}); "
+                         "use numbers (-1 for unlabelled) or strings.")
+    if not labelled.any():
+        raise ValueError(f"{name} has no labelled point (every label is -1).")
+    classes, codes = np.unique(values[labelled], return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{name} has a single class ({classes[0].item()!r}) among its labelled "
+                         "points: a label graph needs at least 2 classes.")
+    out = np.full(n_samples, -1, np.int32)
+    out[labelled] = codes
+    return out
 
 
 #: integer seeds below this are used as given; it is what every RNG downstream accepts (numpy's

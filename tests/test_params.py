@@ -26,6 +26,7 @@ COMMON_BAD = {
     "init": ("laplacian", r"init must be one of \('pca', 'spectral', 'random', 'coarse'\) or a "
                           r"2-D array .*; got 'laplacian'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
+    "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
     "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN or a tuple "
                                  r"\(indices, distances\)"),
     "knn_method": ("ball_tree", r"knn_method must be one of \('auto', 'exact', 'nndescent'\); "
@@ -133,7 +134,6 @@ def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_wo
 @pytest.mark.parametrize("params, n, match", [
     # combinations and checks against the data, still before the kNN search
     ({"estimator": "nope"}, 60, "estimator must be one of"),
-    ({"alpha": 0.2}, 60, r"alpha-debiasing \(alpha=0.2\) needs a normalised estimator"),
     ({"estimator": "fft", "q": "student", "p": "perplexity", "n_components": 3}, 10_001,
      r"'fft' estimator interpolates on a 1-D or 2-D grid above 10000 points"),
     ({"estimator": "fft"}, 60, "needs a kernel smooth at 0"),
