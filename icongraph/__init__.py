@@ -6,6 +6,7 @@ from .clustering import CLUSTER_METHODS, Clustering
 from .embedding import SNE, TSNE, UMAP, ICon
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
+from .methods import Method, method, methods
 from .objective import ESTIMATORS, Objective, exact_loss
 from .runtime import DivergenceError
 from .targets import (
@@ -24,4 +25,4 @@ __all__ = ["Clustering", "CLUSTER_METHODS", "ICon", "SNE", "TSNE", "UMAP", "Kern
            "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
-           "PrecomputedTarget", "debias", "DivergenceError"]
+           "PrecomputedTarget", "debias", "DivergenceError", "Method", "method", "methods"]

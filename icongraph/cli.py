@@ -302,15 +302,18 @@ def _cluster(args) -> int:
 
 
 def _table(args) -> int:
-    from .embedding import SNE, TSNE, UMAP
     from .kernels import KERNELS
+    from .methods import methods, methods_markdown
     from .objective import ESTIMATORS
     from .targets import TARGETS
 
-    print("Presets (target p | kernel q | normaliser estimator):")
-    for cls in (SNE, TSNE, UMAP):
-        spec, kernel, est = cls()._composition()
-        print(f"  {cls.__name__:6s} {type(spec).__name__:18s} | {kernel.name:8s} | {est}")
+    if args.markdown:
+        print(methods_markdown())
+        return 0
+    print("Methods (icongraph.method(name, **params)): target p | kernel q | learned | fit")
+    for row in methods():
+        print(f"  {row.name:28s} {row.p} | {row.q} | {row.learned} | {row.needs}")
+        print(f"  {'':28s} {row.reference}")
     print("Targets p:   ", ", ".join(sorted(TARGETS)))
     print("Kernels q:   ", ", ".join(sorted(KERNELS)))
     print("Estimators:  ", ", ".join(sorted(ESTIMATORS)))
@@ -368,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("-q", "--quiet", action="store_true")
     cluster.set_defaults(func=_cluster)
 
-    table = sub.add_parser("table", help="list the targets, kernels, estimators and presets")
+    table = sub.add_parser("table", help="list the methods (named compositions), targets, "
+                           "kernels and estimators")
+    table.add_argument("--markdown", action="store_true",
+                       help="print the methods table as Markdown")
     table.set_defaults(func=_table)
 
     from .bench import add_bench_parser

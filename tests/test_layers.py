@@ -29,6 +29,7 @@ LAYERS = [
     ("embedding",),
     ("seeding",),
     ("clustering",),
+    ("methods",),
     ("metrics", "plotting", "datasets"),
     ("bench",),
     ("cli",),

@@ -1,0 +1,147 @@
+"""The methods table: every named composition of the I-Con objective that icongraph runs.
+
+Each row is a :class:`Method`: its name, the target ``p``, the kernel ``q``, what is learned, the
+reference it reproduces, and how to build the configured estimator. ``methods()`` lists the rows,
+``method(name, **params)`` returns the estimator (names are case-insensitive; ``_`` and spaces
+read as ``-``), and ``icongraph table`` prints them.
+
+A row is listed only when its composition runs end to end. Rows that need parts not built yet
+(the cosine kernel on the sphere for InfoNCE / SupCon, class prototypes for cross-entropy and
+the harmonic loss, paired data for CLIP, a spectral-clustering head) are absent, not stubbed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .clustering import Clustering
+from .embedding import SNE, TSNE, UMAP, ICon
+
+__all__ = ["Method", "methods", "method", "methods_markdown"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table.
+
+    Attributes
+    ----------
+    name : str
+        The row's name as :func:`method` takes it (lower case, hyphenated).
+    p, q, learned : str
+        The target neighbourhood, the learned neighbourhood's kernel, and what is learned.
+    reference : str
+        The method this composition reproduces (or approximates), with its source.
+    needs : str
+        What ``fit`` needs: ``"X"``, ``"X, y"`` (labels; ``-1`` unlabelled) or ``"graph"``
+        (``p`` passed as a graph: scipy sparse, networkx, or a precomputed kNN).
+    build : callable
+        ``build(**params)`` -> the configured, unfitted estimator.
+    """
+
+    name: str
+    p: str
+    q: str
+    learned: str
+    reference: str
+    needs: str
+    build: Callable = field(repr=False)
+
+
+def _graph_row(q: str, estimator: str):
+    """An :class:`~icongraph.embedding.ICon` on a user's graph: ``build(graph, **params)``."""
+    def build(graph=None, **params):
+        if graph is None:
+            raise ValueError("this method embeds a given graph: method(name, graph=G) with G a "
+                             "scipy sparse matrix, a networkx graph or a precomputed kNN.")
+        return ICon(p=graph, q=q, estimator=estimator, **params)
+    return build
+
+
+def _preset(cls, **fixed):
+    """``build(**params)`` -> ``cls(**fixed, **params)`` (the caller's params win)."""
+    def build(**params):
+        return cls(**{**fixed, **params})
+    return build
+
+
+_LABELLED = "same-class graph from y mixed with the kNN graph (target_weight=1: labels only)"
+_CLUSTER_Q = "cluster kernel sum_c phi(c|i) phi(c|j) / M_c"
+
+_ROWS = (
+    Method("sne", "Gaussian kNN, perplexity-calibrated, conditional", "Gaussian exp(-d^2)",
+           "free embedding", "SNE (Hinton & Roweis 2002)", "X", _preset(SNE)),
+    Method("tsne", "Gaussian kNN, perplexity-calibrated, symmetrised (joint)",
+           "Student-t 1/(1+d^2), joint", "free embedding",
+           "t-SNE (van der Maaten & Hinton 2008), openTSNE's schedule", "X", _preset(TSNE)),
+    Method("tsne-uniform", "uniform kNN 1/k", "Student-t 1/(1+d^2), joint", "free embedding",
+           "t-SNE with uniform kNN affinities, an I-Con composition (Alshammari et al. 2025)", "X",
+           _preset(ICon, p="knn", q="student", estimator="fft")),
+    Method("graph-sne", "a given graph, row-normalised", "Gaussian exp(-d^2)",
+           "free embedding", "SNE of a graph's neighbourhoods (I-Con composition)", "graph",
+           _graph_row("gaussian", "per_anchor")),
+    Method("graph-tsne", "a given graph", "Student-t 1/(1+d^2), joint", "free embedding",
+           "t-SNE of a graph's neighbourhoods (I-Con composition)", "graph",
+           _graph_row("student", "fft")),
+    Method("umap", "fuzzy simplicial set (kNN, local connectivity)",
+           "1/(1 + a d^2b), fixed normaliser (negative sampling)", "free embedding",
+           "UMAP (McInnes et al. 2018), umap-learn's defaults", "X", _preset(UMAP)),
+    Method("t-supcon", _LABELLED, "Student-t 1/(1+d^2), joint", "free embedding",
+           "SupCon's same-class target (Khosla et al. 2020) with a Student-t kernel (I-Con composition)",
+           "X, y", _preset(TSNE, target_weight=1.0)),
+    Method("kmeans", "Gaussian kNN, perplexity-calibrated", _CLUSTER_Q,
+           "assignments phi (linear head)",
+           "k-means-like: Gaussian neighbourhoods to the cluster kernel (I-Con composition)", "X",
+           _preset(Clustering, method="kmeans")),
+    Method("ncut", "symmetric kNN, row-normalised", _CLUSTER_Q + ", degree-weighted",
+           "assignments phi (linear head)",
+           "normalised-cuts-like (Shi & Malik 2000), as an I-Con composition",
+           "X", _preset(Clustering, method="ncut")),
+    Method("infonce-clustering", "uniform kNN", _CLUSTER_Q, "assignments phi (linear head)",
+           "InfoNCE clustering of kNN pairs (I-Con composition)", "X",
+           _preset(Clustering, method="infonce")),
+    Method("debiased-infonce-clustering", "uniform kNN, 2-step walks, debiased (alpha 0.2)",
+           _CLUSTER_Q + ", debiased (q_alpha 0.2)", "assignments phi (linear head)",
+           "debiased InfoNCE clustering (Alshammari et al. 2025)", "X",
+           _preset(Clustering, method="debiased")),
+    Method("supervised-clustering", "same-class graph from y (-1: kNN positives)", _CLUSTER_Q,
+           "assignments phi (linear head)", "supervised I-Con clustering", "X, y",
+           _preset(Clustering, method="supervised")),
+)
+_BY_NAME = {row.name: row for row in _ROWS}
+
+
+def methods() -> list[Method]:
+    """Every row of the table, in the order embeddings, then clustering."""
+    return list(_ROWS)
+
+
+def _key(name: str) -> str:
+    return "-".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+def method(name: str, **params):
+    """The estimator of row ``name`` configured with ``params`` (the estimator's own
+    parameters; ``graph=`` for the graph rows). ``n_clusters`` is required by the clustering
+    rows, as by :class:`~icongraph.clustering.Clustering`.
+
+    >>> method("tsne", perplexity=50).fit_transform(X)
+    >>> method("t-SupCon", random_state=0).fit(X, y)
+    >>> method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string; got {type(name).__name__}.")
+    row = _BY_NAME.get(_key(name))
+    if row is None:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(_BY_NAME)}.")
+    return row.build(**params)
+
+
+def methods_markdown() -> str:
+    """The table as Markdown (``icongraph table --markdown``)."""
+    lines = ["| name | p (target) | q (kernel) | learned | fit | reference |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| `{r.name}` | {r.p} | {r.q} | {r.learned} | {r.needs} | {r.reference} |"
+              for r in _ROWS]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The methods table: every row builds and runs on small data, names are forgiving, and the
+table is printed by the CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import icongraph
+from icongraph.knn import knn_search
+from icongraph.methods import methods
+
+
+@pytest.fixture(scope="module")
+def digits_small():
+    from icongraph.datasets import load_digits
+
+    X, y = load_digits()
+    return X[:300], y[:300]
+
+
+@pytest.mark.parametrize("row", methods(), ids=lambda row: row.name)
+def test_every_row_builds_and_runs(row, digits_small):
+    X, y = digits_small
+    params = {"random_state": 0, "n_epochs": 20}
+    fit_args = (X, y) if row.needs == "X, y" else (X,)
+    if row.needs == "graph":
+        knn = knn_search(X, 10, random_state=0)
+        graph = sp.csr_matrix((np.ones(knn.indices.size), knn.indices.ravel(),
+                               np.arange(0, knn.indices.size + 1, 10)), shape=(300, 300))
+        params["graph"] = graph
+        fit_args = (X,)
+    if "phi" in row.learned:
+        params["n_clusters"] = 10
+    model = icongraph.method(row.name, **params)
+    model.fit(*fit_args)
+    if "phi" in row.learned:
+        assert len(np.unique(model.labels_)) > 1
+    else:
+        assert model.embedding_.shape == (300, 2) and np.isfinite(model.embedding_).all()
+        assert model.embedding_.std() > 0  # not collapsed
+
+
+def test_names_are_case_and_separator_insensitive():
+    a = icongraph.method("Debiased_InfoNCE clustering", n_clusters=4)
+    assert isinstance(a, icongraph.Clustering) and a.method == "debiased"
+    assert icongraph.method(" T-SupCon ").target_weight == 1.0
+    assert icongraph.method("tsne", perplexity=50).perplexity == 50  # the caller's params pass
+
+
+def test_unknown_names_and_missing_graphs_are_refused():
+    with pytest.raises(ValueError, match="unknown method 'tnse'.*tsne"):
+        icongraph.method("tnse")
+    with pytest.raises(ValueError, match="graph=G"):
+        icongraph.method("graph-tsne")
+    with pytest.raises(TypeError):
+        icongraph.method(3)
+
+
+def test_rows_are_distinct_and_documented():
+    rows = icongraph.methods()
+    assert len({row.name for row in rows}) == len(rows) >= 10
+    assert all(row.p and row.q and row.learned and row.reference for row in rows)
+
+
+def test_cli_table_lists_every_method():
+    out = subprocess.run([sys.executable, "-m", "icongraph.cli", "table", "--markdown"],
+                         capture_output=True, text=True, check=True).stdout
+    for row in icongraph.methods():
+        assert f"`{row.name}`" in out
