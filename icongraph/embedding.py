@@ -10,13 +10,14 @@ only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
 from .kernels import KERNELS, Kernel, StudentKernel, UMAPKernel, get_kernel
-from .knn import KNN, KNN_RULES, _resolve_method, exact_knn, knn_search, precomputed_knn
+from .knn import KNN, KNN_RULES, KNNIndex, _resolve_method, knn_search, precomputed_knn
 from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, optimize
@@ -30,6 +31,7 @@ from .targets import (
     PrecomputedTarget,
     debias,
     get_target,
+    new_lists,
 )
 from .validation import (
     boolean,
@@ -307,6 +309,8 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
                 target = spec.build(knn)
             if self.alpha:
                 target = debias(target, self.alpha)
+            target = replace(target, spec=spec,
+                             index=None if X is None else KNNIndex(X, self.metric))
             timings["graph"] = time.perf_counter() - start
             n = target.n_samples
             settings = self._settings(n, init)
@@ -394,18 +398,20 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         return self._wrap_output(self.fit(X, y).embedding_, X)
 
     def transform(self, X):
-        """Place new points at the ``p``-weighted mean of their k nearest training points'
-        positions, with the target's own row weights (no further optimisation); float32 (a
-        DataFrame after ``set_output(transform="pandas")``)."""
+        """Place new points ``X`` (M, D) at the ``p``-weighted mean of their neighbours'
+        positions, ``y_a = sum_j p(j|a) y_j / sum_j p(j|a)`` with ``p(.|a)`` the target's rows
+        of new points (:meth:`~icongraph.targets.Target.to_new`); float32 (M, n_components) (a
+        DataFrame after ``set_output(transform="pandas")``). A precomputed ``p`` or sparse
+        training data cannot place new points (ValueError)."""
         check_is_fitted(self, "embedding_")
-        if self._fit_X is None or self.knn_ is None or isinstance(self._fit_X, sp.spmatrix):
-            raise ValueError("transform needs dense training data and a kNN-based target.")
+        if sp.issparse(self._fit_X):
+            raise ValueError("transform needs dense training data.")
         data, X = X, check_new_data(self, X)
-        knn = exact_knn(self._fit_X, self.knn_.n_neighbors, self.metric, queries=X)
-        w = self._target_spec.row_weights(knn.distances).astype(np.float64)
+        neighbours, weights = new_lists(self.target_.to_new(X))
+        w = weights.astype(np.float64)
         w /= w.sum(axis=1, keepdims=True)
-        Y = np.einsum("nk,nkd->nd", w, self.embedding_[knn.indices]).astype(np.float32)
-        return self._wrap_output(Y, data)
+        Y = np.einsum("nk,nkd->nd", w, self.embedding_[neighbours])
+        return self._wrap_output(Y.astype(np.float32), data)
 
 
 class ICon(_Embedding):
