@@ -253,3 +253,23 @@ def test_held_out_digits_keep_their_class(digits_split, name):
                                  y_test)
     assert optimised >= placed
     assert optimised >= 0.9
+
+
+@pytest.mark.parametrize("method", ["infonce", "kmeans"])
+def test_a_free_heads_new_points_average_their_neighbours_by_p(points, method):
+    """Clustering(head='free').predict_proba of new points is the p(.|a)-weighted mean of the
+    training points' probabilities: uniform over the n_neighbors nearest (infonce), calibrated
+    to the perplexity over 3 x perplexity (kmeans)."""
+    from icongraph.targets import perplexity_weights
+
+    X, new = points
+    model = icongraph.Clustering(n_clusters=3, method=method, head="free", n_neighbors=7,
+                                 perplexity=5.0, n_epochs=20, random_state=0).fit(X)
+    if method == "infonce":
+        idx, _ = brute_force(X, new, 7)
+        w = np.full(idx.shape, 1 / 7)
+    else:
+        idx, dist = brute_force(X, new, 15)
+        w = perplexity_weights(dist, 5.0)
+    expected = np.einsum("nk,nkc->nc", w, model.probabilities_[idx])
+    np.testing.assert_allclose(model.predict_proba(new), expected, rtol=1e-4, atol=1e-6)
