@@ -263,14 +263,21 @@ def add_forces(grad, i, diffs, coef, wts, count, clip):
 @njit(inline="always", cache=True)
 def gather_diffs(y, i, part, count, diffs, d2):
     """``diffs[c, t] = y_ic - y_part[t]c`` and ``d2[t] = |y_i - y_part[t]|^2`` for ``t < count``
-    (one gather of each partner's row; 2-D unrolled)."""
+    (:func:`gather_pairs` with the partners in ``y`` itself)."""
+    gather_pairs(y, i, y, part, count, diffs, d2)
+
+
+@njit(inline="always", cache=True)
+def gather_pairs(y, i, partners, part, count, diffs, d2):
+    """``diffs[c, t] = y_ic - partners_part[t]c`` and ``d2[t]`` its squared norm for
+    ``t < count`` (one gather of each partner's row; 2-D unrolled)."""
     if y.shape[1] == 2:
         y0 = y[i, 0]
         y1 = y[i, 1]
         for t in range(count):
             j = part[t]
-            a0 = y0 - y[j, 0]
-            a1 = y1 - y[j, 1]
+            a0 = y0 - partners[j, 0]
+            a1 = y1 - partners[j, 1]
             diffs[0, t] = a0
             diffs[1, t] = a1
             d2[t] = a0 * a0 + a1 * a1
@@ -279,7 +286,7 @@ def gather_diffs(y, i, part, count, diffs, d2):
         j = part[t]
         total = y[i, 0] - y[i, 0]
         for c in range(y.shape[1]):
-            diff = y[i, c] - y[j, c]
+            diff = y[i, c] - partners[j, c]
             diffs[c, t] = diff
             total += diff * diff
         d2[t] = total

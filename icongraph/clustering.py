@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -56,14 +57,14 @@ import torch
 from .graph import symmetrize
 from .heads import HEADS, LEARNING_RATES, make_head
 from .kernels import cluster_mass
-from .knn import KNN, KNN_RULES, exact_knn, knn_search, precomputed_knn
+from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
 from .loop import Callbacks, FiniteGuard, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
-from .targets import PerplexityTarget, UniformKNNTarget
+from .targets import PerplexityTarget, UniformKNNTarget, new_lists
 from .validation import (
     callbacks_rule,
     check_data,
@@ -475,13 +476,23 @@ class Clustering(ParamsMixin):
 
     def predict_proba(self, X):
         """Cluster probabilities of new points: the head on their standardised features (for
-        ``head='free'``, the mean of their k nearest training points' probabilities)."""
+        ``head='free'``, ``sum_j p(j|a) phi(.|j) / sum_j p(j|a)`` over the training points,
+        with ``p(.|a)`` the method's target rows of new points,
+        :meth:`~icongraph.targets.PerplexityTarget.to_new` or
+        :meth:`~icongraph.targets.UniformKNNTarget.to_new`: the mean over the
+        ``n_neighbors`` nearest for the kNN methods)."""
         check_is_fitted(self, "head_")
         X = check_new_data(self, X)
         if self.head == "free":
-            knn = exact_knn(self._fit_X, min(self.n_neighbors, len(self._fit_X)), self.metric,
-                            queries=X)
-            return self.probabilities_[knn.indices].mean(1)
+            spec = self._spec(self._preset())
+            if isinstance(spec, UniformKNNTarget):  # a supervised fit may have < k + 1 rows
+                spec = replace(spec, n_neighbors=min(spec.n_neighbors, len(self._fit_X)))
+            rows = spec.to_new(KNNIndex(self._fit_X, self.metric), X)
+            neighbours, weights = new_lists(rows)
+            w = weights.astype(np.float64)
+            w /= w.sum(axis=1, keepdims=True)
+            return np.einsum("nk,nkc->nc", w, self.probabilities_[neighbours]).astype(
+                self.probabilities_.dtype)
         device = next(self.head_.parameters()).device
         with torch.no_grad():
             logits = self.head_(self._standardise(X).to(device))

@@ -7,7 +7,7 @@ sorted by distance, self excluded (duplicates of a point are kept as neighbours)
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,7 +16,7 @@ import torch
 from .progress import progress
 from .validation import check_n_neighbors, choice, path_or_none
 
-__all__ = ["KNN", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
+__all__ = ["KNN", "KNNIndex", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
            "precomputed_knn", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES"]
 
 METRICS = ("euclidean", "cosine")
@@ -46,6 +46,40 @@ class KNN:
         if k > self.n_neighbors:
             raise ValueError(f"kNN graph has {self.n_neighbors} neighbours; {k} requested.")
         return KNN(self.indices[:, :k], self.distances[:, :k], self.metric)
+
+
+@dataclass(frozen=True)
+class KNNIndex:
+    """What a fit keeps to find the neighbours of new points among its rows.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        (N, D) float32, the fit's scaled rows (the same array as the estimator's ``_fit_X``).
+    metric : str
+        ``"euclidean"`` or ``"cosine"``.
+    """
+
+    data: np.ndarray = field(repr=False)
+    metric: str = "euclidean"
+
+    @property
+    def n_samples(self) -> int:
+        return self.data.shape[0]
+
+    def query(self, X_new, k: int, device=None) -> KNN:
+        """The ``k`` nearest rows of :attr:`data` to each row of ``X_new`` (M, D).
+
+        Exact (:func:`exact_knn` with ``queries``): a query's neighbours and distances do not
+        depend on the other queries of its batch, and a row of ``data`` finds itself at
+        distance 0.
+
+        Returns
+        -------
+        KNN
+            (M, k) indices into :attr:`data` and their distances, ascending.
+        """
+        return exact_knn(self.data, k, self.metric, queries=X_new, device=device)
 
 
 def _check_metric(metric: str) -> str:

@@ -21,12 +21,18 @@ from ._torch_engine import (
     sampled_gradient_torch,
     torch_arrays,
 )
+from ._transform_engine import (
+    partial_gradient,
+    partial_gradient_torch,
+    torch_partial_arrays,
+)
+from .kernels import Kernel
 from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .runtime import resolve_device, torch_threads
 from .validation import callbacks_rule, check_number, choice, number
 
-__all__ = ["optimize", "check_optimizer_params", "OPTIMIZER_RULES"]
+__all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
@@ -237,3 +243,81 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                       loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
                       verbose=verbose)
     return y.cpu().numpy(), state.losses
+
+
+def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, reference: np.ndarray,
+                 keys: np.ndarray, *, n_epochs: int, learning_rate: float, optimizer: str = "sgd",
+                 momentum: float = 0.0, schedule: str = "linear", max_step: float = float("inf"),
+                 seed: int = 0, device=None, loss_every: int = 10,
+                 verbose: bool = False) -> np.ndarray:
+    """Optimise new points ``y0`` (M, d) against the frozen ``reference`` (N, d), the fitted
+    embedding, which is read and never written: the partial gradient of
+    :mod:`icongraph._transform_engine` (numba on CPU for the built-in kernels, else its torch
+    twin) and an in-place :class:`Stepper` step per epoch, run by
+    :func:`~icongraph.loop.train` with the finite-loss guard.
+
+    Every step is per point (elementwise updates, ``max_step`` per row, no recentring), and a
+    point's negatives are keyed by ``keys`` (:func:`~icongraph._transform_engine.point_keys`),
+    so a batch and its points one by one give the same result.
+
+    Parameters
+    ----------
+    arrays : EngineArrays
+        The new points' target rows and objective scalars
+        (:func:`~icongraph._transform_engine.partial_arrays`).
+    kernel : Kernel
+        The fitted kernel.
+    y0 : np.ndarray
+        (M, d) the start.
+    reference : np.ndarray
+        (N, d) the fitted embedding.
+    keys : np.ndarray
+        (M,) int64 point keys.
+    n_epochs, learning_rate, optimizer, momentum, schedule, max_step
+        As :func:`optimize`.
+    seed : int
+        Hashed with the epoch into the negatives.
+    device : str or torch.device, optional
+        Where to run.
+    loss_every : int
+        Epochs between loss read-outs (the guard's checks).
+    verbose : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    np.ndarray
+        (M, d) float32, the optimised points.
+    """
+    device = resolve_device(device)
+    use_numba = device.type == "cpu" and kernel.code >= 0
+    y = torch.tensor(np.asarray(y0, np.float32), device=device)
+    stepper = Stepper(y, optimizer, momentum, max_step=max_step)
+    if use_numba:
+        y_np, ref_np = y.numpy(), np.ascontiguousarray(reference, np.float32)
+        grad_np = np.zeros_like(y_np)
+        grad_t = torch.from_numpy(grad_np)
+        loss_rows = np.zeros(len(y_np), np.float32)
+    else:
+        ref_t = torch.as_tensor(np.asarray(reference, np.float32), device=device)
+        keys_t = torch.as_tensor(keys, device=device)
+        arrays_t = torch_partial_arrays(arrays, device)
+
+    def step(epoch: int, with_loss: bool) -> float | None:
+        seed_e = epoch_seed(seed, epoch)
+        if use_numba:
+            partial_gradient(y_np, ref_np, arrays, keys, seed_e, with_loss, grad_np, loss_rows)
+            grad, rows = grad_t, loss_rows
+        else:
+            with torch.no_grad():
+                grad, rows = partial_gradient_torch(arrays_t, kernel, y, ref_t, keys_t, seed_e,
+                                                    with_loss)
+        stepper.step(grad, learning_rate * lr_factor(schedule, epoch, n_epochs))
+        return float(rows.sum()) if with_loss else None
+
+    guard = FiniteGuard(watch=lambda: y, remedy=" (transform_epochs=0 places new points "
+                        "without optimising)")
+    with torch_threads(1 if use_numba else None):
+        train(step, n_epochs, hooks=[guard], loss_every=loss_every, lr_at=lambda e: learning_rate,
+              view=lambda: y, desc="transform", verbose=verbose)
+    return y.cpu().numpy()

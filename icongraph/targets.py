@@ -11,7 +11,8 @@ with ``U_i`` uniform on the support of ``q(.|i)``: the N - 1 other points for th
 kernels (``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)``, j != i), all N points for the
 cluster kernel. For a row-stochastic ``p`` and the cluster kernel this is the paper's
 ``(1 - alpha) p + alpha / N``. Specs are
-registered by name in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``.
+registered by name in ``TARGETS``; a new one is a small class with ``n_neighbors_for`` and ``build``
+(and ``to_new``, the rows ``p(.|new point)`` over the fitted points, when it can place new points).
 
 Labels (:func:`with_labels`) mix a same-class graph into ``p`` without storing its ``n_c^2``
 edges: with ``w_i`` the label weight of point ``i`` (``target_weight`` for a labelled point of a
@@ -33,11 +34,11 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from .graph import as_csr_graph, edge_entropy, knn_to_csr, row_normalize, symmetrize
-from .knn import KNN
+from .knn import KNN, KNNIndex
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
            "TARGETS", "get_target", "perplexity_weights",
-           "fuzzy_weights", "debias", "with_labels", "LabelClasses"]
+           "fuzzy_weights", "debias", "with_labels", "LabelClasses", "new_rows", "new_lists"]
 
 
 class LabelClasses(NamedTuple):
@@ -148,6 +149,42 @@ class Target:
         else:
             total = 0.0
         return total + xlogx(on_edge) + xlogx(u, n_off)
+
+    #: the spec that built this target and the fit's rows (see :meth:`to_new`); None when the
+    #: target was built without them
+    spec: object = field(default=None, repr=False, compare=False)
+    index: KNNIndex | None = field(default=None, repr=False, compare=False)
+
+    def to_new(self, X_new, **overrides) -> sp.csr_matrix:
+        """The target rows of new points over the fitted ones, as openTSNE's affinities'
+        ``to_new``: row ``a`` is ``p(.|a)`` for the new point ``a`` (its neighbours found by
+        :meth:`KNNIndex.query <icongraph.knn.KNNIndex.query>` on :attr:`index`, weighted by
+        the spec's ``to_new``; never symmetrised, and ``alpha`` stays a scalar, not in the rows).
+
+        Parameters
+        ----------
+        X_new : np.ndarray
+            (M, D) new points, scaled as the fitted rows.
+        **overrides
+            Parameters of the spec's ``to_new`` (``perplexity=`` for a perplexity target).
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix
+            (M, N) float32, ``k`` stored entries per row in the order of the neighbours.
+
+        Raises
+        ------
+        ValueError
+            For a precomputed graph (no features), or a target built without its spec and
+            index.
+        """
+        if isinstance(self.spec, PrecomputedTarget):
+            self.spec.to_new(self.index, X_new)
+        if self.spec is None or self.index is None:
+            raise ValueError("this target keeps no kNN index of the fitted rows (it was built "
+                             "without them), so it cannot place new points.")
+        return self.spec.to_new(self.index, X_new, **overrides)
 
 
 def debias(target: Target, alpha: float) -> Target:
@@ -267,15 +304,36 @@ def perplexity_weights(distances: np.ndarray, perplexity: float) -> np.ndarray:
 
 
 def fuzzy_weights(distances: np.ndarray, local_connectivity: float = 1.0,
-                  bandwidth: float = 1.0) -> np.ndarray:
+                  bandwidth: float = 1.0, count_self: bool = True) -> np.ndarray:
     """UMAP's fuzzy memberships ``exp(-(d_ij - rho_i) / sigma_i)`` with ``rho_i`` the distance to
     the nearest (non-identical) neighbour and ``sum_j w_ij = log2(k + 1)`` (k neighbours plus
-    the point itself, as umap-learn counts them). (N, k) in, weights in (0, 1]."""
+    the point itself, as umap-learn counts them; ``count_self=False``: ``log2(k)``, as
+    umap-learn's ``transform`` counts a new point's k neighbours). (N, k) in, weights in
+    (0, 1]."""
     d = np.asarray(distances, dtype=np.float64)
     out = np.empty(d.shape, np.float64)
-    _fuzzy_rows(d, float(local_connectivity), float(np.log2(d.shape[1] + 1) * bandwidth),
-                float(d.mean()), out)
+    _fuzzy_rows(d, float(local_connectivity),
+                float(np.log2(d.shape[1] + int(count_self)) * bandwidth), float(d.mean()), out)
     return out.astype(np.float32)
+
+
+def new_rows(knn: KNN, weights: np.ndarray, n_reference: int) -> sp.csr_matrix:
+    """(M, N) CSR float32 with row ``a`` holding ``weights[a]`` at columns ``knn.indices[a]``:
+    every entry kept (zeros too) in the order of the neighbours, so row ``a``'s entries are
+    ``indptr[a]:indptr[a] + k``."""
+    m, k = knn.indices.shape
+    indptr = np.arange(0, m * k + 1, k, dtype=np.int64)
+    return sp.csr_matrix((np.asarray(weights, np.float32).ravel(),
+                          knn.indices.astype(np.int32).ravel(), indptr),
+                         shape=(m, n_reference))
+
+
+def new_lists(rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """The (M, k) neighbour indices (int32) and weights (float32) of rows built by
+    :func:`new_rows` (k stored entries per row)."""
+    k = int(rows.indptr[1] - rows.indptr[0])
+    return (rows.indices.reshape(-1, k).astype(np.int32, copy=False),
+            rows.data.reshape(-1, k).astype(np.float32, copy=False))
 
 
 @dataclass(frozen=True)
@@ -318,6 +376,14 @@ class PerplexityTarget:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
         return Target(symmetrize(graph, "mean") if self.symmetric else graph)
 
+    def to_new(self, index: KNNIndex, X_new, perplexity: float | None = None) -> sp.csr_matrix:
+        """Rows ``p(.|a)`` (M, N) of new points: calibrated to ``perplexity`` (default the
+        fit's; openTSNE's ``transform`` uses 5) on ``neighbors_factor x perplexity`` nearest
+        fitted rows; each row sums to 1."""
+        spec = self if perplexity is None else replace(self, perplexity=perplexity)
+        knn = index.query(X_new, spec.n_neighbors_for(index.n_samples))
+        return new_rows(knn, spec.row_weights(knn.distances), index.n_samples)
+
 
 @dataclass(frozen=True)
 class UniformKNNTarget:
@@ -341,6 +407,11 @@ class UniformKNNTarget:
     def build(self, knn: KNN) -> Target:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
         return Target(symmetrize(graph, "mean") if self.symmetric else graph)
+
+    def to_new(self, index: KNNIndex, X_new) -> sp.csr_matrix:
+        """Rows ``p(.|a) = 1/k`` (M, N) on the ``k = n_neighbors`` nearest fitted rows."""
+        knn = index.query(X_new, self.n_neighbors)
+        return new_rows(knn, self.row_weights(knn.distances), index.n_samples)
 
 
 @dataclass(frozen=True)
@@ -378,6 +449,16 @@ class FuzzyTarget:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
         return Target(symmetrize(graph, "union", self.set_op_mix_ratio))
 
+    def to_new(self, index: KNNIndex, X_new) -> sp.csr_matrix:
+        """Memberships (M, N) of new points as umap-learn's ``transform`` computes them: the
+        ``n_neighbors`` nearest fitted rows (the new point is not among them),
+        ``local_connectivity - 1`` (floored at 0) and ``sum_j w_aj = log2(n_neighbors)``; no
+        fuzzy union."""
+        knn = index.query(X_new, self.n_neighbors)
+        weights = fuzzy_weights(knn.distances, max(self.local_connectivity - 1.0, 0.0),
+                                count_self=False)
+        return new_rows(knn, weights, index.n_samples)
+
 
 @dataclass(frozen=True)
 class PrecomputedTarget:
@@ -394,6 +475,12 @@ class PrecomputedTarget:
     def build(self, knn: KNN | None = None, n_samples: int | None = None) -> Target:
         graph = as_csr_graph(self.graph, n_samples)
         return Target(row_normalize(graph) if self.normalize else graph)
+
+    def to_new(self, index: KNNIndex | None, X_new) -> sp.csr_matrix:
+        """Refused: a graph given as it is says nothing about points outside it."""
+        raise ValueError("a precomputed p has no features to place new points from; fit X "
+                         "with a kNN target (p='perplexity', 'knn' or 'fuzzy') to transform "
+                         "new points.")
 
 
 TARGETS = {cls.name: cls for cls in (PerplexityTarget, UniformKNNTarget, FuzzyTarget,

@@ -216,60 +216,65 @@ def test_string_labels_are_encoded(blobs):
 
 
 @pytest.fixture(scope="module")
-def digits_split():
-    """Digits split 1300 / 497 (seeded), with a copy of the training labels of which 10% are
-    kept (-1 elsewhere)."""
-    from icongraph.datasets import load_digits
+def mnist1d_split():
+    """4,000 MNIST-1D sequences split 3000 / 1000 (seeded), with a copy of the training labels
+    of which 10% are kept (-1 elsewhere). MNIST-1D, not digits: with the optimising
+    ``transform`` unsupervised t-SNE places held-out digits at 0.986 10-NN accuracy, too near
+    the ceiling for labels to show; on MNIST-1D it scores about 0.40."""
+    from icongraph.datasets import load_mnist1d
 
-    X, y = load_digits()
+    X, y = load_mnist1d(n_generate=4000)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(X))
-    train, test = order[:1300], order[1300:]
+    train, test = order[:3000], order[3000:]
     semi = y[train].copy()
     semi[rng.random(len(train)) >= 0.1] = -1
     return X[train], y[train], semi, X[test], y[test]
 
 
-def _held_out_accuracy(model, digits_split, labels):
+def _held_out_accuracy(model, split, labels):
     """10-NN accuracy of the held-out points placed by ``transform`` among the training
     embedding (scored against the true training labels)."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    X_train, y_train, _, X_test, y_test = digits_split
+    X_train, y_train, _, X_test, y_test = split
     train = model.fit_transform(X_train, labels)
     test = model.transform(X_test)
     return KNeighborsClassifier(10).fit(train, y_train).score(test, y_test)
 
 
 @pytest.fixture(scope="module")
-def unsupervised_accuracy(digits_split):
+def unsupervised_accuracy(mnist1d_split):
     import icongraph
 
-    return _held_out_accuracy(icongraph.TSNE(random_state=0), digits_split, None)
+    return _held_out_accuracy(icongraph.TSNE(random_state=0), mnist1d_split, None)
 
 
 @pytest.mark.quality
-def test_supcon_like_tsne_beats_unsupervised_tsne_held_out(digits_split, unsupervised_accuracy):
+def test_supcon_like_tsne_beats_unsupervised_tsne_held_out(mnist1d_split, unsupervised_accuracy):
     """t-SNE with target_weight=1 (labelled rows attract only their class) against the
-    unsupervised t-SNE preset, 10-NN accuracy of held-out digits via transform."""
-    # optimiser off: both are the (label-blind) PCA start, equal; on: 0.950 vs 0.974
+    unsupervised t-SNE preset, 10-NN accuracy of held-out MNIST-1D via transform."""
+    # optimiser off: both are the (label-blind) PCA start, 0.23; on: 0.397 vs 0.589
     import icongraph
 
-    X_train, y_train, *_ = digits_split
+    X_train, y_train, *_ = mnist1d_split
     supervised = _held_out_accuracy(icongraph.TSNE(target_weight=1.0, random_state=0),
-                                    digits_split, y_train)
-    assert supervised > unsupervised_accuracy + 0.01
+                                    mnist1d_split, y_train)
+    assert supervised > unsupervised_accuracy + 0.1
 
 
 @pytest.mark.quality
-def test_semi_supervised_tsne_with_10_percent_labels_beats_unsupervised(digits_split,
+def test_semi_supervised_tsne_with_10_percent_labels_beats_unsupervised(mnist1d_split,
                                                                         unsupervised_accuracy):
-    # optimiser off: both are the (label-blind) PCA start, equal; on: 0.950 vs 0.962
+    """10% of the labels, target_weight 0.8: held-out accuracy 0.410 / 0.432 against 0.397 /
+    0.395 unsupervised (seeds 0 / 1); at the default 0.5, 0.403 on seed 0."""
+    # optimiser off: both are the (label-blind) PCA start, 0.23
     import icongraph
 
-    _, _, semi, *_ = digits_split
-    accuracy = _held_out_accuracy(icongraph.TSNE(random_state=0), digits_split, semi)
-    assert accuracy > unsupervised_accuracy
+    _, _, semi, *_ = mnist1d_split
+    accuracy = _held_out_accuracy(icongraph.TSNE(target_weight=0.8, random_state=0),
+                                  mnist1d_split, semi)
+    assert accuracy > unsupervised_accuracy + 0.005
 
 
 @pytest.mark.parametrize("name", ["UMAP", "TSNE", "SNE", "ICon"])

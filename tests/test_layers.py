@@ -22,6 +22,7 @@ LAYERS = [
     ("heads",),
     ("_cpu_engine",),
     ("_torch_engine",),
+    ("_transform_engine",),
     ("interpolation",),
     ("objective",),
     ("loop",),

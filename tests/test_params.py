@@ -23,6 +23,7 @@ COMMON_BAD = {
     "schedule": ("step", r"schedule must be one of .*; got 'step'"),
     "n_negatives": (0.5, r"n_negatives must be an integer in \(-inf, inf\); got 0.5"),
     "edge_sampling": ("yes", r"edge_sampling must be True or False; got 'yes'"),
+    "transform_epochs": (-1, r"transform_epochs must be an integer in \[0, inf\); got -1"),
     "init": ("laplacian", r"init must be one of \('pca', 'spectral', 'random', 'coarse'\) or a "
                           r"2-D array .*; got 'laplacian'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
