@@ -130,6 +130,7 @@ def label_partner(arrays, base, t, i):
 
 
 ONE = np.float32(1.0)
+ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
 EPS_NEG = np.float32(0.001)
 
@@ -520,17 +521,34 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
             force[:] = 0.0
             loss = 0.0
-            for e in range(indptr[i], indptr[i + 1]):
-                j = indices[e]
-                d2 = sq_dist(y, i, j)
-                if cauchy:  # g = -k
-                    coef = weights[e] * exag2 / (ONE + d2)
-                else:
-                    coef = -weights[e] * exag2 * kernel_and_slope(code, d2, a, b)[1]
-                for c in range(dim):
-                    force[c] += coef * (y[i, c] - y[j, c])
-                if with_loss:
-                    loss -= 0.5 * weights[e] * log_kernel(code, d2, a, b)
+            # t-SNE's case (Cauchy kernel, 2-D, no loss) unrolled with no branch in the loop:
+            # the edge pass on mnist1d's 30k-point t-SNE graph (130 edges a row) 1.9x faster
+            if cauchy and dim == 2 and not with_loss:
+                y0 = y[i, 0]
+                y1 = y[i, 1]
+                f0 = ZERO
+                f1 = ZERO
+                for e in range(indptr[i], indptr[i + 1]):
+                    j = indices[e]
+                    a0 = y0 - y[j, 0]
+                    a1 = y1 - y[j, 1]
+                    coef = weights[e] * exag2 / (ONE + a0 * a0 + a1 * a1)
+                    f0 += coef * a0
+                    f1 += coef * a1
+                force[0] = f0
+                force[1] = f1
+            else:
+                for e in range(indptr[i], indptr[i + 1]):
+                    j = indices[e]
+                    d2 = sq_dist(y, i, j)
+                    if cauchy:  # g = -k
+                        coef = weights[e] * exag2 / (ONE + d2)
+                    else:
+                        coef = -weights[e] * exag2 * kernel_and_slope(code, d2, a, b)[1]
+                    for c in range(dim):
+                        force[c] += coef * (y[i, c] - y[j, c])
+                    if with_loss:
+                        loss -= 0.5 * weights[e] * log_kernel(code, d2, a, b)
             if n_label > 0 and label_class[i] >= 0:
                 base = hash32(seed ^ hash32(i))
                 lab_i = label_scale[i] / n_label
