@@ -240,6 +240,30 @@ def umap_repulsion(d2, k, b):
 
 
 @njit(inline="always", cache=True)
+def neg_negatives(code, d2, k, g, lo, hi, b, scale, with_loss, coef, wts, loss):
+    """The NEG estimator's negatives ``lo <= t < hi`` of one anchor: ``coef[t] = 2 d/dd2
+    [-log(1 - k_t)]`` (:func:`umap_repulsion` for UMAP's kernel, else :func:`neg_repulsion`),
+    ``wts[t] = scale`` (the anchor's ``r_i``). Returns ``(sum_t k_t, loss)`` with ``-scale
+    sum_t log(1 - k_t)`` added to ``loss`` when ``with_loss``. One loop per form: a branch
+    inside stops vectorising. Shared by the fit and by new points (``_transform_engine``)."""
+    two = np.float32(2.0)
+    if code == UMAP:
+        for t in range(lo, hi):
+            coef[t] = two * umap_repulsion(d2[t], k[t], b)
+    else:
+        for t in range(lo, hi):
+            coef[t] = two * neg_repulsion(k[t], g[t])
+    z = 0.0
+    for t in range(lo, hi):
+        z += k[t]
+        wts[t] = scale
+    if with_loss:
+        for t in range(lo, hi):
+            loss -= scale * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+    return z, loss
+
+
+@njit(inline="always", cache=True)
 def add_forces(grad, i, diffs, coef, wts, count, clip):
     """``grad[i] = sum_t wts[t] clip(coef[t] diffs[:, t])`` over ``t < count``, ``diffs[c, t] =
     y_ic - y_jc`` gathered once by :func:`gather_diffs` (clip per coordinate; inf disables):
@@ -432,18 +456,8 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
             n_forces = count + m if alpha > 0.0 else count
             if estimator == NEG:  # its own branch-free loops over the negatives (vectorised)
                 s_i = neg_scale[i]
-                if code == UMAP:  # one loop per form: a branch inside stops vectorising
-                    for t in range(n_att, count):
-                        coef[t] = two * umap_repulsion(d2[t], k[t], b)
-                else:
-                    for t in range(n_att, count):
-                        coef[t] = two * neg_repulsion(k[t], g[t])
-                for t in range(n_att, count):
-                    z += k[t]
-                    wts[t] = s_i
-                if with_loss:
-                    for t in range(n_att, count):
-                        loss -= s_i * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+                z, loss = neg_negatives(code, d2, k, g, n_att, count, b, s_i, with_loss, coef,
+                                        wts, loss)
                 if alpha > 0.0:  # uniform part of the debiased p, both directions
                     for t in range(n_att, count):
                         part[t + m] = part[t]

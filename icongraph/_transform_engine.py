@@ -34,20 +34,16 @@ from . import _cpu_engine as cpu
 from ._cpu_engine import (
     BLOCK,
     GOLDEN,
-    LOSS_FLOOR,
     NEG,
-    ONE,
     add_forces,
-    fast_ln,
     gather_pairs,
     hash32,
     kernels_and_slopes,
     log_kernel,
-    neg_repulsion,
-    umap_repulsion,
+    neg_negatives,
 )
 from ._torch_engine import _hash32_torch, _kernel_and_slope
-from .kernels import UMAP, Kernel, UMAPKernel
+from .kernels import Kernel, UMAPKernel
 
 __all__ = ["partial_arrays", "point_keys", "partial_gradient",
            "partial_gradient_torch", "torch_partial_arrays"]
@@ -68,9 +64,9 @@ def partial_arrays(rows: sp.csr_matrix, kernel: Kernel, estimator: str, n_negati
         The fitted kernel.
     estimator : str
         ``"neg"``, or ``"per_anchor"`` (the conditional normaliser every KL estimator uses here).
-    n_negatives : int or None
-        Negatives per new point and epoch (``<= 0``: all N fitted points, exact; None, NEG
-        only: umap-learn's count ``ceil(negative_sample_rate mean_a(deg_a) / w_max)``).
+    n_negatives : int
+        Negatives per new point and epoch, the fit's count (``<= 0``: all N fitted points,
+        exact): a constant, so a point draws the same negatives alone as in any batch.
     negative_sample_rate : float
         NEG's negatives per unit of membership.
     clip : float
@@ -89,8 +85,6 @@ def partial_arrays(rows: sp.csr_matrix, kernel: Kernel, estimator: str, n_negati
     p = rows.data.astype(np.float64)
     mass = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
     neg = estimator == "neg"
-    if n_negatives is None:
-        n_negatives = max(1, int(np.ceil(negative_sample_rate * mass.mean() / w_max)))
     m = rows.shape[1] if n_negatives <= 0 else n_negatives
     alpha = 0.0 if neg else float(alpha)
     if neg:
@@ -193,18 +187,8 @@ def partial_gradient(y, reference, arrays, keys, seed, with_loss, grad, loss_row
                 for t in range(n_pos):
                     loss -= wts[t] * log_kernel(code, d2[t], a_, b_)
             if estimator == NEG:
-                s_a = neg_scale[a]
-                if code == UMAP:  # one loop per form: a branch inside stops vectorising
-                    for t in range(n_pos, width):
-                        coef[t] = two * umap_repulsion(d2[t], k[t], b_)
-                else:
-                    for t in range(n_pos, width):
-                        coef[t] = two * neg_repulsion(k[t], g[t])
-                for t in range(n_pos, width):
-                    wts[t] = s_a
-                if with_loss:
-                    for t in range(n_pos, width):
-                        loss -= s_a * fast_ln(max(ONE - k[t], LOSS_FLOOR))
+                loss = neg_negatives(code, d2, k, g, n_pos, width, b_, neg_scale[a], with_loss,
+                                     coef, wts, loss)[1]
             else:
                 m_a = row_mass[a]
                 z = np.float32(0.0)

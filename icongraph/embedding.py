@@ -382,8 +382,8 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         self._target_spec = spec
         self._loss_spec = (estimator, settings["negative_sample_rate"])
         self._kl_divergence = None
-        self._transform_settings = self._new_point_settings(settings, estimator, learning_rate,
-                                                            seed, target)
+        self._transform_settings = self._new_point_settings(settings, objective, learning_rate,
+                                                            seed)
         return self
 
     @property
@@ -439,13 +439,15 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
     #: 0.914. Beyond 30 epochs the differences are within a test point or two per split.
     TRANSFORM_EPOCHS = 250
 
-    def _new_point_settings(self, settings: dict, estimator: str, learning_rate: float,
-                            seed: int, target) -> dict:
+    def _new_point_settings(self, settings: dict, objective: Objective, learning_rate: float,
+                            seed: int) -> dict:
         """How :meth:`transform` optimises new points: the fit's optimiser, step (the last
-        phase's), schedule, clip and negatives, with a conditional normaliser per new point
+        phase's), schedule, clip and negatives (its resolved count: UMAP's matched count is
+        taken once, from the fit's graph), with a conditional normaliser per new point
         (``"neg"`` stays NEG; every KL estimator becomes ``"per_anchor"``)."""
-        return {"estimator": "neg" if estimator == "neg" else "per_anchor",
-                "n_negatives": settings["n_negatives"],
+        target = objective.target
+        return {"estimator": "neg" if objective.estimator == "neg" else "per_anchor",
+                "n_negatives": int(objective.n_negatives),
                 "negative_sample_rate": settings["negative_sample_rate"],
                 "clip": settings["clip"], "optimizer": settings["optimizer"],
                 "learning_rate": learning_rate, "momentum": settings["momentum"],
