@@ -46,7 +46,6 @@ supervised      same-class (``fit(X, y)``; ``y = -1``: kNN)  1          0       
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import replace
@@ -58,7 +57,7 @@ from .graph import symmetrize
 from .heads import HEADS, LEARNING_RATES, make_head
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
-from .loop import Callbacks, FiniteGuard, train
+from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
@@ -96,9 +95,6 @@ CLUSTER_METHODS = {
 #: (and the most anchors of the final loss's evaluation sample)
 MASS_MOMENTUM = 0.9
 EVAL_CHUNK = 65536
-#: full-batch training while N x positives x C stays below this many floats
-FULL_BATCH_FLOATS = 1 << 24
-MINI_BATCH_STEPS = 600
 #: (anchor, positive) pairs of the one sample on which every restart's final loss is taken
 EVAL_PAIRS = 1 << 20
 
@@ -332,18 +328,11 @@ class Clustering(ParamsMixin):
         return self
 
     def _schedule(self, n: int) -> tuple[int, int]:
-        """(batch size, epochs): full batch and 300 epochs while ``N x positives x C`` is below
-        ``FULL_BATCH_FLOATS``; otherwise mini-batches of 8192 anchors and enough epochs for
-        ``MINI_BATCH_STEPS`` Adam steps (at least 2 passes over the data)."""
-        floats = n * self.positives_per_anchor * self.n_clusters
-        batch = self.batch_size or (n if floats <= FULL_BATCH_FLOATS else 8192)
-        batch = min(batch, n)
-        if self.n_epochs is not None:
-            return batch, int(self.n_epochs)
-        if batch >= n:
-            return batch, 300
-        steps_per_epoch = math.ceil(n / batch)
-        return batch, max(2, math.ceil(MINI_BATCH_STEPS / steps_per_epoch))
+        """(batch size, epochs) of :func:`~icongraph.loop.schedule`: full batch and 300 epochs
+        while ``N x positives x C`` is below ``FULL_BATCH_FLOATS``; otherwise mini-batches of
+        8192 anchors and enough epochs for 600 Adam steps (at least 2 passes over the data)."""
+        return schedule(n, self.positives_per_anchor * self.n_clusters, self.batch_size,
+                        self.n_epochs)
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.mean_) / self.scale_)

@@ -17,7 +17,15 @@ import torch
 from .progress import progress
 from .runtime import DivergenceError
 
-__all__ = ["train", "LoopState", "Hook", "FiniteGuard", "Callbacks"]
+__all__ = ["train", "schedule", "LoopState", "Hook", "FiniteGuard", "Callbacks",
+           "FULL_BATCH_FLOATS"]
+
+#: full-batch training while the rows' floats of one step stay below this many
+FULL_BATCH_FLOATS = 1 << 24
+#: rows per mini-batch above it; epochs of a full batch; Adam steps of a mini-batch fit
+MINI_BATCH = 8192
+FULL_BATCH_EPOCHS = 300
+MINI_BATCH_STEPS = 600
 
 
 @dataclass
@@ -118,6 +126,26 @@ class Callbacks(Hook):
             return False
         view = state.view()
         return any([bool(cb(state.epoch, state.loss, view)) for cb in self.callbacks])
+
+
+def schedule(n: int, row_floats: int, batch_size: int | None,
+             n_epochs: int | None) -> tuple[int, int]:
+    """(batch size, epochs) of a fit on ``n`` rows whose step holds ``row_floats`` floats per
+    row.
+
+    Full batch and ``FULL_BATCH_EPOCHS`` epochs (one Adam step each) while
+    ``n x row_floats <= FULL_BATCH_FLOATS``; otherwise mini-batches of ``MINI_BATCH`` rows and
+    enough epochs for ``MINI_BATCH_STEPS`` Adam steps (at least 2 passes over the data), so a
+    step's memory is bounded whatever ``n``. ``batch_size`` and ``n_epochs`` (None: these
+    defaults) override; the batch is at most ``n``.
+    """
+    batch = batch_size or (n if n * row_floats <= FULL_BATCH_FLOATS else MINI_BATCH)
+    batch = min(batch, n)
+    if n_epochs is not None:
+        return batch, int(n_epochs)
+    if batch >= n:
+        return batch, FULL_BATCH_EPOCHS
+    return batch, max(2, math.ceil(MINI_BATCH_STEPS / math.ceil(n / batch)))
 
 
 def train(step: Callable[[int, bool], float | None], n_epochs: int, *,
