@@ -217,7 +217,7 @@ def check_labels(labels, n_samples: int, name: str = "labels") -> np.ndarray:
     return np.array(labels, copy=True)
 
 
-def encode_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
+def encode_labels(labels, n_samples: int, name: str = "y", *, return_classes: bool = False):
     """Class labels as integer codes, ``-1`` for an unlabelled point (umap-learn's convention).
 
     Parameters
@@ -229,12 +229,17 @@ def encode_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
         N, the data's rows.
     name : str
         The argument's name, for messages.
+    return_classes : bool
+        Also return the distinct labels.
 
     Returns
     -------
     np.ndarray
         (N,) int32 codes ``0 .. C-1`` in the sorted order of the distinct labels
         (:func:`numpy.unique`), ``-1`` where unlabelled.
+    np.ndarray
+        Only with ``return_classes``: the (C,) distinct labels, ``classes[code]`` the label of
+        a code (numbers or strings, as given).
 
     Raises
     ------
@@ -269,11 +274,13 @@ def encode_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"{name} has no labelled point (every label is -1).")
     classes, codes = np.unique(values[labelled], return_inverse=True)
     if len(classes) < 2:
+        hint = "" if labelled.all() else (" (-1 marks an unlabelled point: give a class named "
+                                          "-1 another label)")
         raise ValueError(f"{name} has a single class ({classes[0].item()!r}) among its labelled "
-                         "points: a label graph needs at least 2 classes.")
+                         f"points{hint}: a label graph or a classifier needs at least 2 classes.")
     out = np.full(n_samples, -1, np.int32)
     out[labelled] = codes
-    return out
+    return (out, classes) if return_classes else out
 
 
 #: integer seeds below this are used as given; it is what every RNG downstream accepts (numpy's
