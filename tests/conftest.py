@@ -46,6 +46,7 @@ def _optimiser_off(request, monkeypatch):
         return
     from icongraph.clustering import Clustering
     from icongraph.embedding import _Embedding
+    from icongraph.prototypes import PrototypeClassifier
 
     depth = [0]
 
@@ -62,7 +63,7 @@ def _optimiser_off(request, monkeypatch):
                 depth[0] -= 1
         return fit_off
 
-    for cls in (_Embedding, Clustering):
+    for cls in (_Embedding, Clustering, PrototypeClassifier):
         monkeypatch.setattr(cls, "fit", switched_off(cls.fit))
 
 

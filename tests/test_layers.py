@@ -30,6 +30,7 @@ LAYERS = [
     ("embedding",),
     ("seeding",),
     ("clustering",),
+    ("prototypes",),
     ("methods",),
     ("metrics", "plotting", "datasets"),
     ("bench",),

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import icongraph
 from icongraph.clustering import Clustering
 from icongraph.knn import exact_knn
+from icongraph.prototypes import PrototypeClassifier
 
 #: a bad value and the message it must give, for the parameters every embedding shares
 COMMON_BAD = {
@@ -93,10 +94,22 @@ CLUSTERING_BAD = {
     "callbacks": (print, r"callbacks must be a list of functions cb\(epoch, loss, "
                          r"probabilities\); got a single object .*: wrap it in a list"),
 }
+PROTOTYPES_BAD = {
+    "kernel": ("cosine", r"kernel must be one of \('dot', 'gaussian', 'student'\); got 'cosine'"),
+    "harmonic_exponent": (0, r"harmonic_exponent must be a finite number in \(0, inf\); got 0"),
+    "n_components": (0, r"n_components must be an integer in \[1, inf\); got 0"),
+    "head": ("free", r"head='free' learns one row per training point and cannot classify new "
+                     r"points; use one of \('linear', 'mlp'\)"),
+    "alpha": (1.0, r"alpha must be in \[0, 1\); got 1.0"),
+    **{name: CLUSTERING_BAD[name] for name in ("hidden", "n_epochs", "batch_size",
+                                                "learning_rate", "random_state", "device",
+                                                "n_jobs", "verbose", "callbacks")},
+}
 CASES = [(cls, name, *bad) for cls, own in OWN_BAD.items()
          for name, bad in {**COMMON_BAD, **own}.items()]
 CASES += [(Clustering, name, *bad) for name, bad in CLUSTERING_BAD.items()]
-ESTIMATORS = [*OWN_BAD, Clustering]
+CASES += [(PrototypeClassifier, name, *bad) for name, bad in PROTOTYPES_BAD.items()]
+ESTIMATORS = [*OWN_BAD, Clustering, PrototypeClassifier]
 
 
 @pytest.fixture
@@ -104,19 +117,21 @@ def no_work(monkeypatch):
     """The kNN search (the first work of every fit) fails the test if it runs."""
     import icongraph.clustering as clustering
     import icongraph.embedding as embedding
+    import icongraph.prototypes as prototypes
 
     def no_search(*args, **kwargs):
         raise AssertionError("the kNN search ran before the parameters were checked")
 
     monkeypatch.setattr(embedding, "knn_search", no_search)
     monkeypatch.setattr(clustering, "knn_search", no_search)
+    monkeypatch.setattr(prototypes, "make_head", no_search)  # the classifier has no kNN
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
 def test_every_parameter_has_a_rule_and_a_case(cls):
     """A new parameter without a rule, or without a bad value here, fails this test."""
     names = set(cls._param_defaults())
-    rules = set(cls._rules if cls is Clustering else cls._param_rules())
+    rules = set(cls._rules if cls in (Clustering, PrototypeClassifier) else cls._param_rules())
     assert rules == names
     cases = {name for c, name, *_ in CASES if c is cls}
     assert cases == names
@@ -127,8 +142,9 @@ def test_every_parameter_has_a_rule_and_a_case(cls):
 def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_work):
     X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
     before = X.copy()
+    labels = (np.arange(60) % 3,) if cls is PrototypeClassifier else ()
     with pytest.raises(ValueError, match=match):
-        cls(**{name: value}).fit(X)
+        cls(**{name: value}).fit(X, *labels)
     np.testing.assert_array_equal(X, before)
 
 

@@ -39,7 +39,8 @@ EMBEDDINGS = [
     icongraph.ICon(p_params={"n_neighbors": 5}, n_epochs=5, knn_method="exact", **FAST),
 ]
 CLUSTERING = icongraph.Clustering(n_clusters=2, n_neighbors=5, n_epochs=5, **FAST)
-ESTIMATORS = [*EMBEDDINGS, CLUSTERING]
+CLASSIFIER = icongraph.PrototypeClassifier(n_epochs=50, **FAST)
+ESTIMATORS = [*EMBEDDINGS, CLUSTERING, CLASSIFIER]
 
 #: Both checks compare ``fit_transform(X)`` with ``fit(X).transform(X)`` (to 0.01). For an
 #: embedding the first is the optimised layout of the training points and the second places
@@ -51,8 +52,16 @@ TRANSDUCTIVE = ("a transductive embedding: fit_transform returns the optimised l
                 "fit(X).transform(X) re-places the training points from their neighbours")
 
 
+#: check_classifiers_classes ends with the binary labels {-1, 1}; string labels, the rest of
+#: the check, round-trip in test_prototypes.test_string_labels_round_trip_and_probabilities
+UNLABELLED = ("-1 marks an unlabelled point (umap-learn's convention, as for every icongraph "
+              "estimator), so the labels {-1, 1} hold one class, refused with that reason")
+
+
 def expected_failed_checks(estimator):
     """The sklearn checks that cannot apply to ``estimator``, with the reason."""
+    if isinstance(estimator, icongraph.PrototypeClassifier):
+        return {"check_classifiers_classes": UNLABELLED}
     if isinstance(estimator, icongraph.Clustering):
         return {}
     return {"check_transformer_general": TRANSDUCTIVE,
@@ -71,7 +80,8 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 # scikit-learn runs these only on its own estimators (and its clustering checks only on
-# subclasses of ClusterMixin, which Clustering is not, to keep scikit-learn out of the import)
+# subclasses of ClusterMixin, which Clustering is not, to keep scikit-learn out of the import);
+# the classifier's transform (its embedding) takes the embeddings' output checks
 EMBEDDING_CHECKS = ["check_set_output_transform", "check_set_output_transform_pandas",
                     "check_global_output_transform_pandas",
                     "check_dataframe_column_names_consistency",
@@ -82,7 +92,7 @@ CLUSTERING_CHECKS = ["check_clustering", partial(estimator_checks.check_clusteri
                                                  readonly_memmap=True),
                      "check_clusterer_compute_labels_predict",
                      "check_dataframe_column_names_consistency"]
-EXTRA = [(est, check) for est in EMBEDDINGS for check in EMBEDDING_CHECKS] + [
+EXTRA = [(est, check) for est in [*EMBEDDINGS, CLASSIFIER] for check in EMBEDDING_CHECKS] + [
     (CLUSTERING, check) for check in CLUSTERING_CHECKS]
 
 
@@ -125,12 +135,17 @@ def test_not_fitted_error(estimator):
 
     estimator = clone(estimator)
     X, _ = make_blobs(20, 3, random_state=0)
-    methods = (["predict", "predict_proba"] if isinstance(estimator, icongraph.Clustering)
-               else ["transform", "get_feature_names_out"])
+    if isinstance(estimator, icongraph.PrototypeClassifier):
+        methods = ["predict", "predict_proba", "transform", "score"]
+    elif isinstance(estimator, icongraph.Clustering):
+        methods = ["predict", "predict_proba"]
+    else:
+        methods = ["transform", "get_feature_names_out"]
     for method in methods:
         with pytest.raises(NotFittedError, match="not fitted"):
-            getattr(estimator, method)(*([X] if method != "get_feature_names_out" else []))
-    if not isinstance(estimator, icongraph.Clustering):
+            args = {"get_feature_names_out": [], "score": [X, np.zeros(len(X))]}
+            getattr(estimator, method)(*args.get(method, [X]))
+    if not isinstance(estimator, (icongraph.Clustering, icongraph.PrototypeClassifier)):
         assert not hasattr(estimator, "kl_divergence_")  # a NotFittedError is an AttributeError
 
 
@@ -193,5 +208,7 @@ def test_fit_without_dataframes_does_not_import_sklearn():
             "icongraph.UMAP(n_neighbors=5, n_epochs=5, n_jobs=1).fit(X).transform(X[:5])\n"
             "icongraph.Clustering(n_clusters=2, n_neighbors=5, n_epochs=5, init='random', "
             "n_jobs=1).fit(X).predict(X[:5])\n"
+            "icongraph.PrototypeClassifier(n_epochs=5, n_jobs=1).fit(X, np.arange(60) % 3)"
+            ".predict_proba(X[:5])\n"
             "assert 'sklearn' not in sys.modules, 'sklearn was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
