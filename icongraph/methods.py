@@ -6,8 +6,8 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 read as ``-``), and ``icongraph table`` prints them.
 
 A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(the cosine kernel on the sphere for InfoNCE / SupCon, class prototypes for cross-entropy and
-the harmonic loss, paired data for CLIP, a spectral-clustering head) are absent, not stubbed.
+(the cosine kernel on the sphere for InfoNCE / SupCon, paired data for CLIP, a
+spectral-clustering head) are absent, not stubbed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .clustering import Clustering
 from .embedding import SNE, TSNE, UMAP, ICon
+from .prototypes import PrototypeClassifier
 
 __all__ = ["Method", "methods", "method", "methods_markdown"]
 
@@ -68,6 +69,8 @@ def _preset(cls, **fixed):
 
 _LABELLED = "same-class graph from y mixed with the kNN graph (target_weight=1: labels only)"
 _CLUSTER_Q = "cluster kernel sum_c phi(c|i) phi(c|j) / M_c"
+_CLASSES_P = "class of i from y, one-hot over the C classes (alpha: label smoothing)"
+_PROTOTYPES = "embedding f (linear head) and class prototypes mu"
 
 _ROWS = (
     Method("sne", "Gaussian kNN, perplexity-calibrated, conditional", "Gaussian exp(-d^2)",
@@ -108,12 +111,20 @@ _ROWS = (
     Method("supervised-clustering", "same-class graph from y (-1: kNN positives)", _CLUSTER_Q,
            "assignments phi (linear head)", "supervised I-Con clustering", "X, y",
            _preset(Clustering, method="supervised")),
+    Method("cross-entropy", _CLASSES_P,
+           "softmax of dot-product logits f . mu_c + b_c over the class prototypes", _PROTOTYPES,
+           "softmax cross-entropy (I-Con composition, Alshammari et al. 2025)", "X, y",
+           _preset(PrototypeClassifier, kernel="dot")),
+    Method("harmonic-loss", _CLASSES_P,
+           "power (Student-t-like) kernel d_c^(-n), d_c the distance from f to prototype mu_c",
+           _PROTOTYPES, "harmonic loss (Baek et al. 2025)", "X, y",
+           _preset(PrototypeClassifier, kernel="student")),
 )
 _BY_NAME = {row.name: row for row in _ROWS}
 
 
 def methods() -> list[Method]:
-    """Every row of the table, in the order embeddings, then clustering."""
+    """Every row of the table, in the order embeddings, clustering, classification."""
     return list(_ROWS)
 
 
@@ -129,6 +140,7 @@ def method(name: str, **params):
     >>> method("tsne", perplexity=50).fit_transform(X)
     >>> method("t-SupCon", random_state=0).fit(X, y)
     >>> method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
+    >>> method("harmonic-loss", random_state=0).fit(X, y).predict(X_new)
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string; got {type(name).__name__}.")
