@@ -150,10 +150,15 @@ def method(name: str, **params):
     return row.build(**params)
 
 
+def _cell(text: str) -> str:
+    """``text`` in a Markdown table cell: a ``|`` (as in ``phi(c|i)``) escaped, not ending it."""
+    return text.replace("|", "\\|")
+
+
 def methods_markdown() -> str:
     """The table as Markdown (``icongraph table --markdown``)."""
     lines = ["| name | p (target) | q (kernel) | learned | fit | reference |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| `{r.name}` | {r.p} | {r.q} | {r.learned} | {r.needs} | {r.reference} |"
-              for r in _ROWS]
+    lines += [f"| `{r.name}` | {_cell(r.p)} | {_cell(r.q)} | {_cell(r.learned)} | {r.needs} | "
+              f"{_cell(r.reference)} |" for r in _ROWS]
     return "\n".join(lines)

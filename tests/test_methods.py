@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import icongraph
 from icongraph.knn import knn_search
-from icongraph.methods import methods
+from icongraph.methods import methods, methods_markdown
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,11 @@ def test_cli_table_lists_every_method():
                          capture_output=True, text=True, check=True).stdout
     for row in icongraph.methods():
         assert f"`{row.name}`" in out
+
+
+def test_markdown_rows_keep_their_six_cells():
+    """A ``|`` inside a cell (the cluster kernel's phi(c|i)) is escaped, not a new column."""
+    import re
+
+    for line in methods_markdown().splitlines():
+        assert len(re.findall(r"(?<!\\)\|", line)) == 7, line
