@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
+
+from .communities import leiden_labels, leiden_with_k, unweighted_knn_graph
 
 __all__ = ["run_bench", "run_suite", "suite_quality", "suite_markdown", "add_bench_parser",
            "run_cluster_suite", "cluster_suite_markdown", "ICON_METHODS", "PEER_METHODS",
@@ -593,39 +594,6 @@ def suite_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leiden_labels(graph, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Leiden (leidenalg on igraph, RB-configuration modularity) on a symmetric weighted graph."""
-    import igraph as ig
-    import leidenalg
-
-    coo = sp.triu(graph, k=1).tocoo()
-    g = ig.Graph(n=graph.shape[0], edges=np.column_stack([coo.row, coo.col]).tolist())
-    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
-                                    weights=coo.data.tolist(), resolution_parameter=resolution,
-                                    seed=seed)
-    return np.asarray(part.membership)
-
-
-def leiden_with_k(graph, n_clusters: int, seed: int = 0, max_iter: int = 30):
-    """Leiden at the resolution giving ``n_clusters`` clusters (bisection on log resolution);
-    returns (labels, resolution) of the closest count found."""
-    lo, hi = 1e-3, 1e2
-    best = None
-    for _ in range(max_iter):
-        res = float(np.sqrt(lo * hi))
-        labels = leiden_labels(graph, res, seed)
-        k = len(np.unique(labels))
-        if best is None or abs(k - n_clusters) < abs(best[2] - n_clusters):
-            best = (labels, res, k)
-        if k == n_clusters:
-            break
-        if k < n_clusters:
-            lo = res
-        else:
-            hi = res
-    return best[0], best[1]
-
-
 #: the ablation of the I-Con paper, as data: (row, Clustering params). Every row runs at
 #: n_clusters=K on the shared kNN graph; a row whose params the installed Clustering refuses
 #: (an unknown name, or a value its rule rejects) is 'not available'.
@@ -792,17 +760,6 @@ def cluster_scores(labels_true, labels_pred) -> dict:
             "nmi": metrics.normalized_mutual_info(labels_true, labels_pred),
             "acc": metrics.hungarian_accuracy(labels_true, labels_pred),
             "n_found": int(len(np.unique(labels_pred)))}
-
-
-def unweighted_knn_graph(knn) -> sp.csr_matrix:
-    """The unweighted symmetric kNN graph of ``knn`` (an edge where either point lists the
-    other), CSR with unit weights."""
-    n, k = knn.indices.shape
-    graph = sp.csr_matrix((np.ones(n * k, np.float32), knn.indices.ravel().astype(np.int64),
-                           np.arange(0, n * k + 1, k)), shape=(n, n))
-    graph = graph.maximum(graph.T).tocsr()
-    graph.sort_indices()
-    return graph
 
 
 def _ours_run(X, y, knn, params: dict, k: int, seed: int, extra: dict) -> dict:

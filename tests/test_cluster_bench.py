@@ -106,7 +106,7 @@ def test_configuration_rows_run_or_are_not_available():
 
 
 def test_unweighted_knn_graph_is_symmetric_and_binary():
-    from icongraph.bench import unweighted_knn_graph
+    from icongraph.communities import unweighted_knn_graph
     from icongraph.knn import knn_search
 
     X = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)

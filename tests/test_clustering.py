@@ -5,13 +5,16 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from conftest import make_blobs
 
 import icongraph
 from icongraph import metrics, positives
 from icongraph.clustering import Clustering
+from icongraph.communities import leiden_labels, merge_connected, unweighted_knn_graph
 from icongraph.kernels import cluster_kernel, cluster_mass
+from icongraph.knn import knn_search
 from icongraph.positives import PositiveSampler
 
 
@@ -67,10 +70,10 @@ def test_positive_sampler_follows_p_and_walks():
     np.testing.assert_allclose(freq.numpy(), [0.1, 0.7, 0.1, 0.1], atol=0.02)
 
 
-# The quality tests below start from a random head (init="random"): on separated clusters the
-# default embedding seed alone already scores ARI 1.0 (it is tested on its own in
-# test_embedding_seed_of_a_sample_finds_separated_clusters), so only a random start makes the
-# objective and the optimiser find the clusters. They run on one thread (n_jobs=1): the result
+# The quality tests below start from a random linear head (head="linear", init="random"): on
+# separated clusters the default embedding seed alone already scores ARI 1.0 (it is tested on
+# its own in test_embedding_seed_of_a_sample_finds_separated_clusters), so only a random start
+# makes the objective and the optimiser find the clusters. They run on one thread (n_jobs=1): the result
 # does not depend on it (test_same_result_with_one_or_two_threads), and on two busy cores the
 # OpenMP teams of torch, numba and scikit-learn contend, making a 2-thread fit up to 40x slower.
 
@@ -81,7 +84,7 @@ def test_recovers_separated_clusters(separated, method):
     # ARI with the optimiser off 0.712 (the random head), on 1.000 (every method, seeds 0-3)
     X, y = separated
     model = Clustering(n_clusters=4, method=method, n_neighbors=10, perplexity=10,
-                       init="random", random_state=0, n_jobs=1)
+                       head="linear", init="random", random_state=0, n_jobs=1)
     labels = model.fit_predict(X)
     assert metrics.adjusted_rand_index(y, labels) >= 0.95
     np.testing.assert_array_equal(model.predict(X), model.labels_)
@@ -282,7 +285,7 @@ def test_mini_batches_recover_clusters_in_bounded_memory(separated):
     X, y = separated
     rows = []
     model = Clustering(n_clusters=4, n_neighbors=10, batch_size=32, n_epochs=15, init="random",
-                       random_state=0, n_jobs=1,
+                       head="linear", random_state=0, n_jobs=1,
                        callbacks=[lambda e, loss, phi: rows.append(len(phi))])
     labels = model.fit_predict(X)
     assert max(rows) <= 32 * (1 + model.positives_per_anchor)
@@ -411,3 +414,49 @@ def test_mlp_head_on_pixels_trains():
     labels = model.fit_predict(X)
     assert np.isfinite(model.loss_)
     assert metrics.adjusted_rand_index(y, labels) >= 0.6
+
+
+def _blobs_of_sizes(sizes, seed=0):
+    """Separated unit Gaussian clusters of the given sizes in 8-D (centres with sd 10)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, (len(sizes), 8))
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    return (centres[y] + rng.normal(0, 1, (len(y), 8))).astype(np.float32), y
+
+
+def test_merge_connected_against_the_configuration_model():
+    # two 6-cliques (30 within-degree each) joined by a perfect matching: E_cd = 6, D = 36,
+    # 2m = 72, so r = 6 / (36 * 36 / 72) = 1/3; joined by one edge: 1 / (31 * 31 / 62) = 2/31
+    block = np.ones((6, 6)) - np.eye(6)
+    for bridge, ratio in ((np.eye(6), 1 / 3), (np.eye(6)[:1].T @ np.eye(6)[:1], 2 / 31)):
+        graph = sp.csr_matrix(np.block([[block, bridge], [bridge.T, block]]))
+        labels = np.repeat([0, 1], 6)
+        assert np.unique(merge_connected(graph, labels, ratio * 1.01)).size == 2
+        np.testing.assert_array_equal(merge_connected(graph, labels, ratio * 0.99), 0)
+
+
+@pytest.mark.quality
+def test_n_clusters_none_recovers_clusters_of_several_sizes():
+    """Modularity alone cuts the 250-point blob in two at one of these seeds; the merge of
+    communities joined as densely as the configuration model expects undoes it."""
+    X, y = _blobs_of_sizes((30, 60, 120, 250, 80))
+    graph = unweighted_knn_graph(knn_search(X, 15, random_state=0))
+    leiden = [np.unique(leiden_labels(graph, 1.0, seed)).size for seed in range(3)]
+    assert leiden != [5, 5, 5]  # modularity alone: 5, 5, 6
+    for seed in range(3):
+        model = Clustering(n_clusters=None, random_state=seed, n_jobs=1).fit(X)
+        assert model.n_clusters_ == 5
+        assert metrics.adjusted_rand_index(y, model.labels_) == 1.0
+    X, y = _blobs_of_sizes((40, 40, 300, 100, 150, 25), seed=1)
+    model = Clustering(n_clusters=None, random_state=0, n_jobs=1).fit(X)
+    assert model.n_clusters_ == 6
+    assert metrics.adjusted_rand_index(y, model.labels_) == 1.0
+
+
+def test_n_clusters_none_supervised_takes_the_classes(separated):
+    X, y = separated
+    y = y.copy()
+    y[::5] = -1
+    model = Clustering(n_clusters=None, method="supervised", random_state=0, n_epochs=20,
+                       n_jobs=1).fit(X, y)
+    assert model.n_clusters_ == 4

@@ -17,6 +17,7 @@ LAYERS = [
     ("kernels",),
     ("knn",),
     ("targets",),
+    ("communities",),
     ("positives",),
     ("init",),
     ("heads",),

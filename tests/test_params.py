@@ -71,6 +71,8 @@ OWN_BAD = {
 }
 CLUSTERING_BAD = {
     "n_clusters": (2.5, r"n_clusters must be an integer in \[1, inf\); got 2.5"),
+    "resolution": (0.0, r"resolution must be a finite number in \(0, inf\); got 0.0"),
+    "merge_connectivity": (-1, r"merge_connectivity must be a .*number in \(0, inf\); got -1"),
     "method": ("dbscan", r"method must be one of \('debiased', .*\); got 'dbscan'"),
     "n_neighbors": (0, r"n_neighbors must be an integer in \[1, inf\); got 0"),
     "alpha": (1.0, r"alpha must be in \[0, 1\); got 1.0"),
