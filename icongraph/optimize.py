@@ -30,6 +30,7 @@ from .kernels import Kernel
 from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .runtime import resolve_device, torch_threads
+from .sphere import TemperatureLearner, normalise_, sphere_gradient_
 from .validation import callbacks_rule, check_number, choice, number
 
 __all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES"]
@@ -138,6 +139,13 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
 
+    With a kernel on the sphere (``kernel.sphere``) the rows are normalised at the start,
+    the gradient is projected on the sphere's tangent plane (:mod:`icongraph.sphere`), each
+    step is ``learning_rate * tau`` (in units of the kernel's width: the same learning rate
+    suits every temperature) and the rows are renormalised after it; a learned temperature
+    (``kernel.learn_temperature``) takes one step on ``log tau`` per epoch at the same step
+    size, and ``objective.kernel`` holds its final value.
+
     The first ``exaggeration_epochs`` multiply the attraction by ``exaggeration`` and step with
     ``exaggeration_learning_rate`` (default ``learning_rate``); ``max_step`` caps each point's
     step (the ``"gains"`` optimiser); ``recentre`` subtracts the mean after every step.
@@ -159,6 +167,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     else:
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
+    sphere = objective.kernel.sphere
+    if sphere:
+        if recentre:
+            raise ValueError("recentre moves points off the sphere; use recentre=False with "
+                             f"the {objective.kernel.name!r} kernel.")
+        normalise_(y)
+    learner = (TemperatureLearner(objective.kernel, objective.total_mass)
+               if sphere and objective.kernel.learn_temperature else None)
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     if use_numba:
         y_np = y.numpy()
@@ -228,9 +244,18 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         grad, z_new, loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
         if not interpolated:
             z_prev, g_scale = objective.normaliser_state(z_new)
-        stepper.step(grad, lr_at(epoch) * lr_factor(schedule, epoch, n_epochs))
-        if recentre:
-            y.sub_(y.mean(0))
+        lr = lr_at(epoch) * lr_factor(schedule, epoch, n_epochs)
+        if not sphere:
+            stepper.step(grad, lr)
+            if recentre:
+                y.sub_(y.mean(0))
+            return loss
+        lr *= float(objective.kernel.temperature)  # a step in units of the kernel's width
+        kernel = learner.step(y, grad, lr) if learner is not None else None
+        stepper.step(sphere_gradient_(y, grad), lr)
+        normalise_(y)
+        if kernel is not None:
+            objective.set_kernel(kernel)
         return loss
 
     guard = FiniteGuard(watch=lambda: y, remedy=", or check the scale of the data and of a "
@@ -256,7 +281,8 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
     twin) and an in-place :class:`Stepper` step per epoch, run by
     :func:`~icongraph.loop.train` with the finite-loss guard.
 
-    Every step is per point (elementwise updates, ``max_step`` per row, no recentring), and a
+    Every step is per point (elementwise updates, ``max_step`` per row, no recentring; on the
+    sphere the projection and renormalisation of :func:`optimize` are per row too), and a
     point's negatives are keyed by ``keys`` (:func:`~icongraph._transform_engine.point_keys`),
     so a batch and its points one by one give the same result.
 
@@ -292,6 +318,8 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
     device = resolve_device(device)
     use_numba = device.type == "cpu" and kernel.code >= 0
     y = torch.tensor(np.asarray(y0, np.float32), device=device)
+    if kernel.sphere:
+        normalise_(y)
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     if use_numba:
         y_np, ref_np = y.numpy(), np.ascontiguousarray(reference, np.float32)
@@ -312,7 +340,12 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
             with torch.no_grad():
                 grad, rows = partial_gradient_torch(arrays_t, kernel, y, ref_t, keys_t, seed_e,
                                                     with_loss)
-        stepper.step(grad, learning_rate * lr_factor(schedule, epoch, n_epochs))
+        lr = learning_rate * lr_factor(schedule, epoch, n_epochs)
+        if kernel.sphere:
+            stepper.step(sphere_gradient_(y, grad), lr * float(kernel.temperature))
+            normalise_(y)
+        else:
+            stepper.step(grad, lr)
         return float(rows.sum()) if with_loss else None
 
     guard = FiniteGuard(watch=lambda: y, remedy=" (transform_epochs=0 places new points "

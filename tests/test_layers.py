@@ -26,6 +26,7 @@ LAYERS = [
     ("interpolation",),
     ("objective",),
     ("loop",),
+    ("sphere",),
     ("optimize",),
     ("embedding",),
     ("seeding",),

@@ -99,19 +99,6 @@ CASES += [(Clustering, name, *bad) for name, bad in CLUSTERING_BAD.items()]
 ESTIMATORS = [*OWN_BAD, Clustering]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """The kNN search (the first work of every fit) fails the test if it runs."""
-    import icongraph.clustering as clustering
-    import icongraph.embedding as embedding
-
-    def no_search(*args, **kwargs):
-        raise AssertionError("the kNN search ran before the parameters were checked")
-
-    monkeypatch.setattr(embedding, "knn_search", no_search)
-    monkeypatch.setattr(clustering, "knn_search", no_search)
-
-
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
 def test_every_parameter_has_a_rule_and_a_case(cls):
     """A new parameter without a rule, or without a bad value here, fails this test."""
