@@ -6,8 +6,8 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 read as ``-``), and ``icongraph table`` prints them.
 
 A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(the cosine kernel on the sphere for InfoNCE / SupCon, class prototypes for cross-entropy and
-the harmonic loss, paired data for CLIP, a spectral-clustering head) are absent, not stubbed.
+(class prototypes for cross-entropy and the harmonic loss, paired data for CLIP, a
+spectral-clustering head) are absent, not stubbed.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ def _preset(cls, **fixed):
 
 _LABELLED = "same-class graph from y mixed with the kNN graph (target_weight=1: labels only)"
 _CLUSTER_Q = "cluster kernel sum_c phi(c|i) phi(c|j) / M_c"
+_COSINE = "cosine exp(cos / tau) on the unit sphere, per anchor"
+_SPHERE = "free embedding on the unit sphere (3-D)"
+
+
+def _sphere_preset(q: str, **fixed):
+    """An :class:`~icongraph.embedding.ICon` with kernel ``q`` on the sphere: uniform kNN ``p``,
+    per-anchor normaliser, 3 components (the caller's params win)."""
+    return _preset(ICon, p="knn", q=q, estimator="per_anchor", n_components=3, **fixed)
+
 
 _ROWS = (
     Method("sne", "Gaussian kNN, perplexity-calibrated, conditional", "Gaussian exp(-d^2)",
@@ -87,6 +96,16 @@ _ROWS = (
     Method("umap", "fuzzy simplicial set (kNN, local connectivity)",
            "1/(1 + a d^2b), fixed normaliser (negative sampling)", "free embedding",
            "UMAP (McInnes et al. 2018), umap-learn's defaults", "X", _preset(UMAP)),
+    Method("infonce", "uniform kNN 1/k", _COSINE, _SPHERE,
+           "InfoNCE / SimCLR's loss on kNN pairs (van den Oord et al. 2018; Chen et al. 2020), "
+           "an I-Con composition", "X", _sphere_preset("cosine")),
+    Method("t-infonce", "uniform kNN 1/k",
+           "Student-t (1 + d^2/tau)^-1 on the unit sphere, per anchor", _SPHERE,
+           "InfoNCE on kNN pairs with a heavy-tailed kernel on the sphere (I-Con composition)",
+           "X", _sphere_preset("student-sphere")),
+    Method("supcon", _LABELLED, _COSINE, _SPHERE,
+           "SupCon, supervised contrastive learning (Khosla et al. 2020), on a free embedding",
+           "X, y", _sphere_preset("cosine", target_weight=1.0)),
     Method("t-supcon", _LABELLED, "Student-t 1/(1+d^2), joint", "free embedding",
            "SupCon's same-class target (Khosla et al. 2020) with a Student-t kernel (I-Con composition)",
            "X, y", _preset(TSNE, target_weight=1.0)),
