@@ -16,7 +16,9 @@ dividing ``tau`` by ``s^2`` (Euler's theorem on homogeneous functions)::
     dL/dlog tau = -1/2 sum_i <y_i, dL/dy_i>
 
 the radial part of the gradient that the projection discards: exact for the objective the
-gradient estimates (the same sampled pairs, no extra pass).
+gradient estimates (the same sampled pairs, no extra pass), as long as no force is clipped
+(``clip``, on by default only for NEG, caps pairs whatever ``tau``) and, for NEG, up to its
+regularised repulsion.
 """
 
 from __future__ import annotations
