@@ -130,6 +130,19 @@ class Stepper:
         self.y.addcdiv_(self.buf, denom, value=-lr / (1 - b1**self.t))
 
 
+def take_step(stepper: Stepper, grad: torch.Tensor, lr: float, kernel: Kernel) -> None:
+    """One in-place step of ``stepper`` on its tensor ``y`` (N, d) along ``grad`` (N, d).
+    For a kernel on the sphere ``grad`` is ``dL/dy`` at unit rows: it is projected on the
+    tangent plane (:func:`~icongraph.sphere.sphere_gradient_`, overwriting ``grad``), the step
+    is ``lr * tau`` (in units of the kernel's width, so one learning rate suits every
+    temperature) and the rows are renormalised after it."""
+    if not kernel.sphere:
+        stepper.step(grad, lr)
+        return
+    stepper.step(sphere_gradient_(stepper.y, grad), lr * float(kernel.temperature))
+    normalise_(stepper.y)
+
+
 def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              learning_rate: float = 1.0, optimizer: str = "sgd", momentum: float = 0.0,
              schedule: str = "linear", exaggeration: float = 1.0, exaggeration_epochs: int = 0,
@@ -139,12 +152,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
 
-    With a kernel on the sphere (``kernel.sphere``) the rows are normalised at the start,
-    the gradient is projected on the sphere's tangent plane (:mod:`icongraph.sphere`), each
-    step is ``learning_rate * tau`` (in units of the kernel's width: the same learning rate
-    suits every temperature) and the rows are renormalised after it; a learned temperature
-    (``kernel.learn_temperature``) takes one step on ``log tau`` per epoch at the same step
-    size, and ``objective.kernel`` holds its final value.
+    With a kernel on the sphere (``kernel.sphere``) the rows are normalised at the start and
+    every step is projected and renormalised (:func:`take_step`); a learned temperature
+    (``kernel.learn_temperature``) takes one step on ``log tau`` per epoch
+    (:class:`~icongraph.sphere.TemperatureLearner`), and ``objective.kernel`` holds its final
+    value.
 
     The first ``exaggeration_epochs`` multiply the attraction by ``exaggeration`` and step with
     ``exaggeration_learning_rate`` (default ``learning_rate``); ``max_step`` caps each point's
@@ -245,17 +257,12 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         if not interpolated:
             z_prev, g_scale = objective.normaliser_state(z_new)
         lr = lr_at(epoch) * lr_factor(schedule, epoch, n_epochs)
-        if not sphere:
-            stepper.step(grad, lr)
-            if recentre:
-                y.sub_(y.mean(0))
-            return loss
-        lr *= float(objective.kernel.temperature)  # a step in units of the kernel's width
-        kernel = learner.step(y, grad, lr) if learner is not None else None
-        stepper.step(sphere_gradient_(y, grad), lr)
-        normalise_(y)
-        if kernel is not None:
-            objective.set_kernel(kernel)
+        learned = learner.step(y, grad, lr) if learner is not None else None
+        take_step(stepper, grad, lr, objective.kernel)
+        if learned is not None:
+            objective.set_kernel(learned)
+        if recentre:
+            y.sub_(y.mean(0))
         return loss
 
     guard = FiniteGuard(watch=lambda: y, remedy=", or check the scale of the data and of a "
@@ -282,7 +289,7 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
     :func:`~icongraph.loop.train` with the finite-loss guard.
 
     Every step is per point (elementwise updates, ``max_step`` per row, no recentring; on the
-    sphere the projection and renormalisation of :func:`optimize` are per row too), and a
+    sphere the projection and renormalisation of :func:`take_step` are per row too), and a
     point's negatives are keyed by ``keys`` (:func:`~icongraph._transform_engine.point_keys`),
     so a batch and its points one by one give the same result.
 
@@ -340,12 +347,7 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
             with torch.no_grad():
                 grad, rows = partial_gradient_torch(arrays_t, kernel, y, ref_t, keys_t, seed_e,
                                                     with_loss)
-        lr = learning_rate * lr_factor(schedule, epoch, n_epochs)
-        if kernel.sphere:
-            stepper.step(sphere_gradient_(y, grad), lr * float(kernel.temperature))
-            normalise_(y)
-        else:
-            stepper.step(grad, lr)
+        take_step(stepper, grad, learning_rate * lr_factor(schedule, epoch, n_epochs), kernel)
         return float(rows.sum()) if with_loss else None
 
     guard = FiniteGuard(watch=lambda: y, remedy=" (transform_epochs=0 places new points "

@@ -63,8 +63,9 @@ def temperature_gradient(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 class TemperatureLearner:
     """Gradient descent on ``log tau`` of a learned sphere kernel, one step per epoch:
-    ``log tau -= lr * dL/dlog tau / M`` with ``M`` the target's mass (so the step is the mean
-    over anchors and does not grow with N), at the embedding's step ``lr`` of that epoch.
+    ``log tau -= lr tau dL/dlog tau / M`` with ``M`` the target's mass (so the step is the mean
+    over anchors and does not grow with N), at the embedding's step ``lr tau`` of that epoch
+    (:func:`~icongraph.optimize.take_step`).
 
     Parameters
     ----------
@@ -84,6 +85,6 @@ class TemperatureLearner:
         ``y`` (before its projection); returns the kernel at the new temperature (one host
         read of a scalar per epoch)."""
         slope = float(temperature_gradient(y, grad)) / self.total_mass
-        self.log_tau -= lr * slope
+        self.log_tau -= lr * float(self.kernel.temperature) * slope
         self.kernel = self.kernel.with_temperature(float(np.exp(self.log_tau)))
         return self.kernel
