@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .kernels import GAUSSIAN, STUDENT, UMAP
+from .kernels import GAUSSIAN, SCALED_STUDENT, STUDENT, UMAP
 
 PER_ANCHOR, GLOBAL, NEG = 0, 1, 2
 M32 = 0xFFFFFFFF
@@ -205,6 +205,9 @@ def kernel_and_slope(code, d2, p0, p1):
         return fast_pow(ONE + d2 / p0, -HALF * (p0 + ONE)), -HALF * (p0 + ONE) / (p0 + d2)
     if code == GAUSSIAN:
         return np.exp(-d2 * p0), -p0
+    if code == SCALED_STUDENT:  # (1 + p1 d2)^(-(p0+1)/2), the Student-t on the sphere
+        return (fast_pow(ONE + p1 * d2, -HALF * (p0 + ONE)),
+                -HALF * (p0 + ONE) * p1 / (ONE + p1 * d2))
     # UMAP: 1 / (1 + a d2^b)
     if d2 <= 0.0:
         return ONE, d2 * 0
@@ -221,6 +224,8 @@ def log_kernel(code, d2, p0, p1):
         return -HALF * (p0 + ONE) * fast_ln(ONE + d2 / p0)
     if code == GAUSSIAN:
         return -d2 * p0
+    if code == SCALED_STUDENT:
+        return -HALF * (p0 + ONE) * fast_ln(ONE + p1 * d2)
     if d2 <= 0.0:
         return d2 * 0
     return -fast_ln(ONE + p0 * fast_pow(d2, p1))
@@ -347,6 +352,9 @@ def kernels_and_slopes(code, d2, k, g, count, p0, p1):
     elif code == STUDENT:
         for t in range(count):
             k[t], g[t] = kernel_and_slope(STUDENT, d2[t], p0, p1)
+    elif code == SCALED_STUDENT:
+        for t in range(count):
+            k[t], g[t] = kernel_and_slope(SCALED_STUDENT, d2[t], p0, p1)
     else:
         for t in range(count):
             k[t], g[t] = kernel_and_slope(GAUSSIAN, d2[t], p0, p1)

@@ -32,6 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ._transform_engine import partial_arrays, point_keys
 from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
@@ -43,6 +44,7 @@ from .optimize import OPTIMIZER_RULES, optimize, optimize_new
 from .params import ParamsMixin, TransformerOutputMixin
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
+from .sphere import normalise_
 from .targets import (
     TARGETS,
     FuzzyTarget,
@@ -241,7 +243,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         estimator)``."""
         check_params(self, self._param_rules())
         spec, kernel, estimator = self._composition()
-        check_composition(estimator, kernel)
+        check_composition(estimator, kernel, n_components=self.n_components)
         return spec, kernel, estimator
 
     def _prepare(self, X, spec, kernel, estimator) -> tuple[KNN | None, object]:
@@ -372,7 +374,7 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         self.graph_ = target.graph
         self.target_ = target
         self.knn_ = knn
-        self.kernel_ = kernel
+        self.kernel_ = objective.kernel  # a learned temperature: its fitted value
         self.loss_history_ = losses
         self.loss_ = losses[-1][1] if losses else float("nan")
         self.timings_ = timings
@@ -396,8 +398,6 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         ``EXACT_LOSS_MAX_SAMPLES`` points (None above)."""
         check_is_fitted(self, "embedding_")
         if self._kl_divergence is None and self.target_.n_samples <= EXACT_LOSS_MAX_SAMPLES:
-            import torch
-
             estimator, rate = self._loss_spec
             with torch.no_grad():
                 value = float(exact_loss(self.target_, self.kernel_, self.embedding_,
@@ -498,6 +498,8 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         w = weights.astype(np.float64)
         w /= w.sum(axis=1, keepdims=True)
         Y = np.einsum("nk,nkd->nd", w, self.embedding_[neighbours]).astype(np.float32)
+        if self.kernel_.sphere:  # the start projected on the sphere
+            Y = normalise_(torch.from_numpy(Y)).numpy()
         epochs = self.TRANSFORM_EPOCHS if self.transform_epochs is None else self.transform_epochs
         if epochs > 0:
             s = self._transform_settings
@@ -520,8 +522,16 @@ class ICon(_Embedding):
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (0-1, default 0.5; the module docstring), whatever the estimator.
 
+    The kernels on the unit sphere, ``q="cosine"`` (InfoNCE's ``exp(cos / tau)``) and
+    ``q="student-sphere"`` (:mod:`icongraph.kernels`), keep every row at norm 1:
+    ``embedding_`` (N, n_components) then holds points on the unit sphere (``n_components=2``
+    the circle, 3 the sphere; at least 2), and so does ``transform``. Their ``q_params`` are
+    ``temperature`` (> 0) and ``learn_temperature`` (fit it with the embedding; the fitted
+    value is ``kernel_.temperature``); the ``'fft'`` estimator is planar and refused.
+
     >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
     >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
+    >>> ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3).fit(X)  # InfoNCE
     """
 
     _own_params = {"p": "fuzzy", "q": "umap", "estimator": "neg", "p_params": None,

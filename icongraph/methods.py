@@ -6,8 +6,7 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 read as ``-``), and ``icongraph table`` prints them.
 
 A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(the cosine kernel on the sphere for InfoNCE / SupCon, paired data for CLIP, a
-spectral-clustering head) are absent, not stubbed.
+(paired data for CLIP, a spectral-clustering head) are absent, not stubbed.
 """
 
 from __future__ import annotations
@@ -71,6 +70,15 @@ _LABELLED = "same-class graph from y mixed with the kNN graph (target_weight=1: 
 _CLUSTER_Q = "cluster kernel sum_c phi(c|i) phi(c|j) / M_c"
 _CLASSES_P = "class of i from y, one-hot over the C classes (alpha: label smoothing)"
 _PROTOTYPES = "embedding f (linear head) and class prototypes mu"
+_COSINE = "cosine exp(cos / tau) on the unit sphere, per anchor"
+_SPHERE = "free embedding on the unit sphere (3-D)"
+
+
+def _sphere_preset(q: str, **fixed):
+    """An :class:`~icongraph.embedding.ICon` with kernel ``q`` on the sphere: uniform kNN ``p``,
+    per-anchor normaliser, 3 components (the caller's params win)."""
+    return _preset(ICon, p="knn", q=q, estimator="per_anchor", n_components=3, **fixed)
+
 
 _ROWS = (
     Method("sne", "Gaussian kNN, perplexity-calibrated, conditional", "Gaussian exp(-d^2)",
@@ -90,26 +98,36 @@ _ROWS = (
     Method("umap", "fuzzy simplicial set (kNN, local connectivity)",
            "1/(1 + a d^2b), fixed normaliser (negative sampling)", "free embedding",
            "UMAP (McInnes et al. 2018), umap-learn's defaults", "X", _preset(UMAP)),
+    Method("infonce", "uniform kNN 1/k", _COSINE, _SPHERE,
+           "InfoNCE / SimCLR's loss on kNN pairs (van den Oord et al. 2018; Chen et al. 2020), "
+           "an I-Con composition", "X", _sphere_preset("cosine")),
+    Method("t-infonce", "uniform kNN 1/k",
+           "Student-t (1 + d^2/tau)^-1 on the unit sphere, per anchor", _SPHERE,
+           "InfoNCE on kNN pairs with a heavy-tailed kernel on the sphere (I-Con composition)",
+           "X", _sphere_preset("student-sphere")),
+    Method("supcon", _LABELLED, _COSINE, _SPHERE,
+           "SupCon, supervised contrastive learning (Khosla et al. 2020), on a free embedding",
+           "X, y", _sphere_preset("cosine", target_weight=1.0)),
     Method("t-supcon", _LABELLED, "Student-t 1/(1+d^2), joint", "free embedding",
            "SupCon's same-class target (Khosla et al. 2020) with a Student-t kernel (I-Con composition)",
            "X, y", _preset(TSNE, target_weight=1.0)),
     Method("kmeans", "Gaussian kNN, perplexity-calibrated", _CLUSTER_Q,
-           "assignments phi (linear head)",
+           "assignments phi (free per-point logits)",
            "k-means-like: Gaussian neighbourhoods to the cluster kernel (I-Con composition)", "X",
            _preset(Clustering, method="kmeans")),
     Method("ncut", "symmetric kNN, row-normalised", _CLUSTER_Q + ", degree-weighted",
-           "assignments phi (linear head)",
+           "assignments phi (free per-point logits)",
            "normalised-cuts-like (Shi & Malik 2000), as an I-Con composition",
            "X", _preset(Clustering, method="ncut")),
-    Method("infonce-clustering", "uniform kNN", _CLUSTER_Q, "assignments phi (linear head)",
+    Method("infonce-clustering", "uniform kNN", _CLUSTER_Q, "assignments phi (free per-point logits)",
            "InfoNCE clustering of kNN pairs (I-Con composition)", "X",
            _preset(Clustering, method="infonce")),
     Method("debiased-infonce-clustering", "uniform kNN, 2-step walks, debiased (alpha 0.2)",
-           _CLUSTER_Q + ", debiased (q_alpha 0.2)", "assignments phi (linear head)",
+           _CLUSTER_Q + ", debiased (q_alpha 0.2)", "assignments phi (free per-point logits)",
            "debiased InfoNCE clustering (Alshammari et al. 2025)", "X",
            _preset(Clustering, method="debiased")),
     Method("supervised-clustering", "same-class graph from y (-1: kNN positives)", _CLUSTER_Q,
-           "assignments phi (linear head)", "supervised I-Con clustering", "X, y",
+           "assignments phi (free per-point logits)", "supervised I-Con clustering", "X, y",
            _preset(Clustering, method="supervised")),
     Method("cross-entropy", _CLASSES_P,
            "softmax of dot-product logits f . mu_c + b_c over the class prototypes", _PROTOTYPES,

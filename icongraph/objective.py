@@ -174,6 +174,17 @@ class Objective:
             estimator=int(self.code), code=int(self.kernel.code), p0=float(p0), p1=float(p1),
             alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip))
 
+    def set_kernel(self, kernel: Kernel) -> None:
+        """Swap in ``kernel`` of the same form with other parameters (a learned temperature):
+        both engines read the new one from the next evaluation on."""
+        if kernel.code != self.kernel.code:
+            raise ValueError(f"set_kernel keeps the kernel's form; got {kernel!r} for "
+                             f"{self.kernel!r}.")
+        self.kernel = kernel
+        self.kernel_params = kernel.params
+        p0, p1 = self.kernel_params
+        self.engine = self.engine._replace(p0=float(p0), p1=float(p1))
+
     @property
     def m(self) -> int:
         """Negatives per anchor per evaluation (N - 1 in exact mode)."""
@@ -258,16 +269,25 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
         The kernel ``q``.
     n_samples, n_components : int, optional
         The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
-        grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points.
+        grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points; the sphere needs 2 dimensions.
 
     Raises
     ------
     ValueError
-        An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, or in 3-D and above
-        on more than ``EXACT_PAIRS_MAX_SAMPLES`` points.
+        An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0 or lives on the
+        sphere, or in 3-D and above on more than ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel
+        on the sphere in fewer than 2 dimensions.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
+    if kernel.sphere and estimator == "fft":
+        raise ValueError(f"the 'fft' estimator interpolates on a planar grid and cannot serve "
+                         f"the {kernel.name!r} kernel on the sphere; use estimator='per_anchor' "
+                         "or 'global' (sampled negatives).")
+    if kernel.sphere and n_components is not None and n_components < 2:
+        raise ValueError(f"the {kernel.name!r} kernel lives on the unit sphere, which needs "
+                         f"n_components >= 2 (2: the circle, 3: the sphere); got "
+                         f"{n_components}.")
     if estimator == "fft" and not kernel.smooth:
         raise ValueError(f"the 'fft' estimator interpolates the kernel on a grid, which "
                          f"needs a kernel smooth at 0; {kernel!r} has a cusp there. "

@@ -30,6 +30,7 @@ from .kernels import Kernel
 from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .runtime import resolve_device, torch_threads
+from .sphere import TemperatureLearner, normalise_, sphere_gradient_
 from .validation import callbacks_rule, check_number, choice, number
 
 __all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES"]
@@ -129,6 +130,19 @@ class Stepper:
         self.y.addcdiv_(self.buf, denom, value=-lr / (1 - b1**self.t))
 
 
+def take_step(stepper: Stepper, grad: torch.Tensor, lr: float, kernel: Kernel) -> None:
+    """One in-place step of ``stepper`` on its tensor ``y`` (N, d) along ``grad`` (N, d).
+    For a kernel on the sphere ``grad`` is ``dL/dy`` at unit rows: it is projected on the
+    tangent plane (:func:`~icongraph.sphere.sphere_gradient_`, overwriting ``grad``), the step
+    is ``lr * tau`` (in units of the kernel's width, so one learning rate suits every
+    temperature) and the rows are renormalised after it."""
+    if not kernel.sphere:
+        stepper.step(grad, lr)
+        return
+    stepper.step(sphere_gradient_(stepper.y, grad), lr * float(kernel.temperature))
+    normalise_(stepper.y)
+
+
 def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              learning_rate: float = 1.0, optimizer: str = "sgd", momentum: float = 0.0,
              schedule: str = "linear", exaggeration: float = 1.0, exaggeration_epochs: int = 0,
@@ -137,6 +151,12 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              callbacks: Sequence[Callable] = (), verbose: bool = False):
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
+
+    With a kernel on the sphere (``kernel.sphere``) the rows are normalised at the start and
+    every step is projected and renormalised (:func:`take_step`); a learned temperature
+    (``kernel.learn_temperature``) takes one step on ``log tau`` per epoch
+    (:class:`~icongraph.sphere.TemperatureLearner`), and ``objective.kernel`` holds its final
+    value.
 
     The first ``exaggeration_epochs`` multiply the attraction by ``exaggeration`` and step with
     ``exaggeration_learning_rate`` (default ``learning_rate``); ``max_step`` caps each point's
@@ -159,6 +179,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     else:
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
+    sphere = objective.kernel.sphere
+    if sphere:
+        if recentre:
+            raise ValueError("recentre moves points off the sphere; use recentre=False with "
+                             f"the {objective.kernel.name!r} kernel.")
+        normalise_(y)
+    learner = (TemperatureLearner(objective.kernel, objective.total_mass)
+               if sphere and objective.kernel.learn_temperature else None)
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     if use_numba:
         y_np = y.numpy()
@@ -228,7 +256,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         grad, z_new, loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
         if not interpolated:
             z_prev, g_scale = objective.normaliser_state(z_new)
-        stepper.step(grad, lr_at(epoch) * lr_factor(schedule, epoch, n_epochs))
+        lr = lr_at(epoch) * lr_factor(schedule, epoch, n_epochs)
+        learned = learner.step(y, grad, lr) if learner is not None else None
+        take_step(stepper, grad, lr, objective.kernel)
+        if learned is not None:
+            objective.set_kernel(learned)
         if recentre:
             y.sub_(y.mean(0))
         return loss
@@ -256,7 +288,8 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
     twin) and an in-place :class:`Stepper` step per epoch, run by
     :func:`~icongraph.loop.train` with the finite-loss guard.
 
-    Every step is per point (elementwise updates, ``max_step`` per row, no recentring), and a
+    Every step is per point (elementwise updates, ``max_step`` per row, no recentring; on the
+    sphere the projection and renormalisation of :func:`take_step` are per row too), and a
     point's negatives are keyed by ``keys`` (:func:`~icongraph._transform_engine.point_keys`),
     so a batch and its points one by one give the same result.
 
@@ -292,6 +325,8 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
     device = resolve_device(device)
     use_numba = device.type == "cpu" and kernel.code >= 0
     y = torch.tensor(np.asarray(y0, np.float32), device=device)
+    if kernel.sphere:
+        normalise_(y)
     stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     if use_numba:
         y_np, ref_np = y.numpy(), np.ascontiguousarray(reference, np.float32)
@@ -312,7 +347,7 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
             with torch.no_grad():
                 grad, rows = partial_gradient_torch(arrays_t, kernel, y, ref_t, keys_t, seed_e,
                                                     with_loss)
-        stepper.step(grad, learning_rate * lr_factor(schedule, epoch, n_epochs))
+        take_step(stepper, grad, learning_rate * lr_factor(schedule, epoch, n_epochs), kernel)
         return float(rows.sum()) if with_loss else None
 
     guard = FiniteGuard(watch=lambda: y, remedy=" (transform_epochs=0 places new points "

@@ -118,3 +118,18 @@ def blobs():
 def slabs():
     """300 points in 3 classes that a PCA start does not separate (:func:`make_slabs`)."""
     return make_slabs()
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """The kNN search (the first work of every fit) fails the test if it runs."""
+    import icongraph.clustering as clustering
+    import icongraph.embedding as embedding
+    import icongraph.prototypes as prototypes
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the kNN search ran before the parameters were checked")
+
+    monkeypatch.setattr(embedding, "knn_search", no_search)
+    monkeypatch.setattr(clustering, "knn_search", no_search)
+    monkeypatch.setattr(prototypes, "make_head", no_search)  # the classifier has no kNN

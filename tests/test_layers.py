@@ -27,6 +27,7 @@ LAYERS = [
     ("interpolation",),
     ("objective",),
     ("loop",),
+    ("sphere",),
     ("optimize",),
     ("embedding",),
     ("seeding",),

@@ -8,12 +8,20 @@ from numba import njit
 
 from icongraph import _cpu_engine as cpu
 from icongraph._torch_engine import hash_negatives, sampled_gradient_torch, torch_arrays
-from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
+from icongraph.kernels import (
+    CosineKernel,
+    GaussianKernel,
+    SphereStudentKernel,
+    StudentKernel,
+    UMAPKernel,
+)
 from icongraph.knn import exact_knn
 from icongraph.objective import Objective, exact_loss, matched_negatives
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
 
-KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9)]
+#: the sphere kernels' formulas hold for any d2 (tests/test_sphere.py tests them on the sphere)
+KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9),
+           CosineKernel(0.4), SphereStudentKernel(2.0, 0.3)]
 
 
 def _problem(blobs, target_spec, alpha=0.0, seed=0):

@@ -114,21 +114,6 @@ CASES += [(PrototypeClassifier, name, *bad) for name, bad in PROTOTYPES_BAD.item
 ESTIMATORS = [*OWN_BAD, Clustering, PrototypeClassifier]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """The kNN search (the first work of every fit) fails the test if it runs."""
-    import icongraph.clustering as clustering
-    import icongraph.embedding as embedding
-    import icongraph.prototypes as prototypes
-
-    def no_search(*args, **kwargs):
-        raise AssertionError("the kNN search ran before the parameters were checked")
-
-    monkeypatch.setattr(embedding, "knn_search", no_search)
-    monkeypatch.setattr(clustering, "knn_search", no_search)
-    monkeypatch.setattr(prototypes, "make_head", no_search)  # the classifier has no kNN
-
-
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
 def test_every_parameter_has_a_rule_and_a_case(cls):
     """A new parameter without a rule, or without a bad value here, fails this test."""

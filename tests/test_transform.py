@@ -15,7 +15,13 @@ from icongraph._transform_engine import (
     point_keys,
     torch_partial_arrays,
 )
-from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
+from icongraph.kernels import (
+    CosineKernel,
+    GaussianKernel,
+    SphereStudentKernel,
+    StudentKernel,
+    UMAPKernel,
+)
 from icongraph.knn import KNNIndex, exact_knn
 from icongraph.targets import FuzzyTarget, PerplexityTarget, UniformKNNTarget, new_lists
 
@@ -175,7 +181,8 @@ def dense_partial_loss(kernel, estimator, alpha, rows, reference, y, rate=5.0, w
     return (-(p_t * log_k)).sum() + (mass * torch.logsumexp(log_k, 1)).sum()
 
 
-KERNELS = [GaussianKernel(1.0), StudentKernel(1.0), StudentKernel(0.6), UMAPKernel(1.2, 0.9)]
+KERNELS = [GaussianKernel(1.0), StudentKernel(1.0), StudentKernel(0.6), UMAPKernel(1.2, 0.9),
+           CosineKernel(0.5), SphereStudentKernel(1.0, 0.5)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:g}")
