@@ -734,7 +734,7 @@ def cluster_table(report: dict) -> str:
 #: 20 classes). mnist1d and manifolds are capped at 10,000 so that 3 seeds of every row and the
 #: ablation stay within about 15 minutes on 2 cores.
 CLUSTER_SUITE = {"digits": None, "pbmc68k": None, "mnist1d": 10_000, "tissue": None,
-                 "manifolds": 10_000}
+                 "manifolds": 10_000, "many": 10_000}
 #: neighbours of the one kNN graph per dataset that every method of the clustering suite shares
 CLUSTER_SUITE_NEIGHBORS = 15
 #: our rows, as data: Clustering params over ``n_clusters=K`` (the number of label classes),
