@@ -53,7 +53,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .graph import symmetrize
+from .graph import row_normalize, symmetrize
 from .heads import HEADS, LEARNING_RATES, make_head
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
@@ -61,6 +61,7 @@ from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
+from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
 from .targets import PerplexityTarget, UniformKNNTarget, new_lists
@@ -99,7 +100,7 @@ EVAL_CHUNK = 65536
 EVAL_PAIRS = 1 << 20
 
 
-class Clustering(ParamsMixin):
+class Clustering(GraphOutputMixin, ParamsMixin):
     """I-Con clustering with the scikit-learn API (``fit``, ``fit_predict``, ``predict``,
     ``predict_proba``). See the module docstring for the objective and the presets.
 
@@ -115,6 +116,8 @@ class Clustering(ParamsMixin):
     at 1 and 2 threads, where they have been identical). On CUDA the scatters use atomics and
     a fit is not bit-reproducible.
     """
+
+    _pyg_x, _pyg_attributes = "probabilities_", {"cluster": "labels_"}
 
     def __sklearn_tags__(self):
         """A clusterer of dense data (``y`` is used only by ``method='supervised'``)."""
@@ -242,15 +245,20 @@ class Clustering(ParamsMixin):
         parts[name] = peak
         return parts
 
-    def _graph(self, X, preset, seed, device, knn):
+    def _graph(self, X, preset, seed, device, knn, given=None):
         """(graph p as CSR, kNN) for the preset's target; ``knn`` a checked precomputed graph
-        or None (searched here)."""
-        spec = self._spec(preset)
-        if knn is None:
-            knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
-                             method=self.knn_method, device=device, random_state=seed,
-                             n_jobs=self.n_jobs, verbose=self.verbose, cache_dir=self.knn_cache)
-        graph = spec.build(knn).graph
+        or None (searched here); ``given`` a ``Data``'s graph (N, N), normalised in place of
+        the kNN graph (no kNN then)."""
+        if given is not None:
+            graph = row_normalize(given)
+        else:
+            spec = self._spec(preset)
+            if knn is None:
+                knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
+                                 method=self.knn_method, device=device, random_state=seed,
+                                 n_jobs=self.n_jobs, verbose=self.verbose,
+                                 cache_dir=self.knn_cache)
+            graph = spec.build(knn).graph
         if preset["target"] == "symmetric":
             graph = symmetrize(graph, "max")
         return graph, knn
@@ -258,12 +266,15 @@ class Clustering(ParamsMixin):
     def fit(self, X, y=None):
         """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``: numbers
         (``-1`` for an unlabelled point, whose positives come from the uniform kNN graph) or
-        strings, with at least 2 classes.
+        strings, with at least 2 classes. ``X`` may also be a ``torch_geometric.data.Data``:
+        its ``x`` is ``X``, its ``y`` the labels, its graph replaces the kNN graph as ``p``
+        (:mod:`icongraph.pyg`).
 
         Every parameter is checked first, then what depends on the data (sizes, the seeding,
         a precomputed kNN graph, the memory the fit needs): bad input is refused before any
         work, and the caller's data is never modified."""
         check_params(self, self._rules)
+        X, y, given = split_data(X, y, self.precomputed_knn is not None)
         preset = self._preset()
         check_feature_names(self, X, reset=True)
         X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling=self.metric)
@@ -279,15 +290,15 @@ class Clustering(ParamsMixin):
                     raise ValueError("method='supervised' needs labels: fit(X, y).")
                 labels = encode_labels(y, n, "y")
             with_knn = labels is None or bool((labels < 0).any())
-            knn = self._prepare(X, preset, with_knn)
+            knn = self._prepare(X, preset, with_knn and given is None)
             start = time.perf_counter()
             if labels is not None:  # unlabelled points (-1) take kNN positives
                 graph = None
                 if with_knn:
-                    graph, knn = self._graph(X, preset, seed, device, knn)
+                    graph, knn = self._graph(X, preset, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, labels=labels)
             else:
-                graph, knn = self._graph(X, preset, seed, device, knn)
+                graph, knn = self._graph(X, preset, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
                                           propagation=self.propagation)
             timings["graph"] = time.perf_counter() - start
@@ -386,7 +397,8 @@ class Clustering(ParamsMixin):
         logits = None  # the mlp head and init='random' start from torch's default init
         if self._seeded() and not single:
             logits = seed_logits(features, self.n_clusters, seed, self.init, knn=knn,
-                                 metric=self.metric, n_jobs=self.n_jobs, data=data)
+                                 metric=self.metric, n_jobs=self.n_jobs, data=data,
+                                 graph=sampler.graph)
         head = make_head(self.head, features, self.n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
