@@ -23,13 +23,17 @@ EMBEDDINGS = {
 }
 
 
-def two_cliques(n: int = 12, dim: int = 5) -> Data:
-    """Two cliques of ``n`` nodes joined by the edge (0, n), undirected; random features
-    (no structure: a start from them does not separate the cliques); y the clique."""
-    pairs = torch.combinations(torch.arange(n)).T
-    edge_index = to_undirected(torch.cat([pairs, pairs + n, torch.tensor([[0], [n]])], 1))
-    x = torch.randn(2 * n, dim, generator=torch.Generator().manual_seed(0))
-    return Data(x=x, edge_index=edge_index, y=torch.arange(2 * n) // n)
+#: the clique of each node of :func:`two_cliques`
+CLIQUE = torch.arange(24) // 12
+
+
+def two_cliques(dim: int = 5) -> Data:
+    """Two cliques of 12 nodes joined by the edge (0, 12), undirected; random features (no
+    structure: a start from them does not separate the cliques); no labels."""
+    pairs = torch.combinations(torch.arange(12)).T
+    edge_index = to_undirected(torch.cat([pairs, pairs + 12, torch.tensor([[0], [12]])], 1))
+    x = torch.randn(24, dim, generator=torch.Generator().manual_seed(0))
+    return Data(x=x, edge_index=edge_index)
 
 
 def separation(embedding: np.ndarray, labels: np.ndarray) -> float:
@@ -43,9 +47,10 @@ def separation(embedding: np.ndarray, labels: np.ndarray) -> float:
 @pytest.mark.quality
 @pytest.mark.parametrize("name", sorted(EMBEDDINGS))
 def test_every_embedding_takes_a_data_graph_as_p(name):
-    # separation (mean distance / spread) on: 4.9-40; off (random start): 0.1-0.4
+    # separation (distance of the means / spread) on: UMAP 8.7, ICon 9.5, TSNE 31, SNE 52;
+    # off (the PCA start of random features): 0.5
     data = two_cliques()
-    labels = data.y.numpy()
+    labels = CLIQUE.numpy()
     est = EMBEDDINGS[name](n_epochs=60, random_state=0).fit(data)
     off = EMBEDDINGS[name](n_epochs=60, random_state=0, learning_rate=0.0).fit(data)
     assert separation(off.embedding_, labels) < 1.0
@@ -53,7 +58,7 @@ def test_every_embedding_takes_a_data_graph_as_p(name):
     expected = row_normalize(sp.csr_matrix((np.ones(data.num_edges), data.edge_index.numpy()),
                                            shape=(24, 24)))
     assert abs(est.graph_ - expected).max() < 1e-6  # the Data's graph, rows normalised
-    assert est.knn_ is None and est.n_features_in_ == 5
+    assert est.knn_ is None and est.n_features_in_ == 5 and est.target_.labels is None
     with pytest.raises(ValueError, match="no features to place new points"):
         est.transform(data.x[:2])
     with pytest.raises(ValueError, match="torch_geometric Data.*pass its features data.x"):
@@ -69,17 +74,19 @@ def test_clustering_and_the_classifier_take_a_data():
     assert clustering.knn_ is None
     # supervised: data.y are the labels
     supervised = icongraph.Clustering(n_clusters=2, method="supervised", random_state=0,
-                                      n_epochs=50).fit(Data(x=torch.randn(24, 30), y=data.y))
+                                      n_epochs=50).fit(Data(x=torch.randn(24, 30), y=CLIQUE))
     assert (supervised.labels_ == supervised.labels_[0]).sum() == 12
     with pytest.warns(UserWarning, match="Data's graph is not used"):
         classifier = icongraph.PrototypeClassifier(random_state=0, n_epochs=30).fit(
-            Data(x=data.x @ torch.randn(5, 30), edge_index=data.edge_index, y=data.y))
+            Data(x=data.x @ torch.randn(5, 30), edge_index=data.edge_index, y=CLIQUE))
     assert list(classifier.classes_) == [0, 1]
+    umap = icongraph.UMAP(n_epochs=5).fit(Data(x=data.x, edge_index=data.edge_index, y=CLIQUE))
+    np.testing.assert_array_equal(umap.target_.labels, CLIQUE.numpy())
 
 
 @pytest.mark.quality
 def test_a_data_from_digits_knn_embeds_as_well_as_the_features(digits):
-    # 10-NN accuracy of the digit labels: on 0.95+; off (PCA start) ~0.6
+    # 5-fold 10-NN accuracy of the digits: on 0.966 (0.969 fitted on the features); off 0.613
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -88,15 +95,14 @@ def test_a_data_from_digits_knn_embeds_as_well_as_the_features(digits):
     rows = np.repeat(np.arange(len(X)), 14)
     edge_index = torch.as_tensor(np.stack([rows, knn.indices.ravel()]), dtype=torch.long)
     data = Data(x=torch.as_tensor(X), edge_index=edge_index,
-                edge_attr=torch.as_tensor(np.exp(-knn.distances.ravel() / knn.distances.mean())),
-                y=torch.as_tensor(y))
-    est = icongraph.UMAP(n_epochs=100, random_state=0).fit(data)
-    off = icongraph.UMAP(n_epochs=100, random_state=0, learning_rate=0.0).fit(data)
+                edge_attr=torch.as_tensor(np.exp(-knn.distances.ravel() / knn.distances.mean())))
+    est = icongraph.UMAP(n_epochs=50, random_state=0).fit(data)
+    features = icongraph.UMAP(n_epochs=50, random_state=0).fit(X)
 
     def accuracy(e):
         return cross_val_score(KNeighborsClassifier(10), e, y, cv=5).mean()
 
-    assert accuracy(est.embedding_) > max(0.9, accuracy(off.embedding_) + 0.1)
+    assert accuracy(est.embedding_) > max(0.9, accuracy(features.embedding_) - 0.02)
     assert est.graph_.nnz == len(X) * 14  # directed kNN edges stay directed (1-D edge_attr)
 
 
@@ -119,7 +125,7 @@ def test_to_pyg_round_trips_the_fitted_graph():
     assert exported.x.shape == (24, 2) and torch.equal(exported.cluster,
                                                        torch.as_tensor(clustering.labels_))
     labels_only = icongraph.Clustering(n_clusters=2, method="supervised", n_epochs=5,
-                                       random_state=0).fit(data.x, data.y)
+                                       random_state=0).fit(data.x, CLIQUE)
     with pytest.raises(ValueError, match="no graph to export"):
         labels_only.to_pyg()
 
@@ -141,8 +147,7 @@ def test_icon_takes_a_data_as_p_and_edge_attr_as_weights():
 
 def test_a_data_without_edges_is_x_and_y():
     data = two_cliques()
-    est = icongraph.UMAP(n_neighbors=5, n_epochs=5, random_state=0).fit(
-        Data(x=data.x, y=data.y))
+    est = icongraph.UMAP(n_neighbors=5, n_epochs=5, random_state=0).fit(Data(x=data.x, y=CLIQUE))
     assert est.knn_.n_neighbors == 4 and est.target_.labels is not None
     with pytest.raises(ValueError, match="has no edge_index"):
         icongraph.ICon(p=Data(x=data.x)).fit(data.x)
@@ -170,8 +175,9 @@ def test_bad_data_is_refused_before_any_work(make, match):
 
 def test_labels_given_twice_are_refused():
     data = two_cliques()
+    data.y = CLIQUE
     with pytest.raises(ValueError, match="labels given twice"):
-        icongraph.UMAP().fit(data, data.y)
+        icongraph.UMAP().fit(data, CLIQUE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert icongraph.pyg.split_data(data.x, data.y) == (data.x, data.y, None)
+        assert icongraph.pyg.split_data(data.x, CLIQUE) == (data.x, CLIQUE, None)
