@@ -37,8 +37,8 @@ from .clustering import CLUSTER_METHODS, Clustering
 from .embedding import UMAP, ICon
 from .graph import knn_to_csr, symmetrize
 from .knn import METRICS
+from .methods import _key, methods
 from .methods import method as build_method
-from .methods import methods
 
 __all__ = ["embed", "cluster"]
 
@@ -102,21 +102,22 @@ def _estimator(kind: str, name: str | None, params: dict, neighbors: dict | None
         name = Clustering().method
     names = _row_names(kind)
     allowed = names + (["icon"] if kind == "embedding" else sorted(CLUSTER_METHODS))
-    if not isinstance(name, str) or name.lower() not in allowed:
+    key = _key(name) if isinstance(name, str) else None
+    if key not in allowed:
         raise ValueError(f"method={name!r} is not one of the {kind} methods {allowed}.")
-    graph_row = any(row.name == name.lower() and row.needs == "graph" for row in methods())
+    graph_row = any(row.name == key and row.needs == "graph" for row in methods())
     params = dict(params)
     if graph_row:
         if neighbors is None or neighbors["connectivities"] is None:
             raise ValueError(f"method={name!r} embeds a given graph: pass neighbors_key (scanpy's "
                              "connectivities are its p).")
         params["graph"] = neighbors["connectivities"]
-    if name.lower() == "icon":
+    if key == "icon":
         estimator = ICon(**params)
-    elif name.lower() in CLUSTER_METHODS:
-        estimator = Clustering(method=name.lower(), **params)
+    elif key in CLUSTER_METHODS:
+        estimator = Clustering(method=key, **params)
     else:
-        estimator = build_method(name, **params)
+        estimator = build_method(key, **params)
     if neighbors is not None and not graph_row:
         distances = neighbors["distances"]
         own, k = {"precomputed_knn": distances}, int(np.diff(distances.indptr).min())

@@ -114,7 +114,7 @@ def test_cluster_writes_a_categorical_of_strings_and_a_graph_for_leiden(pbmc, tm
 
 
 def test_graph_rows_take_scanpys_connectivities_as_p(pbmc):
-    adata = icongraph.tl.embed(pbmc, method="graph-tsne", neighbors_key="neighbors",
+    adata = icongraph.tl.embed(pbmc, method="Graph_TSNE", neighbors_key="neighbors",
                                n_epochs=30, copy=True)
     assert adata.obsm["X_icon"].shape == (700, 2)
     # no kNN of its own: the written graph points to the distances it came from
