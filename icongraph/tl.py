@@ -36,7 +36,7 @@ import numpy as np
 from .clustering import CLUSTER_METHODS, Clustering
 from .embedding import UMAP, ICon
 from .graph import knn_to_csr, symmetrize
-from .knn import METRICS
+from .knn import METRICS, as_knn
 from .methods import _key, methods
 from .methods import method as build_method
 
@@ -93,11 +93,12 @@ def _row_names(kind: str) -> list[str]:
     return [row.name for row in methods() if row.learned == learned]
 
 
-def _estimator(kind: str, name: str | None, params: dict, neighbors: dict | None):
+def _estimator(kind: str, name: str | None, params: dict, neighbors: dict | None,
+               n_samples: int):
     """The configured estimator of ``name`` (a row of the methods table, ``"icon"`` for the
     general :class:`~icongraph.embedding.ICon`, a :data:`CLUSTER_METHODS` name, or None for
-    :class:`~icongraph.clustering.Clustering`'s default), on scanpy's graph when
-    ``neighbors`` is given."""
+    :class:`~icongraph.clustering.Clustering`'s default), on scanpy's graph of ``n_samples``
+    points when ``neighbors`` is given (its kNN lists checked here, before any work)."""
     if name is None and kind == "clustering":
         name = Clustering().method
     names = _row_names(kind)
@@ -119,17 +120,17 @@ def _estimator(kind: str, name: str | None, params: dict, neighbors: dict | None
     else:
         estimator = build_method(key, **params)
     if neighbors is not None and not graph_row:
-        distances = neighbors["distances"]
-        own, k = {"precomputed_knn": distances}, int(np.diff(distances.indptr).min())
-        if "n_neighbors" in estimator.get_params() and "n_neighbors" not in params:
-            # UMAP's n_neighbors counts the point itself, as scanpy's; Clustering's does not
-            own["n_neighbors"] = k + 1 if isinstance(estimator, UMAP) else k
-        if "perplexity" in estimator.get_params() and "perplexity" not in params:
-            own["perplexity"] = k / 3.0  # t-SNE's 3 x perplexity neighbours
         metric = neighbors["params"].get("metric")
         if "metric" not in params and metric in METRICS:
-            own["metric"] = str(metric)
-        estimator.set_params(**own)
+            estimator.set_params(metric=str(metric))
+        knn = as_knn(neighbors["distances"], n_samples, estimator.metric)
+        k = knn.n_neighbors
+        estimator.set_params(precomputed_knn=knn)
+        if "n_neighbors" in estimator.get_params() and "n_neighbors" not in params:
+            # UMAP's n_neighbors counts the point itself, as scanpy's; Clustering's does not
+            estimator.set_params(n_neighbors=k + 1 if isinstance(estimator, UMAP) else k)
+        if "perplexity" in estimator.get_params() and "perplexity" not in params:
+            estimator.set_params(perplexity=k / 3.0)  # t-SNE's 3 x perplexity neighbours
     return estimator
 
 
@@ -166,7 +167,7 @@ def _run(kind: str, adata, method: str | None, use_rep: str, neighbors_key: str 
     _check_adata(adata)
     X = _representation(adata, use_rep)
     neighbors = None if neighbors_key is None else _scanpy_neighbors(adata, neighbors_key)
-    estimator = _estimator(kind, method, params, neighbors)
+    estimator = _estimator(kind, method, params, neighbors, adata.n_obs)
     if copy:
         adata = adata.copy()
     estimator.fit(X)
