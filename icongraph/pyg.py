@@ -16,7 +16,8 @@ build from ``X``, through the path of :class:`~icongraph.embedding.ICon`'s preco
 (:class:`~icongraph.targets.PrecomputedTarget`, rows normalised to ``p(.|i)``); the preset's
 kernel, normaliser and optimiser are kept. For :class:`~icongraph.clustering.Clustering` the
 normalised graph takes the place of the preset's kNN ``p`` (``'ncut'`` symmetrises it, as it
-does its kNN graph) and propagation and ``alpha`` apply to it. ``X`` is still used for what
+does its kNN graph), propagation and ``alpha`` apply to it, and the ``'embedding'`` seeding
+lays it out (:func:`~icongraph.seeding.embedding_partition`). ``X`` is still used for what
 needs features (the PCA start of an embedding, a clustering head). A graph given this way
 cannot place new points (``transform`` needs a kNN target).
 
