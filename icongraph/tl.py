@@ -46,7 +46,7 @@ __all__ = ["embed", "cluster"]
 def _check_adata(adata) -> None:
     """Refuse anything but an AnnData (recognised without importing anndata)."""
     if type(adata).__module__.split(".")[0] != "anndata" or not hasattr(adata, "obsm"):
-        raise TypeError(f"adata must be an AnnData object; got {type(adata).__name__}. For "
+        raise ValueError(f"adata must be an AnnData object; got {type(adata).__name__}. For "
                         "arrays use the estimators (icongraph.UMAP().fit_transform(X), ...).")
 
 
