@@ -178,12 +178,13 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
         return self.head != "mlp" and self.init != "random"
 
-    def _prepare(self, X, preset, with_knn: bool = True) -> KNN | None:
+    def _prepare(self, X, preset, with_knn: bool = True, given=None) -> KNN | None:
         """The checks that need the data, before any work; returns the checked precomputed
         kNN graph (or None); ``with_knn`` False: the fit needs no kNN graph (every point
-        labelled, ``method='supervised'``). Refused here: more clusters than points, or than the rows the
-        seeding clusters; too few points for the neighbours; a kNN graph that does not match;
-        a fit that will not fit in memory (:meth:`_memory_estimate`)."""
+        labelled, ``method='supervised'``, or a ``given`` graph (N, N), whose mean degree
+        counts as ``k`` in the memory estimate). Refused here: more clusters than points, or
+        than the rows the seeding clusters; too few points for the neighbours; a kNN graph
+        that does not match; a fit that will not fit in memory (:meth:`_memory_estimate`)."""
         n = X.shape[0]
         if self.n_clusters > n:
             raise ValueError(f"n_clusters={self.n_clusters} exceeds the {n} points of X; "
@@ -194,7 +195,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 f"init={self.init!r} seeds the centres from (k-means needs a row per centre); "
                 f"use n_clusters <= {SEED_SAMPLE}, or init='random' or head='mlp', which start "
                 "without seed centres.")
-        knn, k = None, 0
+        knn, k = None, 0 if given is None else -(-given.nnz // n)
         if with_knn:
             spec = self._spec(preset)
             k = check_n_neighbors(spec.n_neighbors_for(n), n)
@@ -290,7 +291,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                     raise ValueError("method='supervised' needs labels: fit(X, y).")
                 labels = encode_labels(y, n, "y")
             with_knn = labels is None or bool((labels < 0).any())
-            knn = self._prepare(X, preset, with_knn and given is None)
+            knn = self._prepare(X, preset, with_knn and given is None, given)
             start = time.perf_counter()
             if labels is not None:  # unlabelled points (-1) take kNN positives
                 graph = None
