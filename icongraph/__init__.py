@@ -2,6 +2,7 @@
 ``sum_i KL(p(.|i) || q(.|i))`` between a sparse target neighbourhood ``p`` and a kernel
 neighbourhood ``q`` on what is learned."""
 
+from . import pyg, tl
 from .clustering import CLUSTER_METHODS, Clustering
 from .embedding import SNE, TSNE, UMAP, ICon
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
@@ -27,4 +28,5 @@ __all__ = ["Clustering", "CLUSTER_METHODS", "PrototypeClassifier", "PROTOTYPE_KE
            "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
-           "PrecomputedTarget", "debias", "DivergenceError", "Method", "method", "methods"]
+           "PrecomputedTarget", "debias", "DivergenceError", "Method", "method", "methods",
+           "pyg", "tl"]

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from .communities import MERGE_CONNECTIVITY, leiden_labels, merge_connected, unweighted_knn_graph
-from .graph import symmetrize
+from .graph import row_normalize, symmetrize
 from .heads import HEADS, LEARNING_RATES, make_head
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
@@ -67,6 +67,7 @@ from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
+from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
 from .targets import PerplexityTarget, UniformKNNTarget, new_lists
@@ -107,7 +108,7 @@ EVAL_PAIRS = 1 << 20
 LEIDEN_SEEDS = (1 << 31) - 1
 
 
-class Clustering(ParamsMixin):
+class Clustering(GraphOutputMixin, ParamsMixin):
     """I-Con clustering with the scikit-learn API (``fit``, ``fit_predict``, ``predict``,
     ``predict_proba``). See the module docstring for the objective and the presets.
 
@@ -134,6 +135,8 @@ class Clustering(ParamsMixin):
     at 1 and 2 threads, where they have been identical). On CUDA the scatters use atomics and
     a fit is not bit-reproducible.
     """
+
+    _pyg_x, _pyg_attributes = "probabilities_", {"cluster": "labels_"}
 
     def __sklearn_tags__(self):
         """A clusterer of dense data (``y`` is used only by ``method='supervised'``)."""
@@ -198,16 +201,18 @@ class Clustering(ParamsMixin):
         """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
         return self.head != "mlp" and self.init != "random"
 
-    def _prepare(self, X, preset, with_knn: bool, n_clusters: int | None) -> KNN | None:
+    def _prepare(self, X, preset, with_knn: bool, n_clusters: int | None,
+                 given=None) -> KNN | None:
         """The checks that need the data, before any work; returns the checked precomputed
         kNN graph (or None); ``with_knn`` False: the fit needs no kNN graph (every point
-        labelled, ``method='supervised'``). Refused here: more clusters than points, or than
-        the rows the seeding clusters; too few points for the neighbours; a kNN graph that
-        does not match; a fit that will not fit in memory (:meth:`_memory_estimate`; with
-        ``n_clusters`` None, the number chosen later, for one cluster: the rest is checked by
-        :meth:`_check_clusters` once the number is known)."""
+        labelled, ``method='supervised'``, or a ``given`` graph (N, N), whose mean degree
+        counts as ``k`` in the memory estimate). Refused here: more clusters than points, or
+        than the rows the seeding clusters; too few points for the neighbours; a kNN graph
+        that does not match; a fit that will not fit in memory (:meth:`_memory_estimate`;
+        with ``n_clusters`` None, the number chosen later, for one cluster: the rest is
+        checked by :meth:`_check_clusters` once the number is known)."""
         n = X.shape[0]
-        knn, k = None, 0
+        knn, k = None, 0 if given is None else -(-given.nnz // n)
         if with_knn:
             spec = self._spec(preset)
             k = check_n_neighbors(spec.n_neighbors_for(n), n)
@@ -280,15 +285,20 @@ class Clustering(ParamsMixin):
         parts[name] = peak
         return parts
 
-    def _graph(self, X, preset, seed, device, knn):
+    def _graph(self, X, preset, seed, device, knn, given=None):
         """(graph p as CSR, kNN) for the preset's target; ``knn`` a checked precomputed graph
-        or None (searched here)."""
-        spec = self._spec(preset)
-        if knn is None:
-            knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
-                             method=self.knn_method, device=device, random_state=seed,
-                             n_jobs=self.n_jobs, verbose=self.verbose, cache_dir=self.knn_cache)
-        graph = spec.build(knn).graph
+        or None (searched here); ``given`` a ``Data``'s graph (N, N), normalised in place of
+        the kNN graph (no kNN then)."""
+        if given is not None:
+            graph = row_normalize(given)
+        else:
+            spec = self._spec(preset)
+            if knn is None:
+                knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
+                                 method=self.knn_method, device=device, random_state=seed,
+                                 n_jobs=self.n_jobs, verbose=self.verbose,
+                                 cache_dir=self.knn_cache)
+            graph = spec.build(knn).graph
         if preset["target"] == "symmetric":
             graph = symmetrize(graph, "max")
         return graph, knn
@@ -296,12 +306,15 @@ class Clustering(ParamsMixin):
     def fit(self, X, y=None):
         """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``: numbers
         (``-1`` for an unlabelled point, whose positives come from the uniform kNN graph) or
-        strings, with at least 2 classes.
+        strings, with at least 2 classes. ``X`` may also be a ``torch_geometric.data.Data``:
+        its ``x`` is ``X``, its ``y`` the labels, its graph replaces the kNN graph as ``p``
+        (:mod:`icongraph.pyg`).
 
         Every parameter is checked first, then what depends on the data (sizes, the seeding,
         a precomputed kNN graph, the memory the fit needs): bad input is refused before any
         work, and the caller's data is never modified."""
         check_params(self, self._rules)
+        X, y, given = split_data(X, y, self.precomputed_knn is not None)
         preset = self._preset()
         check_feature_names(self, X, reset=True)
         X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling=self.metric)
@@ -320,21 +333,21 @@ class Clustering(ParamsMixin):
             n_clusters = self.n_clusters
             if n_clusters is None and labels is not None:  # supervised: one per class
                 n_clusters = len(np.unique(labels[labels >= 0]))
-            knn = self._prepare(X, preset, with_knn, n_clusters)
+            knn = self._prepare(X, preset, with_knn and given is None, n_clusters, given)
             start = time.perf_counter()
             if labels is not None:  # unlabelled points (-1) take kNN positives
                 graph = None
                 if with_knn:
-                    graph, knn = self._graph(X, preset, seed, device, knn)
+                    graph, knn = self._graph(X, preset, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, labels=labels)
             else:
-                graph, knn = self._graph(X, preset, seed, device, knn)
+                graph, knn = self._graph(X, preset, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
                                           propagation=self.propagation)
             timings["graph"] = time.perf_counter() - start
             if n_clusters is None:
                 start = time.perf_counter()
-                n_clusters = self._choose_n_clusters(X, knn, seed, preset)
+                n_clusters = self._choose_n_clusters(X, knn, graph, seed, preset)
                 timings["n_clusters"] = time.perf_counter() - start
             self.n_clusters_ = n_clusters
             start = time.perf_counter()
@@ -382,18 +395,23 @@ class Clustering(ParamsMixin):
         return schedule(n, self.positives_per_anchor * n_clusters, self.batch_size,
                         self.n_epochs)
 
-    def _choose_n_clusters(self, X, knn: KNN, seed: int, preset: dict) -> int:
+    def _choose_n_clusters(self, X, knn: KNN | None, graph, seed: int, preset: dict) -> int:
         """The number of clusters for ``n_clusters=None``: the communities of the unweighted
-        symmetric kNN graph that maximise modularity at ``resolution``
+        symmetric kNN graph (of the edges of a given ``graph`` (N, N) when there is no kNN)
+        that maximise modularity at ``resolution``
         (:func:`~icongraph.communities.leiden_labels`), less the merges of communities joined
         by at least ``merge_connectivity`` of the configuration model's edges
         (:func:`~icongraph.communities.merge_connected`), checked as a given ``n_clusters`` is
         (:meth:`_check_clusters`)."""
-        graph = unweighted_knn_graph(knn)
-        communities = leiden_labels(graph, self.resolution, seed % LEIDEN_SEEDS)
-        communities = merge_connected(graph, communities, self.merge_connectivity)
+        if knn is not None:
+            edges, k = unweighted_knn_graph(knn), knn.n_neighbors
+        else:
+            edges = symmetrize((graph > 0).astype(np.float32), "max")
+            k = -(-graph.nnz // graph.shape[0])
+        communities = leiden_labels(edges, self.resolution, seed % LEIDEN_SEEDS)
+        communities = merge_connected(edges, communities, self.merge_connectivity)
         n_clusters = int(communities.max()) + 1
-        self._check_clusters(X, knn.n_neighbors, preset, n_clusters)
+        self._check_clusters(X, k, preset, n_clusters)
         return n_clusters
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
@@ -449,7 +467,8 @@ class Clustering(ParamsMixin):
         logits = None  # the mlp head and init='random' start from torch's default init
         if self._seeded() and not single:
             logits = seed_logits(features, n_clusters, seed, self.init, knn=knn,
-                                 metric=self.metric, n_jobs=self.n_jobs, data=data)
+                                 metric=self.metric, n_jobs=self.n_jobs, data=data,
+                                 graph=sampler.graph)
         head = make_head(self.head, features, n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features

@@ -42,6 +42,7 @@ from .memory import check_memory
 from .objective import ESTIMATORS, Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, optimize, optimize_new
 from .params import ParamsMixin, TransformerOutputMixin
+from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
 from .sphere import normalise_
@@ -153,7 +154,7 @@ COARSE_MIN_SAMPLE = 1000
 EMBEDDING_INITS = INITS + ("coarse",)
 
 
-class _Embedding(TransformerOutputMixin, ParamsMixin):
+class _Embedding(GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
@@ -304,10 +305,17 @@ class _Embedding(TransformerOutputMixin, ParamsMixin):
         ``n_features_in_`` (None without ``X``) and, for a DataFrame with string column names,
         ``feature_names_in_``; ``transform`` checks new data against them.
 
+        ``X`` may also be a ``torch_geometric.data.Data``: its ``x`` is ``X``, its ``y`` the
+        labels, and its graph replaces the kNN graph as ``p`` (:mod:`icongraph.pyg`).
+
         Every parameter is checked first, then what depends on the data (sizes, a
         precomputed kNN graph, the init array, the memory the fit needs): bad input is refused
         before any work, and the caller's data is never modified."""
         spec, kernel, estimator = self._check_params()
+        X, y, graph = split_data(X, y, isinstance(spec, PrecomputedTarget)
+                                 or self.precomputed_knn is not None)
+        if graph is not None:
+            spec = PrecomputedTarget(graph)
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
         timings = {}

@@ -17,7 +17,7 @@ from .progress import progress
 from .validation import check_n_neighbors, choice, path_or_none
 
 __all__ = ["KNN", "KNNIndex", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
-           "precomputed_knn", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES"]
+           "precomputed_knn", "sparse_knn_lists", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES"]
 
 METRICS = ("euclidean", "cosine")
 KNN_METHODS = ("auto", "exact", "nndescent")
@@ -292,15 +292,70 @@ def _drop_self(idx: np.ndarray, dist: np.ndarray, metric: str) -> KNN:
     return KNN(idx, dist, metric)
 
 
+def sparse_knn_lists(distances, n_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists from a sparse kNN-distance matrix: scanpy's ``obsp['distances']``
+    (``n_neighbors - 1`` entries per row, the point itself left out) or scikit-learn's
+    ``kneighbors_graph(mode='distance')``.
+
+    Row ``i`` stores the distances from ``i`` to its neighbours; an explicitly stored zero is
+    a neighbour at distance 0, a diagonal entry is dropped. Every row must hold about the same
+    number of entries: ``k`` is the smallest count, and a row with more keeps its ``k``
+    nearest (with a warning naming the counts; nothing is padded). A row without entries, or
+    one with fewer than half the entries of the fullest row, is refused: such a matrix is a
+    general graph, not a kNN graph.
+
+    Parameters
+    ----------
+    distances : scipy sparse matrix
+        (N, N) non-negative distances.
+    n_samples : int, optional
+        N, checked against the matrix.
+
+    Returns
+    -------
+    indices : np.ndarray
+        (N, k) int64, each row's neighbours sorted by distance (ties by column).
+    distances : np.ndarray
+        (N, k) float32, ascending along each row.
+    """
+    graph = sp.csr_matrix(distances)
+    n = graph.shape[0]
+    if graph.shape[1] != n or (n_samples is not None and n != n_samples):
+        raise ValueError(f"a sparse precomputed_knn must be (N, N) with N = {n_samples or n} "
+                         f"samples; got shape {graph.shape}.")
+    rows = np.repeat(np.arange(n), np.diff(graph.indptr))
+    keep = graph.indices != rows
+    rows, cols = rows[keep], graph.indices[keep]
+    dist = np.asarray(graph.data[keep], dtype=np.float32)
+    counts = np.bincount(rows, minlength=n)
+    k, most = int(counts.min()), int(counts.max())
+    if 2 * k < most:
+        first = int(np.argmin(counts))
+        raise ValueError(f"the sparse precomputed_knn is not a kNN graph: its rows hold {k} to "
+                         f"{most} neighbours (row {first}: {k}). Give every point its k nearest "
+                         "neighbours, or pass the graph as p (ICon(p=graph)).")
+    if k < most:
+        warnings.warn(f"the sparse precomputed_knn has {k} to {most} neighbours per row: every "
+                      f"row is cut to its {k} nearest.", stacklevel=3)
+    order = np.lexsort((cols, dist, rows))
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = order[rank < k]
+    return cols[order].reshape(n, k).astype(np.int64), dist[order].reshape(n, k)
+
+
 def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
-    """User-supplied kNN: a :class:`KNN` or a tuple ``(indices, distances)`` of shape (N, k)."""
+    """User-supplied kNN: a :class:`KNN`, a tuple ``(indices, distances)`` of shape (N, k), or
+    a sparse (N, N) kNN-distance matrix (:func:`sparse_knn_lists`)."""
     if isinstance(knn, KNN):
         idx, dist, metric = knn.indices, knn.distances, knn.metric
+    elif sp.issparse(knn):
+        idx, dist = sparse_knn_lists(knn, n_samples)
     else:
         try:
             idx, dist = knn
         except (TypeError, ValueError):
-            raise ValueError("precomputed kNN must be a KNN or a tuple (indices, distances).") from None
+            raise ValueError("precomputed kNN must be a KNN, a tuple (indices, distances) or a "
+                             "sparse kNN-distance matrix.") from None
     idx = np.asarray(idx)
     dist = np.asarray(dist, dtype=np.float32)
     if idx.ndim != 2 or idx.shape != dist.shape:
@@ -331,8 +386,9 @@ def precomputed_knn(knn, k: int, n_samples: int, metric: str = "euclidean",
 
     Parameters
     ----------
-    knn : KNN or tuple (indices, distances)
-        The user's graph, (N, m) arrays.
+    knn : KNN, tuple (indices, distances) or scipy sparse matrix
+        The user's graph: (N, m) arrays, or an (N, N) kNN-distance matrix such as scanpy's
+        ``obsp['distances']`` (:func:`sparse_knn_lists`).
     k : int
         Neighbours the fit asks for.
     n_samples : int
@@ -358,13 +414,14 @@ def precomputed_knn(knn, k: int, n_samples: int, metric: str = "euclidean",
 
 
 def _precomputed_knn_rule(name, value):
-    """None, a :class:`KNN` or a pair ``(indices, distances)`` (checked against the data in
-    ``fit``, :func:`precomputed_knn`)."""
-    if value is None or isinstance(value, KNN):
+    """None, a :class:`KNN`, a pair ``(indices, distances)`` or a sparse kNN-distance matrix
+    (checked against the data in ``fit``, :func:`precomputed_knn`)."""
+    if value is None or isinstance(value, KNN) or sp.issparse(value):
         return
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise ValueError(f"{name} must be None, a KNN or a tuple (indices, distances) of "
-                         f"(N, k) arrays; got {type(value).__name__}.")
+        raise ValueError(f"{name} must be None, a KNN, a tuple (indices, distances) of (N, k) "
+                         "arrays or a sparse (N, N) kNN-distance matrix; got "
+                         f"{type(value).__name__}.")
 
 
 #: rules (:func:`~icongraph.validation.check_params`) of the kNN parameters every estimator

@@ -35,7 +35,8 @@ class Method:
         The method this composition reproduces (or approximates), with its source.
     needs : str
         What ``fit`` needs: ``"X"``, ``"X, y"`` (labels; ``-1`` unlabelled) or ``"graph"``
-        (``p`` passed as a graph: scipy sparse, networkx, or a precomputed kNN).
+        (``p`` passed as a graph: scipy sparse, networkx, a torch-geometric ``Data``, or a
+        precomputed kNN).
     build : callable
         ``build(**params)`` -> the configured, unfitted estimator.
     """
@@ -54,7 +55,8 @@ def _graph_row(q: str, estimator: str):
     def build(graph=None, **params):
         if graph is None:
             raise ValueError("this method embeds a given graph: method(name, graph=G) with G a "
-                             "scipy sparse matrix, a networkx graph or a precomputed kNN.")
+                             "scipy sparse matrix, a networkx graph, a torch-geometric Data or "
+                             "a precomputed kNN.")
         return ICon(p=graph, q=q, estimator=estimator, **params)
     return build
 

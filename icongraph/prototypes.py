@@ -42,6 +42,7 @@ from .heads import LEARNING_RATES, make_head
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin, TransformerOutputMixin
+from .pyg import split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
     callbacks_rule,
@@ -245,13 +246,19 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
     }
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Fit the embedding and the prototypes to ``X`` (N, D) and labels ``y`` (N,): numbers
         (``-1`` for an unlabelled point, left out of the loss) or strings, at least 2 classes.
+        ``X`` may be a ``torch_geometric.data.Data`` with ``x`` and ``y``; its graph is not
+        used (``p`` here is the labels), which a warning says.
 
         Every parameter, then the labels and the memory the fit needs, are checked before any
         work; the caller's data is never modified."""
         check_params(self, self._rules)
+        X, y, graph = split_data(X, y)
+        if graph is not None:
+            warnings.warn("PrototypeClassifier's p is the labels: the Data's graph is not "
+                          "used, only its x and y.", stacklevel=2)
         check_feature_names(self, X, reset=True)
         X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling="euclidean")
         check_n_features(self, X.shape[1], reset=True)

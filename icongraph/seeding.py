@@ -4,9 +4,10 @@ features, or the clusters of a 2-D UMAP-preset embedding of the kNN graph."""
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-from .embedding import UMAP
+from .embedding import UMAP, ICon
 from .knn import KNN
 
 __all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "seed_logits"]
@@ -18,25 +19,31 @@ SEED_RESTARTS = 10
 
 
 def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
-                        metric: str = "euclidean", n_jobs: int = -1) -> np.ndarray:
+                        metric: str = "euclidean", n_jobs: int = -1,
+                        graph: sp.csr_matrix | None = None) -> np.ndarray:
     """Cluster labels (n,) of the rows ``data`` (n, D) from k-means (best of ``SEED_RESTARTS``)
     on a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
-    rows): the embedding's attraction and repulsion pull the graph's groups apart, where k-means
-    on the features cuts across them. The embedding runs on the CPU, where the engine is
-    deterministic, so ``seed`` fixes the labels on any device."""
+    rows), or of a given ``graph`` (n, n) (the UMAP kernel and NEG normaliser on it, as
+    :class:`~icongraph.embedding.ICon`'s precomputed ``p``): the embedding's attraction and
+    repulsion pull the graph's groups apart, where k-means on the features cuts across them.
+    The embedding runs on the CPU, where the engine is deterministic, so ``seed`` fixes the
+    labels on any device."""
     from sklearn.cluster import KMeans
 
-    # UMAP's n_neighbors counts the point itself
-    n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
-    layout = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
-                  random_state=seed, device="cpu", n_jobs=n_jobs).fit_transform(data)
+    if graph is not None:
+        embedder = ICon(p=graph, metric=metric, random_state=seed, device="cpu", n_jobs=n_jobs)
+    else:  # UMAP's n_neighbors counts the point itself
+        n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
+        embedder = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
+                        random_state=seed, device="cpu", n_jobs=n_jobs)
+    layout = embedder.fit_transform(data)
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
 
 def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
                 sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
-                n_jobs: int = -1, data: np.ndarray | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                n_jobs: int = -1, data: np.ndarray | None = None,
+                graph: sp.csr_matrix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
     ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
     the softmax is the posterior of an isotropic Gaussian mixture, ``s`` the mean squared
@@ -46,8 +53,9 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
       starts; ``'kmeans++'``: the k-means++ draw alone;
     * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
       ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
-      metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` when
-      every row is used, else on the sample's own graph.
+      metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` (or
+      its given ``graph`` (N, N), when it has no kNN graph) when every row is used, else on
+      the sample's own kNN graph.
 
     Every cluster starts populated, where a random head starts near-uniform and loses
     clusters early; Lloyd's restarts keep the start out of the local minima where one class
@@ -63,8 +71,10 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     subset = features[rows.to(features.device)]
     if init == "embedding":
         data = features.cpu().numpy() if data is None else data
+        whole = len(rows) == n
         labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
-                                     knn if len(rows) == n else None, metric, n_jobs)
+                                     knn if whole else None, metric, n_jobs,
+                                     graph if whole and knn is None else None)
         labels = torch.as_tensor(labels, device=features.device)
         sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
                            device=subset.device).index_add_(0, labels, subset)

@@ -35,6 +35,7 @@ from numba import njit, prange
 
 from .graph import as_csr_graph, edge_entropy, knn_to_csr, row_normalize, symmetrize
 from .knn import KNN, KNNIndex
+from .pyg import data_graph, is_data
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
            "TARGETS", "get_target", "perplexity_weights",
@@ -462,8 +463,8 @@ class FuzzyTarget:
 
 @dataclass(frozen=True)
 class PrecomputedTarget:
-    """A user graph (scipy sparse, networkx, torch edge_index [+ weights]); rows are normalised
-    to ``p(.|i)`` unless ``normalize=False``."""
+    """A user graph (scipy sparse, networkx, torch edge_index [+ weights], a torch-geometric
+    ``Data``); rows are normalised to ``p(.|i)`` unless ``normalize=False``."""
 
     graph: object = field(repr=False)
     normalize: bool = True
@@ -473,7 +474,8 @@ class PrecomputedTarget:
         return 0
 
     def build(self, knn: KNN | None = None, n_samples: int | None = None) -> Target:
-        graph = as_csr_graph(self.graph, n_samples)
+        graph = (data_graph(self.graph, n_samples) if is_data(self.graph)
+                 else as_csr_graph(self.graph, n_samples))
         return Target(row_normalize(graph) if self.normalize else graph)
 
     def to_new(self, index: KNNIndex | None, X_new) -> sp.csr_matrix:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["NonNumericError", "check_data", "check_feature_names", "check_is_fitted",
-           "check_new_data", "check_labels", "encode_labels", "check_n_features",
+__all__ = ["NonNumericError", "check_data", "check_not_container", "check_feature_names",
+           "check_is_fitted", "check_new_data", "check_labels", "encode_labels",
+           "check_n_features",
            "check_n_neighbors", "check_random_state",
            "to_numpy", "check_number", "check_choice", "check_callbacks", "check_params",
            "number", "choice", "boolean", "callbacks_rule", "mapping", "path_or_none"]
@@ -44,6 +45,30 @@ def _empty_message(name: str, shape) -> str:
             "of 1 is required.")
 
 
+def check_not_container(X, name: str = "X") -> None:
+    """Refuse, with the way forward, an object that holds data but is not an array: an
+    AnnData (``icongraph.tl``, or one of its matrices) or a torch-geometric graph (``fit``
+    takes a ``Data`` whole; elsewhere its ``x``). Recognised by the class's module, so neither
+    package is imported.
+
+    Raises
+    ------
+    ValueError
+        For an ``anndata`` or ``torch_geometric`` object.
+    """
+    cls = type(X)
+    package = cls.__module__.split(".")[0]
+    if package == "anndata":
+        raise ValueError(f"{name} is an AnnData object; icongraph's estimators take arrays. Use "
+                         "icongraph.tl.embed(adata, ...) or icongraph.tl.cluster(adata, ...), "
+                         "which read adata.obsm[use_rep] and write the result back, or pass a "
+                         "matrix such as adata.obsm['X_pca'].")
+    if package == "torch_geometric":
+        raise ValueError(f"{name} is a torch_geometric {cls.__name__}; fit takes a Data (x as "
+                         "X, its graph as p, y as labels), everywhere else pass its features "
+                         "data.x.")
+
+
 #: rows per block when checking for NaN/inf
 FINITE_CHECK_ROWS = 65536
 
@@ -67,6 +92,7 @@ def check_data(X, *, name: str = "X", min_samples: int = 1, allow_sparse: bool =
     """
     if X is None:
         raise ValueError(f"{name} is None; expected a 2-D array of shape (n_samples, n_features).")
+    check_not_container(X, name)
     X = to_numpy(X)
     if sp.issparse(X):
         if not allow_sparse:

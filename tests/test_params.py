@@ -29,8 +29,9 @@ COMMON_BAD = {
                           r"2-D array .*; got 'laplacian'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
     "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
-    "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN or a tuple "
-                                 r"\(indices, distances\)"),
+    "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN, a tuple "
+                                 r"\(indices, distances\) of \(N, k\) arrays or a sparse "
+                                 r"\(N, N\) kNN-distance matrix; got str"),
     "knn_method": ("ball_tree", r"knn_method must be one of \('auto', 'exact', 'nndescent'\); "
                                 r"got 'ball_tree'"),
     "knn_cache": (3, r"knn_cache must be None or a directory path; got 3"),
