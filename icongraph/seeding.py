@@ -16,6 +16,10 @@ INITS = ("embedding", "kmeans", "kmeans++", "random")
 #: rows and k-means restarts of the seeding (:func:`seed_logits`)
 SEED_SAMPLE = 20000
 SEED_RESTARTS = 10
+#: epochs of the seed's embedding (UMAP's own default is 500 up to 10,000 points): with 200 the
+#: clustering suite at K (3 seeds) scored the same ARI on digits (0.883) and tissue (0.810),
+#: pbmc68k 0.376 vs 0.377, manifolds 0.985 vs 0.980, at 2/5 of the seed's time
+SEED_EPOCHS = 200
 
 
 def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN | None = None,
@@ -31,11 +35,12 @@ def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN |
     from sklearn.cluster import KMeans
 
     if graph is not None:
-        embedder = ICon(p=graph, metric=metric, random_state=seed, device="cpu", n_jobs=n_jobs)
+        embedder = ICon(p=graph, metric=metric, n_epochs=SEED_EPOCHS, random_state=seed,
+                        device="cpu", n_jobs=n_jobs)
     else:  # UMAP's n_neighbors counts the point itself
         n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
         embedder = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
-                        random_state=seed, device="cpu", n_jobs=n_jobs)
+                        n_epochs=SEED_EPOCHS, random_state=seed, device="cpu", n_jobs=n_jobs)
     layout = embedder.fit_transform(data)
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
