@@ -38,7 +38,7 @@ def no_work(monkeypatch):
     (["-o", "{tmp}/missing/out.npy"], r"the directory '.*missing' does not exist"),
     (["-o", "{tmp}/out.npy", "--plot", "{tmp}/nodir/p.png"], r"--plot .*'.*nodir' does not exist"),
     (["-o", "{tmp}/out"], r"the suffix '\(none\)' names no format written here; use one of "
-                          r"\.npy, \.csv, \.txt, \.parquet, \.h5ad"),
+                          r"\.npy, \.csv, \.tsv, \.txt, \.parquet, \.h5ad"),
     (["-o", "{tmp}/out.xlsx"], r"the suffix '\.xlsx' names no format"),
     (["-o", "{tmp}/out.npy", "--plot", "{tmp}/p.nope"], r"--plot .*'\.nope' names no format"),
     (["-o", "{tmp}/out.npy", "--plot", "{tmp}/p.png", "--n-components", "1"],
@@ -80,9 +80,11 @@ def test_embed_writes_what_the_suffix_says(tmp_path, data, suffix, capsys):
     elif suffix == ".h5ad":
         import anndata
 
-        Y = anndata.read_h5ad(out).obsm["X_umap"]
+        Y = anndata.read_h5ad(out).obsm["X_icon"]
+    elif suffix == ".csv":
+        Y = np.loadtxt(out, delimiter=",", skiprows=1)  # the header icon1,icon2
     else:
-        Y = np.loadtxt(out, delimiter="," if suffix == ".csv" else None)
+        Y = np.loadtxt(out)
     assert Y.shape == (len(X), 2) and np.isfinite(Y).all()
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -114,7 +116,7 @@ def test_force_overwrites_atomically(tmp_path, data, capsys, monkeypatch):
     out.write_text("old\n")
     assert main(["cluster", path, "-o", str(out), "--n-clusters", "3", "--n-neighbors", "10",
                  "--force", "-q"]) == 0
-    labels = np.loadtxt(out, dtype=int)
+    labels = np.loadtxt(out, dtype=int, skiprows=1)  # the header icon_cluster
     assert labels.shape == (len(X),)
     # a write that fails leaves the old file whole and no temporary behind
     monkeypatch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
@@ -133,7 +135,8 @@ def test_force_overwrites_atomically(tmp_path, data, capsys, monkeypatch):
     ("bad.npz", b"PK\x03\x04garbage", r"cannot read .*bad.npz as \.npz"),
     ("bad.h5ad", os.urandom(300), r"cannot read .*bad.h5ad as \.h5ad"),
     ("binary.csv", bytes(range(128, 256)), r"cannot read .*binary.csv as \.csv"),
-    ("text.csv", b"1,2\n3,x\n", r"cannot read .*text.csv as \.csv: not a numeric CSV"),
+    ("text.csv", b"1,2\n3,x\n", r"cannot read .*text.csv as \.csv: non-numeric feature "
+                                 r"column\(s\) '1' \(e.g. 'x' in data row 2\)"),
     ("empty.csv", b"", r"the data in .*empty.csv is empty"),
     ("vector.npy", None, r"the data in .*vector.npy must be 2-D"),
 ])

@@ -32,7 +32,7 @@ LAYERS = [
     ("clustering",),
     ("prototypes",),
     ("methods",),
-    ("metrics", "plotting", "datasets"),
+    ("metrics", "plot", "datasets", "files"),
     ("bench",),
     ("cli",),
     ("__init__",),
