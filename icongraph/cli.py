@@ -63,13 +63,13 @@ def _read(args, command: str):
     return data
 
 
-def _colour(args, data, clusters=None):
-    """What the plot is coloured by and its legend title."""
+def _colour(args, data, clusters=None) -> tuple:
+    """What the plot is coloured by, its legend title and kind (labels are categories)."""
     if args.color_by in (None, "clusters") and clusters is not None:
-        return clusters, "cluster"
+        return clusters, "cluster", "categorical"
     if args.color_by in (None, "labels"):
-        return data.labels, None if data.labels is None else "label"
-    return data.color, args.color_by
+        return data.labels, "label", "categorical"
+    return data.color, args.color_by, "auto"
 
 
 def _write_plot(args, path: Path, Y: np.ndarray, data, title: str, basis: str,
@@ -78,8 +78,8 @@ def _write_plot(args, path: Path, Y: np.ndarray, data, title: str, basis: str,
 
     if Y.shape[1] > 2:
         print(f"plot: the first 2 of {Y.shape[1]} dimensions")
-    color, label = _colour(args, data, clusters)
-    fig = plot_embedding(Y, color, title=title, basis=basis, color_label=label,
+    color, label, kind = _colour(args, data, clusters)
+    fig = plot_embedding(Y, color, title=title, basis=basis, color_label=label, kind=kind,
                          components=(0, 1))
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=150))
     print(f"plot -> {path}")

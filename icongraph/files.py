@@ -88,7 +88,8 @@ def _option_faults(suffix: str, key, label_column, color_column, use_rep, layer)
     if use_rep is not None and layer is not None:
         faults.append("give --use-rep or --layer, not both")
     if suffix in ("", ".npy") and (label_column is not None or color_column is not None):
-        faults.append("a bare array has no columns to take labels or colours from")
+        faults.append("--label-column and a --color-by column need an input with columns "
+                      "(a table, .npz or .h5ad)")
     return faults
 
 

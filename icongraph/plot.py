@@ -108,7 +108,8 @@ class _Colour:
                 raise ValueError(f"color has shape {values.shape}; expected one value per point, "
                                  f"({n},).")
             if kind == "auto":
-                kind = "continuous" if values.dtype.kind == "f" else "categorical"
+                many = values.dtype.kind in "iu" and len(np.unique(values)) > CENTRE_LABELS_MAX
+                kind = "continuous" if values.dtype.kind == "f" or many else "categorical"
             if kind == "continuous":
                 try:
                     self.values = values.astype(np.float64)
@@ -219,6 +220,8 @@ def _draw(ax, Y, colour: _Colour, mode: str, cmap, size, alpha, bins, seed: int)
 def _legend_mode(legend, colour: _Colour) -> str | None:
     if colour.kind != "categorical" or legend is None or legend is False:
         return None
+    if legend is True:
+        return "legend"
     if legend == "auto":
         n = len(colour.names)
         return "legend" if n <= LEGEND_MAX else "centres" if n <= CENTRE_LABELS_MAX else "note"
@@ -312,15 +315,17 @@ def plot_embeddings(panels, color=None, *, axes=None, ncols: int | None = None,
     ncols : int, optional
         Panels per row of a new figure (default: all in one row).
     kind : {'auto', 'categorical', 'continuous'}
-        'auto': floats are continuous (a colour bar), anything else categorical (a legend).
+        'auto': floats, and integers with more than :data:`CENTRE_LABELS_MAX` distinct values
+        (counts, not classes), are continuous (a colour bar); anything else is categorical.
     mode : {'auto', 'scatter', 'density'}
         Markers, or a 2-D histogram on square cells (log counts; for categories the mean
         colour of a cell, for values the mean value, opacity from the log count). 'auto':
         density above :data:`DENSITY_ABOVE` points.
-    legend : {'auto', 'legend', 'centres'} or None
+    legend : {'auto', 'legend', 'centres'}, bool or None
         For categories: a legend beside the last panel, or the names written at the class
         medians. 'auto': a legend up to :data:`LEGEND_MAX` categories, names at the centres up
-        to :data:`CENTRE_LABELS_MAX`, else a note that no legend is drawn.
+        to :data:`CENTRE_LABELS_MAX`, else a note that no legend is drawn. True: a legend;
+        None or False: neither.
     color_label : str, optional
         Title of the legend or label of the colour bar.
     basis : str, optional

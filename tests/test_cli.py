@@ -312,6 +312,7 @@ def test_csv_label_column_colours_the_plot(tmp_path, table, capsys, monkeypatch)
     assert main(["embed", str(tmp_path / "t.csv"), "-o", str(out), "--label-column",
                  "cell_type", "--plot", str(tmp_path / "e.png"), *FIT]) == 0
     assert list(seen["color"]) == list(frame["cell_type"]) and seen["color_label"] == "label"
+    assert seen["kind"] == "categorical"  # labels are categories, even when they are floats
     assert list(pd.read_parquet(out).columns) == ["icon1", "icon2"]
     assert (tmp_path / "e.png").stat().st_size > 1000
 

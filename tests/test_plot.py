@@ -86,7 +86,7 @@ def test_many_classes_are_named_at_their_centres_or_noted():
     fig = plot.plot_embedding(rng.normal(size=(1000, 2)), y)
     ax = fig.axes[0]
     assert ax.get_legend() is None and len(ax.texts) == 60
-    fig = plot.plot_embedding(rng.normal(size=(1000, 2)), np.arange(1000) % 200)
+    fig = plot.plot_embedding(rng.normal(size=(1000, 2)), np.arange(1000) % 200, kind="categorical")
     assert [t.get_text() for t in fig.axes[0].texts] == ["200 categories: no legend"]
 
 
@@ -95,6 +95,14 @@ def test_continuous_values_get_a_colour_bar(points):
     fig = plot.plot_embedding(Y, Y[:, 0], color_label="x value")
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "x value"
     assert fig.axes[0].get_legend() is None
+
+
+def test_integers_with_many_values_are_continuous(points):
+    Y, _ = points
+    counts = np.arange(240) * 7  # e.g. genes per cell: 240 distinct integers
+    fig = plot.plot_embedding(np.r_[Y, -Y], counts)
+    assert len(fig.axes) == 2  # a colour bar (> CENTRE_LABELS_MAX distinct values)
+    assert plot.plot_embedding(Y, counts[:120] % 3, legend=True).axes[0].get_legend()
 
 
 def test_density_mode_at_200k_points(tmp_path):
