@@ -190,7 +190,7 @@ def _formats(formats: dict) -> str:
 
 
 def _add_io(parser, what: str, color_default: str) -> None:
-    """The options every command that reads data shares: input, output, plot, columns."""
+    """The options of reading the data and writing the results every command shares."""
     from .datasets import DATASETS
 
     parser.add_argument("input", help="the data: a file (" + ", ".join(FORMATS) + ") or a "
@@ -215,6 +215,10 @@ def _add_io(parser, what: str, color_default: str) -> None:
     group.add_argument("--color-by", help="colour the plot by 'labels', 'clusters' (cluster "
                        "only) or a column (table column, .npz array or obs column; in a table "
                        f"never a feature); default: {color_default}")
+
+
+def _add_run(parser) -> None:
+    """The options of a fit every command shares, after the command's own."""
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                         help="distance of the kNN graph")
     parser.add_argument("--n-epochs", type=int, help="training epochs (default: the schedule "
@@ -246,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="umap: how tightly points may pack")
     embed.add_argument("--perplexity", type=float, default=30.0,
                        help="tsne, sne: effective number of neighbours")
+    _add_run(embed)
     embed.set_defaults(func=_embed)
 
     defaults = Clustering._param_defaults()
@@ -266,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "k-means")
     cluster.add_argument("--n-neighbors", type=int, default=defaults["n_neighbors"],
                          help="neighbours per point of the kNN graph")
+    _add_run(cluster)
     cluster.set_defaults(func=_cluster)
 
     table = sub.add_parser("table", help="list the methods (named compositions), targets, "
