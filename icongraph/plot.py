@@ -158,9 +158,9 @@ def _marker_style(n: int, size, alpha) -> tuple[float, float]:
 
 
 def _density_image(Y: np.ndarray, colour: _Colour, bins: int | None):
-    """An image of ``Y`` binned on square cells: (image, extent, count per cell), where the
-    image is RGBA for categories (the mean colour of a cell, opacity from its log count) or the
-    count, or the mean value, masked where empty."""
+    """``Y`` binned on square cells: (image, extent, opacity or None). The image is RGBA for
+    categories (the mean colour of a cell, opacity from its log count), else the count or the
+    mean of the finite values (with the opacity from the log count), masked where empty."""
     n = len(Y)
     bins = bins or int(np.clip(np.sqrt(n) / 2, 64, 512))
     lo, hi = Y.min(0).astype(np.float64), Y.max(0).astype(np.float64)
@@ -184,8 +184,11 @@ def _density_image(Y: np.ndarray, colour: _Colour, bins: int | None):
         image[:, 3] = opacity
         return image.reshape(shape[1], shape[0], 4), extent, None
     if colour.kind == "continuous":
-        mean = np.bincount(flat, np.nan_to_num(colour.values), size) / np.maximum(counts, 1)
-        image = np.ma.masked_array(mean, ~filled)
+        finite = np.isfinite(colour.values)
+        valued = np.bincount(flat[finite], minlength=size)
+        mean = (np.bincount(flat[finite], colour.values[finite], size)
+                / np.maximum(valued, 1))
+        image = np.ma.masked_array(mean, valued == 0)
         return image.reshape(shape[1], shape[0]), extent, opacity.reshape(shape[1], shape[0])
     return np.ma.masked_array(counts, ~filled).reshape(shape[1], shape[0]), extent, None
 
@@ -197,8 +200,8 @@ def _draw(ax, Y, colour: _Colour, mode: str, cmap, size, alpha, bins, seed: int)
 
     if cmap is None and colour.kind == "none":  # counts: light to dark, no near-white cells
         cmap = ListedColormap(colormaps["magma_r"](np.linspace(0.15, 0.95, 256)))
-    elif cmap is None:
-        cmap = "viridis"
+    else:  # NaN values drawn light grey rather than left out
+        cmap = colormaps[cmap or "viridis"].with_extremes(bad="0.8")
     if mode == "density":
         image, extent, opacity = _density_image(Y, colour, bins)
         norm = LogNorm() if colour.kind == "none" else None
@@ -210,7 +213,7 @@ def _draw(ax, Y, colour: _Colour, mode: str, cmap, size, alpha, bins, seed: int)
     if colour.kind == "categorical":
         c, kwargs = colour.rgb()[order], {}
     elif colour.kind == "continuous":
-        c, kwargs = colour.values[order], {"cmap": cmap}
+        c, kwargs = colour.values[order], {"cmap": cmap, "plotnonfinite": True}
     else:
         c, kwargs = "#1f4e79", {}
     return ax.scatter(Y[order, 0], Y[order, 1], c=c, s=size, alpha=alpha, linewidths=0,

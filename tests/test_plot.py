@@ -95,6 +95,12 @@ def test_continuous_values_get_a_colour_bar(points):
     fig = plot.plot_embedding(Y, Y[:, 0], color_label="x value")
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "x value"
     assert fig.axes[0].get_legend() is None
+    values = Y[:, 0].copy()
+    values[:5] = np.nan  # drawn grey, not left out, and not averaged into a density cell
+    fig = plot.plot_embedding(Y, values)
+    assert np.ma.count_masked(fig.axes[0].collections[0].get_offsets()) == 0  # all drawn
+    image = plot.plot_embedding(Y, values, mode="density").axes[0].images[0].get_array()
+    assert np.isfinite(image.compressed()).all()
 
 
 def test_integers_with_many_values_are_continuous(points):
