@@ -72,17 +72,22 @@ def _colour(args, data, clusters=None) -> tuple:
     return data.color, args.color_by, "auto"
 
 
-def _write_plot(args, path: Path, Y: np.ndarray, data, title: str, basis: str,
-                clusters=None) -> None:
+def _figure(args, Y: np.ndarray, data, title: str, basis: str, clusters=None):
+    """The plot of ``Y``, drawn before any output is written."""
     from .plot import plot_embedding
 
     if Y.shape[1] > 2:
         print(f"plot: the first 2 of {Y.shape[1]} dimensions")
     color, label, kind = _colour(args, data, clusters)
-    fig = plot_embedding(Y, color, title=title, basis=basis, color_label=label, kind=kind,
-                         components=(0, 1))
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=150))
-    print(f"plot -> {path}")
+    return plot_embedding(Y, color, title=title, basis=basis, color_label=label, kind=kind,
+                          components=(0, 1))
+
+
+def _write(output: Path, values: np.ndarray, data, plot: Path | None, fig) -> None:
+    """The result, then the plot, each atomically."""
+    write_result(output, values, data)
+    if plot is not None:
+        write_atomic(plot, lambda tmp: fig.savefig(tmp, dpi=150))
 
 
 def _embed(args) -> int:
@@ -101,11 +106,13 @@ def _embed(args) -> int:
     name = METHODS[args.method]
     model = getattr(icongraph, name)(**params)
     Y = model.fit_transform(data.X)
-    write_result(output, Y, data)
+    fig = (None if plot is None
+           else _figure(args, Y, data, f"{name} of {Path(args.input).name}", name))
+    _write(output, Y, data, plot, fig)
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in model.timings_.items())
     print(f"{name}: {data.X.shape[0]} points -> {output} ({timing})")
     if plot is not None:
-        _write_plot(args, plot, Y, data, f"{name} of {Path(args.input).name}", name)
+        print(f"plot -> {plot}")
     return 0
 
 
@@ -119,7 +126,14 @@ def _cluster(args) -> int:
                        device=args.device, verbose=not args.quiet, metric=args.metric,
                        n_epochs=args.n_epochs)
     labels = model.fit_predict(data.X)
-    write_result(output, labels, data)
+    fig = None
+    if plot is not None:  # a UMAP layout on the same kNN graph, coloured by cluster
+        from .embedding import UMAP
+
+        Y = UMAP(n_neighbors=model.knn_.n_neighbors + 1, random_state=args.seed,
+                 precomputed_knn=model.knn_).fit_transform(data.X)  # UMAP counts the point itself
+        fig = _figure(args, Y, data, f"clusters of {Path(args.input).name}", "UMAP", labels)
+    _write(output, labels, data, plot, fig)
     sizes = np.bincount(labels, minlength=args.n_clusters or 0)
     print(f"{data.X.shape[0]} points -> {len(sizes)} clusters ({(sizes > 0).sum()} non-empty) "
           f"-> {output}")
@@ -130,13 +144,8 @@ def _cluster(args) -> int:
         print(f"against the labels: ARI {metrics.adjusted_rand_index(truth, labels):.3f}"
               f", NMI {metrics.normalized_mutual_info(truth, labels):.3f}, "
               f"Hungarian accuracy {metrics.hungarian_accuracy(truth, labels):.3f}")
-    if plot is not None:  # a UMAP layout on the same kNN graph, coloured by cluster
-        from .embedding import UMAP
-
-        Y = UMAP(n_neighbors=model.knn_.n_neighbors + 1, random_state=args.seed,
-                 precomputed_knn=model.knn_).fit_transform(data.X)  # UMAP counts the point itself
-        _write_plot(args, plot, Y, data, f"clusters of {Path(args.input).name}", "UMAP",
-                    clusters=labels)
+    if plot is not None:
+        print(f"plot -> {plot}")
     return 0
 
 

@@ -317,6 +317,20 @@ def test_csv_label_column_colours_the_plot(tmp_path, table, capsys, monkeypatch)
     assert (tmp_path / "e.png").stat().st_size > 1000
 
 
+def test_a_failing_plot_writes_no_output(tmp_path, data, monkeypatch, capsys):
+    import icongraph.plot
+
+    def broken(*args, **kwargs):
+        raise ValueError("no plot today")
+
+    monkeypatch.setattr(icongraph.plot, "plot_embedding", broken)
+    path, _ = data
+    assert main(["embed", path, "-o", str(tmp_path / "e.npy"), "--plot",
+                 str(tmp_path / "e.png"), *FIT]) == 2
+    assert "no plot today" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npy"]
+
+
 @pytest.mark.parametrize("make, argv, message", [
     (None, ["embed", "{tmp}/missing.csv"], r"input file '.*missing.csv' does not exist"),
     ("x.xlsx", ["embed", "{tmp}/x.xlsx"], r"input '.*x.xlsx': the suffix '\.xlsx' names no "
