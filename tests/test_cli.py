@@ -287,7 +287,7 @@ def test_an_h5ad_input_is_written_back_with_its_content(tmp_path, blobs, capsys)
                  "--plot", str(tmp_path / "a.png"), "--color-by", "kind", *FIT]) == 0
     assert f"-> {path} (" in capsys.readouterr().out
     assert main(["cluster", str(path), "-o", str(path), "--force", "--n-clusters", "3",
-                 *FIT]) == 0
+                 "--init", "kmeans", *FIT]) == 0
     back = anndata.read_h5ad(path)
     assert back.obsm["X_icon"].shape == (len(X), 2) and "X_pca" in back.obsm
     assert list(back.obs_names) == list(adata.obs_names) and "kind" in back.obs
