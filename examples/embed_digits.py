@@ -3,7 +3,7 @@
 import icongraph
 from icongraph import metrics
 from icongraph.datasets import load_digits
-from icongraph.plotting import plot_embeddings
+from icongraph.plot import plot_embeddings
 
 X, y = load_digits()
 panels = []
@@ -13,4 +13,4 @@ for model in (icongraph.UMAP(random_state=0), icongraph.TSNE(random_state=0)):
     print(f"{name}: 10-NN accuracy {metrics.knn_accuracy(Y, y):.3f}, "
           f"kNN preservation {metrics.knn_preservation(X, Y):.3f}, timings {model.timings_}")
     panels.append((name, Y))
-plot_embeddings(panels, "digits_presets.png", y)
+plot_embeddings(panels, y, color_label="digit").savefig("digits_presets.png", dpi=150)

@@ -16,6 +16,7 @@ real dataset of :data:`SUITE` for several seeds and writes ``suite.json`` and ``
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -252,7 +253,7 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
     """Run the benchmark and write the report; returns the report as a dict."""
     from . import metrics
     from .datasets import load
-    from .plotting import plot_embeddings
+    from .plot import plot_embeddings
     from .progress import progress
 
     threads = threads or os.cpu_count() or 1
@@ -301,7 +302,7 @@ def run_bench(dataset: str = "digits", n_samples: int | None = None,
         json.dump(report, fh, indent=2)
     (out_dir / "bench.md").write_text(markdown_table(report))
     if panels:
-        plot_embeddings(panels, out_dir / "bench.png", y)
+        plot_embeddings(panels, y, color_label="class").savefig(out_dir / "bench.png", dpi=150)
     return report
 
 
@@ -1116,16 +1117,23 @@ def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def add_bench_parser(sub) -> None:
+def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
+    """Add the ``bench`` subcommand to the subparsers ``sub`` (its help in
+    ``formatter_class``)."""
     from .datasets import DATASETS
 
-    bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn and openTSNE")
-    bench.add_argument("--task", choices=("embed", "cluster"), default="embed")
+    bench = sub.add_parser("bench", help="benchmark icongraph against umap-learn and openTSNE",
+                           description="Benchmark icongraph against its peers on one dataset "
+                           "or the real-data suite; writes a JSON and Markdown report and a "
+                           "plot.", formatter_class=formatter_class)
+    bench.add_argument("--task", choices=("embed", "cluster"), default="embed",
+                       help="what is compared")
     bench.add_argument("--suite", choices=("real",),
                        help="the real-data suite (every dataset, several seeds) -> suite.json, "
                             "suite.md; embed task: peers cached; cluster task: ours, Leiden, "
                             "KMeans and the ablation")
-    bench.add_argument("--dataset", default="digits", choices=list(DATASETS))
+    bench.add_argument("--dataset", default="digits", choices=list(DATASETS),
+                       help="the dataset of a single run")
     bench.add_argument("--datasets", help="suite: comma list of " + ", ".join(SUITE)
                        + " (cluster task: " + ", ".join(CLUSTER_SUITE) + "; default: all)")
     bench.add_argument("--seeds", default="0,1,2", help="suite: comma list of seeds")
@@ -1141,12 +1149,13 @@ def add_bench_parser(sub) -> None:
     bench.add_argument("--methods", help="comma list of: " + ", ".join([*ICON_METHODS,
                        *PEER_METHODS]) + " (default: umap,tsne,umap-learn; suite: "
                        + ",".join(SUITE_METHODS) + ")")
-    bench.add_argument("--repeats", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=1, help="runs per method (median)")
     bench.add_argument("--threads", type=int, help="threads per method (default: all cores)")
-    bench.add_argument("--out", default="bench_out")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--no-cold-start", action="store_true")
-    bench.add_argument("-q", "--quiet", action="store_true")
+    bench.add_argument("--out", default="bench_out", help="directory of the report")
+    bench.add_argument("--seed", type=int, default=0, help="random seed")
+    bench.add_argument("--no-cold-start", action="store_true",
+                       help="skip timing a fresh process's first fit")
+    bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     def run(args) -> int:
         if args.task == "cluster" and args.suite:

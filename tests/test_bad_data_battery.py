@@ -125,8 +125,8 @@ def _every(pattern, runners=RUNNERS):
 EXPECTED = {
     "3d": _every(r"must be 2-D"),
     "complex": _every(r"[Cc]omplex"),
-    "frame_mixed": {**_every(r"must be numeric"), "cli_embed": r"not a numeric CSV",
-                    "cli_cluster": r"not a numeric CSV"},
+    "frame_mixed": {**_every(r"must be numeric"), "cli_embed": r"non-numeric feature column",
+                    "cli_cluster": r"non-numeric feature column"},
     "frame_numeric": ALL,
     "sparse_csr": {**ALL, "Clustering": r"sparse", "cli_cluster": r"sparse"},
     "float16": ALL,

@@ -36,7 +36,7 @@ LAYERS = [
     ("prototypes",),
     ("methods",),
     ("tl",),
-    ("metrics", "plotting", "datasets"),
+    ("metrics", "plot", "datasets", "files"),
     ("bench",),
     ("cli",),
     ("__init__",),
