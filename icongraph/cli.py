@@ -116,12 +116,24 @@ def _embed(args) -> int:
     return 0
 
 
+def _n_clusters(text: str) -> int | None:
+    """``--n-clusters``: a positive integer, or ``auto`` (None: chosen by the clustering)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto'; got {text!r}") from None
+
+
 def _cluster(args) -> int:
     from .clustering import Clustering
 
     output, plot = _check_outputs(args)
     data = _read(args, "cluster")
-    model = Clustering(n_clusters=args.n_clusters, method=args.method, head=args.head,
+    model = Clustering(n_clusters=args.n_clusters, resolution=args.resolution,
+                       method=args.method, head=args.head,
                        init=args.init, n_neighbors=args.n_neighbors, random_state=args.seed,
                        device=args.device, verbose=not args.quiet, metric=args.metric,
                        n_epochs=args.n_epochs)
@@ -134,7 +146,7 @@ def _cluster(args) -> int:
                  precomputed_knn=model.knn_).fit_transform(data.X)  # UMAP counts the point itself
         fig = _figure(args, Y, data, f"clusters of {Path(args.input).name}", "UMAP", labels)
     _write(output, labels, data, plot, fig)
-    sizes = np.bincount(labels, minlength=args.n_clusters or 0)
+    sizes = np.bincount(labels, minlength=model.n_clusters_)
     print(f"{data.X.shape[0]} points -> {len(sizes)} clusters ({(sizes > 0).sum()} non-empty) "
           f"-> {output}")
     if data.labels is not None:
@@ -267,9 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Cluster a dataset and write the labels.",
                              formatter_class=HelpFormatter)
     _add_io(cluster, "cluster labels", "clusters")
-    cluster.add_argument("--n-clusters", type=int, default=defaults["n_clusters"],
-                         help="number of clusters" + (" (default: chosen by Clustering)"
-                                                      if defaults["n_clusters"] is None else ""))
+    cluster.add_argument("--n-clusters", type=_n_clusters, default=defaults["n_clusters"],
+                         help="number of clusters, or 'auto': the communities of Leiden "
+                              "(modularity at --resolution) less those joined as densely as "
+                              "chance (Clustering(n_clusters=None))")
+    cluster.add_argument("--resolution", type=float, default=defaults["resolution"],
+                         help="modularity resolution of --n-clusters auto")
     cluster.add_argument("--method", default=defaults["method"],
                          choices=[m for m in CLUSTER_METHODS if m != "supervised"],
                          help="the target p of the clustering")

@@ -426,3 +426,14 @@ def test_cluster_defaults_come_from_the_estimator(monkeypatch):
     args = cli.build_parser().parse_args(["cluster", "digits", "-o", "x.npy"])
     assert (args.n_clusters, args.head, args.init) == (None, "mlp", "kmeans")
 
+
+
+def test_n_clusters_auto_reaches_the_estimator_and_bad_values_are_refused(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["cluster", "digits", "-o", "x.npy", "--n-clusters", "auto"]
+                             ).n_clusters is None
+    assert parser.parse_args(["cluster", "digits", "-o", "x.npy", "--n-clusters", "7"]
+                             ).n_clusters == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["cluster", "digits", "-o", "x.npy", "--n-clusters", "many"])
+    assert "positive integer or 'auto'" in capsys.readouterr().err
