@@ -6,7 +6,7 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 read as ``-``), and ``icongraph table`` prints them.
 
 A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(paired data for CLIP, a spectral-clustering head) are absent, not stubbed.
+(paired data for CLIP) are absent, not stubbed.
 """
 
 from __future__ import annotations
@@ -121,6 +121,11 @@ _ROWS = (
            "assignments phi (free per-point logits)",
            "normalised-cuts-like (Shi & Malik 2000), as an I-Con composition",
            "X", _preset(Clustering, method="ncut")),
+    Method("spectral", "symmetric kNN, row-normalised", _CLUSTER_Q + ", degree-weighted",
+           "assignments phi (free per-point logits) from spectral clustering's partition",
+           "spectral clustering (Ng, Jordan & Weiss 2002): k-means on the Laplacian's "
+           "eigenvectors, then the normalised-cut objective it relaxes, as an I-Con composition",
+           "X", _preset(Clustering, method="ncut", init="spectral")),
     Method("infonce-clustering", "uniform kNN", _CLUSTER_Q, "assignments phi (free per-point logits)",
            "InfoNCE clustering of kNN pairs (I-Con composition)", "X",
            _preset(Clustering, method="infonce")),
@@ -135,7 +140,7 @@ _ROWS = (
            "softmax of dot-product logits f . mu_c + b_c over the class prototypes", _PROTOTYPES,
            "softmax cross-entropy (I-Con composition, Alshammari et al. 2025)", "X, y",
            _preset(PrototypeClassifier, kernel="dot")),
-    Method("harmonic-loss", _CLASSES_P,
+    Method("harmonic", _CLASSES_P,
            "power (Student-t-like) kernel d_c^(-n), d_c the distance from f to prototype mu_c",
            _PROTOTYPES, "harmonic loss (Baek et al. 2025)", "X, y",
            _preset(PrototypeClassifier, kernel="student")),
@@ -160,7 +165,7 @@ def method(name: str, **params):
     >>> method("tsne", perplexity=50).fit_transform(X)
     >>> method("t-SupCon", random_state=0).fit(X, y)
     >>> method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
-    >>> method("harmonic-loss", random_state=0).fit(X, y).predict(X_new)
+    >>> method("harmonic", random_state=0).fit(X, y).predict(X_new)
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string; got {type(name).__name__}.")

@@ -1,5 +1,6 @@
 """Seed centres of a clustering, as the logits of a Gaussian mixture: k-means on the
-features, or the clusters of a 2-D UMAP-preset embedding of the kNN graph."""
+features, the clusters of a 2-D UMAP-preset embedding of the kNN graph, or spectral
+clustering of the graph."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .communities import unweighted_knn_graph
 from .embedding import UMAP, ICon
 from .knn import KNN
 
-__all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "seed_logits"]
+__all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "spectral_partition", "seed_logits"]
 
-INITS = ("embedding", "kmeans", "kmeans++", "random")
+INITS = ("embedding", "spectral", "kmeans", "kmeans++", "random")
 #: rows and k-means restarts of the seeding (:func:`seed_logits`)
 SEED_SAMPLE = 20000
 SEED_RESTARTS = 10
@@ -45,6 +47,21 @@ def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN |
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
 
+def spectral_partition(graph: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
+    """Spectral clustering's labels (n,) of a graph (n, n): k-means (best of
+    ``SEED_RESTARTS``) on the rows of the ``n_clusters`` smoothest eigenvectors of the
+    normalised Laplacian of ``(W + W^T) / 2`` (scikit-learn's ``spectral_embedding``),
+    normalised to unit length (Ng, Jordan & Weiss 2002)."""
+    from sklearn.cluster import KMeans
+    from sklearn.manifold import spectral_embedding
+
+    sym = ((graph + graph.T) * 0.5).tocsr()
+    vectors = spectral_embedding(sym, n_components=n_clusters, random_state=seed,
+                                 drop_first=False)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+    return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(vectors)
+
+
 def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
                 sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
                 n_jobs: int = -1, data: np.ndarray | None = None,
@@ -56,6 +73,9 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
     * ``init='kmeans'``: Lloyd's k-means (scikit-learn), best of ``SEED_RESTARTS`` k-means++
       starts; ``'kmeans++'``: the k-means++ draw alone;
+    * ``'spectral'``: the feature means of the clusters of :func:`spectral_partition` of the
+      fit's ``graph`` (of the unweighted symmetric ``knn`` graph without one), restricted to
+      the sampled rows;
     * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
       ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
       metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` (or
@@ -69,17 +89,23 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
 
     n = features.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    if init == "embedding" and n <= sample:  # every row, in the kNN graph's order
+    if init in ("embedding", "spectral") and n <= sample:  # every row, in the graph's order
         rows = torch.arange(n)
     else:
         rows = torch.randperm(n, generator=gen)[:sample]
     subset = features[rows.to(features.device)]
-    if init == "embedding":
-        data = features.cpu().numpy() if data is None else data
+    if init in ("embedding", "spectral"):
         whole = len(rows) == n
-        labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
-                                     knn if whole else None, metric, n_jobs,
-                                     graph if whole and knn is None else None)
+        if init == "spectral":
+            edges = graph if graph is not None else unweighted_knn_graph(knn)
+            index = rows.numpy()
+            labels = spectral_partition(edges if whole else edges[index][:, index],
+                                        n_clusters, seed)
+        else:
+            data = features.cpu().numpy() if data is None else data
+            labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
+                                         knn if whole else None, metric, n_jobs,
+                                         graph if whole and knn is None else None)
         labels = torch.as_tensor(labels, device=features.device)
         sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
                            device=subset.device).index_add_(0, labels, subset)
