@@ -1,14 +1,27 @@
-"""The learned module of a clustering: a head that maps a point to its cluster logits (C,).
+"""The learned modules on a point's standardised features: a clustering's head, which maps a
+point to its cluster logits (C,), and an embedding's encoder, which maps it to its coordinates
+(d,).
 
-``linear`` (the paper's choice) and ``mlp`` act on standardised features, so they apply to new
-points; ``free`` holds one row of logits per training point.
+Heads: ``linear`` (the paper's choice) and ``mlp`` act on standardised features, so they apply
+to new points; ``free`` holds one row of logits per training point. Encoders
+(:func:`make_encoder`): ``linear``, an MLP (``mlp`` or a tuple of hidden widths) or any
+``torch.nn.Module`` of the user's.
+
+Standardised features are ``(x - mean) / scale`` (:func:`standardisation`): the mean per
+feature and one global scale, the RMS distance of the rows from their mean over ``sqrt(D)``
+(so the metric among the features is kept, unlike per-feature z-scores).
 """
 
 from __future__ import annotations
 
+import copy
+import numbers
+
+import numpy as np
 import torch
 
-__all__ = ["HEADS", "LEARNING_RATES", "make_head"]
+__all__ = ["HEADS", "LEARNING_RATES", "make_head", "ENCODERS", "ENCODER_HIDDEN", "encoder_rule",
+           "make_encoder", "standardisation"]
 
 HEADS = ("linear", "mlp", "free")
 #: Adam's step per head when ``learning_rate=None``. The MLP's is lower: at 0.05 its first
@@ -65,3 +78,91 @@ def make_head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, s
             torch.nn.init.normal_(head.weight, std=0.01)
         return head
 
+
+
+#: the encoders named by a string; a tuple of hidden widths or a ``torch.nn.Module`` also serve
+ENCODERS = ("linear", "mlp")
+#: hidden widths of ``encoder="mlp"``: on digits as good as (256, 256) at half the work
+#: (:data:`~icongraph.embedding.ENCODER_SETTINGS`)
+ENCODER_HIDDEN = (128, 128)
+
+
+def encoder_rule(name, value) -> None:
+    """A rule for :func:`~icongraph.validation.check_params`: None (no encoder), a name of
+    :data:`ENCODERS`, a tuple of positive integers (an MLP's hidden widths; ``()`` is linear)
+    or a ``torch.nn.Module``. Its output width is checked with the data
+    (:func:`make_encoder`)."""
+    if value is None or isinstance(value, torch.nn.Module) or (
+            isinstance(value, str) and value in ENCODERS):
+        return
+    if isinstance(value, tuple) and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1
+            for w in value):
+        return
+    raise ValueError(f"{name} must be None, one of {ENCODERS}, a tuple of hidden widths "
+                     f"(positive integers) or a torch.nn.Module mapping (B, D) standardised "
+                     f"features to (B, n_components); got {value!r}.")
+
+
+def make_encoder(spec, n_features: int, n_components: int, seed: int) -> torch.nn.Module:
+    """The encoder ``f`` of an embedding, ``y = f(x)`` (B, n_components) of standardised
+    features ``x`` (B, D), initialised from ``seed`` without touching torch's global RNG.
+
+    Parameters
+    ----------
+    spec : str, tuple of int or torch.nn.Module
+        ``"linear"``; ``"mlp"`` (hidden widths :data:`ENCODER_HIDDEN`); a tuple of hidden
+        widths, an MLP ``Linear -> ReLU -> ... -> Linear`` (``()``: linear); or a module of
+        the user's, deep-copied (the user's is never trained or moved) and kept as it is.
+    n_features : int
+        D, the input width.
+    n_components : int
+        d, the output width a module must have.
+    seed : int
+        Seed of torch's default initialisation of the built-in encoders.
+
+    Returns
+    -------
+    torch.nn.Module
+        On the CPU, float32.
+
+    Raises
+    ------
+    ValueError
+        ``spec`` is not an encoder (:func:`encoder_rule`), or the module does not map
+        (2, D) to (2, n_components) (the check runs it on two zero rows, on the copy).
+    """
+    encoder_rule("encoder", spec)
+    if isinstance(spec, torch.nn.Module):
+        module = copy.deepcopy(spec).float()
+    else:
+        hidden = ENCODER_HIDDEN if spec == "mlp" else () if spec == "linear" else spec
+        widths = (n_features, *hidden, n_components)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layers = []
+            for width_in, width_out in zip(widths[:-1], widths[1:]):
+                layers += [torch.nn.Linear(width_in, width_out), torch.nn.ReLU()]
+            module = torch.nn.Sequential(*layers[:-1])
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(2, n_features))
+    except Exception as err:  # the user's module cannot take (B, D) input
+        raise ValueError(f"the encoder must map (B, D) standardised features to (B, "
+                         f"n_components); on input of shape (2, {n_features}) it raised "
+                         f"{type(err).__name__}: {err}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_components):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the encoder must map (B, D) standardised features to (B, "
+                         f"n_components={n_components}); on input of shape (2, {n_features}) "
+                         f"it returned {shape}.")
+    return module.train()
+
+
+def standardisation(X: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """``(mean, scale)`` of the rows of ``X`` (N, D): the mean per feature (D,) float32 and one
+    scale, ``sqrt(mean_ij (x_ij - mean_j)^2)`` (1 when the rows are all equal); standardised
+    features are ``(x - mean) / scale``."""
+    mean = X.mean(0, dtype=np.float64)
+    scale = float(np.sqrt(((X - mean) ** 2).mean(dtype=np.float64)))
+    return mean.astype(np.float32), np.float32(scale if scale > 0 else 1.0)

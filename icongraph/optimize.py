@@ -1,5 +1,6 @@
 """The embedding's optimiser: one pass of the sampled gradient per epoch, then one in-place
-step, run by :func:`~icongraph.loop.train`.
+step, run by :func:`~icongraph.loop.train`. What is learned is the free embedding itself or
+the parameters of an encoder ``y = f(x)`` (:class:`EncoderStepper`).
 
 The gradient comes from the numba engine on CPU (built-in kernels) or from the torch engine
 (CUDA, or kernels without a numba form); the step is SGD with momentum or Adam with a
@@ -30,15 +31,18 @@ from .kernels import Kernel
 from .loop import Callbacks, FiniteGuard, train
 from .objective import Objective, all_pairs_gradient, check_composition, epoch_seed
 from .runtime import resolve_device, torch_threads
-from .sphere import TemperatureLearner, normalise_, sphere_gradient_
+from .sphere import TemperatureLearner, normalise_, normalised, sphere_gradient_
 from .validation import callbacks_rule, check_number, choice, number
 
-__all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES"]
+__all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES",
+           "EncoderStepper", "encode", "ENCODER_CHUNK"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
 #: added to every shrinking gain of the ``"gains"`` optimiser (openTSNE's ``min_gain``)
 MIN_GAIN = 0.01
+#: rows per forward / backward pass of an encoder (its activations stay bounded at any N)
+ENCODER_CHUNK = 16384
 
 
 #: rules (:func:`~icongraph.validation.check_params`) of the optimisation parameters an
@@ -143,14 +147,100 @@ def take_step(stepper: Stepper, grad: torch.Tensor, lr: float, kernel: Kernel) -
     normalise_(stepper.y)
 
 
+class EncoderStepper:
+    """Steps the parameters ``theta`` of an encoder ``y = f_theta(x)`` along the gradient that
+    the engines give for the embedding, by the chain rule::
+
+        dL/dtheta = sum_i (dy_i/dtheta)^T dL/dy_i
+
+    (``y.backward(dL/dy)``), with one :class:`Stepper` (SGD or Adam) per parameter tensor.
+    On a kernel on the sphere the encoder's output is normalised, ``y = f / |f|``, so autograd
+    carries the gradient through the projection. The embedding ``y`` (N, d), the tensor both
+    engines read, is kept equal to ``f_theta(X)`` after every step; forward and backward passes
+    run on chunks of :data:`ENCODER_CHUNK` rows, so the activations stay bounded (the output is
+    recomputed with the graph for the backward pass).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        ``f``, mapping (B, D) features to (B, d), on the features' device; trained in place.
+    features : torch.Tensor
+        (N, D) float32, the standardised training features.
+    y : torch.Tensor
+        (N, d) float32 on the same device, overwritten with ``f(X)`` now and after each step.
+    kind : str
+        ``"sgd"`` or ``"adam"``.
+    momentum : float
+        SGD's momentum.
+    sphere : bool
+        Normalise the output rows to norm 1.
+    """
+
+    def __init__(self, module: torch.nn.Module, features: torch.Tensor, y: torch.Tensor,
+                 kind: str, momentum: float = 0.0, sphere: bool = False):
+        if kind == "gains":
+            raise ValueError("optimizer='gains' is t-SNE's per-coordinate rule for a free "
+                             "embedding; an encoder's parameters take 'adam' or 'sgd'.")
+        self.module, self.features, self.y, self.sphere = module.train(), features, y, sphere
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.steppers = [Stepper(p.data, kind, momentum) for p in self.params]
+        self.chunks = [slice(lo, lo + ENCODER_CHUNK) for lo in range(0, len(y), ENCODER_CHUNK)]
+        self.refresh_()
+
+    def embed(self, rows: slice) -> torch.Tensor:
+        """``f(x)`` of the features' ``rows`` (B, d), normalised on the sphere."""
+        out = self.module(self.features[rows])
+        return normalised(out) if self.sphere else out
+
+    def refresh_(self) -> None:
+        """Write ``f(X)`` into ``y``."""
+        with torch.no_grad():
+            for rows in self.chunks:
+                self.y[rows] = self.embed(rows)
+
+    def backward(self, grad: torch.Tensor) -> None:
+        """Set every parameter's ``.grad`` to ``dL/dtheta`` from ``grad`` (N, d), ``dL/dy``."""
+        for p in self.params:
+            p.grad = None
+        for rows in self.chunks:
+            self.embed(rows).backward(grad[rows])
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        """One step of every parameter along ``dL/dtheta`` (``grad`` is ``dL/dy`` (N, d)),
+        then ``y = f(X)`` again."""
+        self.backward(grad)
+        for stepper, p in zip(self.steppers, self.params):
+            stepper.step(p.grad, lr)
+        self.refresh_()
+
+
+def encode(module: torch.nn.Module, features: torch.Tensor, sphere: bool) -> np.ndarray:
+    """``f(x)`` of every row of ``features`` (M, D) as (M, d) float32, the module in eval mode,
+    in chunks of :data:`ENCODER_CHUNK` rows; normalised to norm 1 when ``sphere``. Each row's
+    result depends on that row only (for modules without batch statistics in eval mode)."""
+    module.eval()
+    with torch.no_grad():
+        out = torch.cat([module(features[lo:lo + ENCODER_CHUNK])
+                         for lo in range(0, len(features), ENCODER_CHUNK)])
+    return (normalised(out) if sphere else out).cpu().numpy()
+
+
 def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              learning_rate: float = 1.0, optimizer: str = "sgd", momentum: float = 0.0,
              schedule: str = "linear", exaggeration: float = 1.0, exaggeration_epochs: int = 0,
              exaggeration_learning_rate: float | None = None, max_step: float = float("inf"),
              recentre: bool = False, seed: int = 0, device=None, loss_every: int = 10,
-             callbacks: Sequence[Callable] = (), verbose: bool = False):
+             callbacks: Sequence[Callable] = (), verbose: bool = False,
+             encoder: tuple[torch.nn.Module, torch.Tensor] | None = None):
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
+
+    With ``encoder=(f, X)`` (a module and the (N, D) standardised features on ``device``;
+    ``y0`` is then ``f(X)`` at the start, or any (N, d) array: it is overwritten) the embedding
+    is ``y = f(X)`` and the steps go to ``f``'s parameters, in place
+    (:class:`EncoderStepper`; ``optimizer`` ``"sgd"`` or ``"adam"``; ``max_step`` and
+    ``recentre`` do not apply). A learned temperature then steps at the encoder's learning
+    rate.
 
     With a kernel on the sphere (``kernel.sphere``) the rows are normalised at the start and
     every step is projected and renormalised (:func:`take_step`); a learned temperature
@@ -174,12 +264,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     interpolated = objective.estimator == "fft"
     check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
+    sphere = objective.kernel.sphere
+    if encoder is not None and recentre:
+        raise ValueError("recentre does not apply to an encoder's output; use recentre=False.")
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
         y = torch.from_numpy(np.array(y0, np.float32))
     else:
         y = torch.tensor(np.asarray(y0, np.float32), device=device)
     n = y.shape[0]
-    sphere = objective.kernel.sphere
     if sphere:
         if recentre:
             raise ValueError("recentre moves points off the sphere; use recentre=False with "
@@ -187,7 +279,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         normalise_(y)
     learner = (TemperatureLearner(objective.kernel, objective.total_mass)
                if sphere and objective.kernel.learn_temperature else None)
-    stepper = Stepper(y, optimizer, momentum, max_step=max_step)
+    if encoder is None:
+        stepper = Stepper(y, optimizer, momentum, max_step=max_step)
+    else:
+        stepper = EncoderStepper(*encoder, y, optimizer, momentum, sphere)
     if use_numba:
         y_np = y.numpy()
         grad_np = np.zeros_like(y_np)
@@ -258,7 +353,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
             z_prev, g_scale = objective.normaliser_state(z_new)
         lr = lr_at(epoch) * lr_factor(schedule, epoch, n_epochs)
         learned = learner.step(y, grad, lr) if learner is not None else None
-        take_step(stepper, grad, lr, objective.kernel)
+        if encoder is None:
+            take_step(stepper, grad, lr, objective.kernel)
+        else:
+            stepper.step(grad, lr)
         if learned is not None:
             objective.set_kernel(learned)
         if recentre:

@@ -28,7 +28,7 @@ import torch
 
 from .kernels import Kernel
 
-__all__ = ["normalise_", "sphere_gradient_", "temperature_gradient", "TemperatureLearner"]
+__all__ = ["normalise_", "normalised", "sphere_gradient_", "temperature_gradient", "TemperatureLearner"]
 
 #: a row shorter than this is not rescaled (a zero row stays zero until a step moves it)
 MIN_NORM = 1e-30
@@ -37,6 +37,12 @@ MIN_NORM = 1e-30
 def normalise_(z: torch.Tensor) -> torch.Tensor:
     """Rescale every row of ``z`` (N, d) to norm 1, in place; returns ``z``."""
     return z.div_(torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(MIN_NORM))
+
+
+def normalised(z: torch.Tensor) -> torch.Tensor:
+    """Every row of ``z`` (N, d) at norm 1, a new tensor that autograd differentiates through
+    (an encoder's output on the sphere: the chain rule then is the tangent projection above)."""
+    return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(MIN_NORM)
 
 
 def sphere_gradient_(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

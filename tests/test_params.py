@@ -27,6 +27,8 @@ COMMON_BAD = {
     "transform_epochs": (-1, r"transform_epochs must be an integer in \[0, inf\); got -1"),
     "init": ("laplacian", r"init must be one of \('pca', 'spectral', 'random', 'coarse'\) or a "
                           r"2-D array .*; got 'laplacian'"),
+    "encoder": ("cnn", r"encoder must be None, one of \('linear', 'mlp'\), a tuple of hidden "
+                       r"widths .*; got 'cnn'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
     "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
     "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN, a tuple "
