@@ -84,7 +84,7 @@ CLUSTERING_BAD = {
     "propagation": ("bfs", r"propagation must be one of \('walk', 'reachable'\); got 'bfs'"),
     "perplexity": (-5, r"perplexity must be a finite number in \(0, inf\); got -5"),
     "head": ("cnn", r"head must be one of \('linear', 'mlp', 'free'\); got 'cnn'"),
-    "init": ("centres", r"init must be one of \('embedding', 'kmeans', 'kmeans\+\+', "
+    "init": ("centres", r"init must be one of \('embedding', 'spectral', 'kmeans', 'kmeans\+\+', "
                         r"'random'\); got 'centres'"),
     "hidden": (-1, r"hidden must be an integer in \[1, inf\); got -1"),
     "n_epochs": (0, r"n_epochs must be an integer in \[1, inf\); got 0"),
