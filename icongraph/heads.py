@@ -1,14 +1,18 @@
-"""The learned module of a clustering: a head that maps a point to its cluster logits (C,).
+"""The learned modules: a head that maps a point to its cluster logits (C,), and an encoder
+that maps a point to its embedding (d,).
 
 ``linear`` (the paper's choice) and ``mlp`` act on standardised features, so they apply to new
-points; ``free`` holds one row of logits per training point.
+points; ``free`` holds one row of logits per training point. :func:`make_encoder` builds the
+``linear`` and ``mlp`` encoders (any hidden widths) or takes a user's ``torch.nn.Module``.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-__all__ = ["HEADS", "LEARNING_RATES", "make_head"]
+__all__ = ["HEADS", "ENCODERS", "LEARNING_RATES", "make_head", "make_encoder"]
 
 HEADS = ("linear", "mlp", "free")
 #: Adam's step per head when ``learning_rate=None``. The MLP's is lower: at 0.05 its first
@@ -65,3 +69,46 @@ def make_head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, s
             torch.nn.init.normal_(head.weight, std=0.01)
         return head
 
+
+
+#: the built-in encoders of :func:`make_encoder` (a ``torch.nn.Module`` is accepted too)
+ENCODERS = ("linear", "mlp")
+
+
+def make_encoder(encoder, n_features: int, n_components: int, hidden, seed: int
+                 ) -> torch.nn.Module:
+    """An encoder from features (B, D) to embeddings (B, d), initialised from ``seed`` without
+    touching torch's global RNG.
+
+    Parameters
+    ----------
+    encoder : {"linear", "mlp"} or torch.nn.Module
+        ``linear``: ``x W^T + b``; ``mlp``: linear layers of the ``hidden`` widths with ReLU
+        between them, then a linear layer to d; a module is deep-copied (the caller's stays
+        untouched) and used as it is.
+    n_features : int
+        D, the width of the features.
+    n_components : int
+        d, the width of the embedding.
+    hidden : int or sequence of int
+        The MLP's hidden widths, first layer first (an int: one hidden layer).
+    seed : int
+        Seed of torch's default initialisation of the built-in encoders.
+
+    Returns
+    -------
+    torch.nn.Module
+        Maps (B, D) to (B, d).
+    """
+    if isinstance(encoder, torch.nn.Module):
+        return copy.deepcopy(encoder)
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if encoder == "linear":
+            return torch.nn.Linear(n_features, n_components)
+        layers, width = [], n_features
+        for size in widths:
+            layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
+            width = size
+        return torch.nn.Sequential(*layers, torch.nn.Linear(width, n_components))
