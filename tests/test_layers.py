@@ -33,6 +33,7 @@ LAYERS = [
     ("seeding",),
     ("clustering",),
     ("prototypes",),
+    ("pairs",),
     ("methods",),
     ("metrics", "plotting", "datasets"),
     ("bench",),
