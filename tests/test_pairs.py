@@ -209,3 +209,16 @@ def test_retrieval_accuracy():
         retrieval_accuracy(E, E, k=0)
     with pytest.raises(ValueError, match="rows"):
         retrieval_accuracy(E, E[:-1])
+
+
+def test_parameters_round_trip_through_sklearn_clone():
+    """get_params / set_params / clone as any scikit-learn estimator (the estimator checks of
+    tests/test_sklearn.py assume fit(X, y) with labels, so a pair matrix is tested here)."""
+    from sklearn.base import clone
+
+    encoder = torch.nn.Linear(5, 4)
+    model = PairedEmbedding(n_components=4, encoder=encoder, hidden=[8, 8], alpha=0.1)
+    copy = clone(model)
+    assert copy.get_params()["alpha"] == 0.1 and copy.hidden == [8, 8]
+    assert copy.encoder is not encoder and isinstance(copy.encoder, torch.nn.Linear)
+    assert "alpha=0.1" in repr(model.set_params(kernel="student-sphere"))
