@@ -43,6 +43,17 @@ normaliser's; the loss reads the log of the sampled sum, a consistent (biased by
 inequality, tending to the exact value as B grows) estimate of the full loss minus
 ``log((N - 1) / (B - 1))`` where negatives dominate the normaliser, and the uniform part of
 ``p~`` lies on the batch (``alpha / B``). Memory is bounded by the batch, never N x N.
+
+A softened target (``n_neighbors = k > 0``, ``neighbor_weight = w``): items near ``i`` in its
+own modality are likely to match near its partner, so ``p`` also gives weight to the partners
+of ``i``'s k nearest neighbours ``kNN(i)`` (in ``X`` for the direction ``X -> X_pair``, in
+``X_pair`` for the other)::
+
+    p(j|i) = (1 - w) [j = i] + w / k sum_{m in kNN(i)} [j = m]
+
+the pair graph composed with the kNN graph (``w = 0`` is the plain pair graph). With a
+sampled normaliser ``p(.|i)`` is restricted to the batch and renormalised (the neighbours'
+partners outside the batch drop out), then debiased by ``alpha / B``.
 """
 
 from __future__ import annotations
@@ -54,10 +65,10 @@ import torch
 
 from .heads import ENCODERS, LEARNING_RATES, make_encoder
 from .kernels import KERNELS, Kernel
+from .knn import knn_search
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
-from .prototypes import smoothed_kl
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
     boolean,
@@ -66,6 +77,7 @@ from .validation import (
     check_feature_names,
     check_is_fitted,
     check_n_features,
+    check_n_neighbors,
     check_new_data,
     check_params,
     check_random_state,
@@ -73,7 +85,7 @@ from .validation import (
     number,
 )
 
-__all__ = ["PairedEmbedding", "PAIR_KERNELS", "pair_log_kernel", "paired_kl"]
+__all__ = ["PairedEmbedding", "PAIR_KERNELS", "pair_log_kernel", "target_kl", "paired_kl"]
 
 PAIR_KERNELS = ("cosine", "student-sphere")
 #: the smallest learned temperature: CLIP caps its logit scale ``1 / tau`` at 100
@@ -100,10 +112,54 @@ def pair_log_kernel(u: torch.Tensor, v: torch.Tensor, kernel: Kernel,
     return kernel.log_k_torch(d2 / temperature)
 
 
-def paired_kl(u: torch.Tensor, v: torch.Tensor, kernel: Kernel, temperature,
+def target_kl(logits: torch.Tensor, neighbours: torch.Tensor, weight: float,
               alpha: float) -> torch.Tensor:
+    """``mean_i KL(p~(.|i) || q(.|i))`` with ``q(.|i) = softmax(logits_i)`` over the B columns
+    and the pair target of the module docstring, softened by the neighbours' partners.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (B, B) log-kernels, row ``i`` an anchor, column ``i`` its partner.
+    neighbours : torch.Tensor
+        (B, k) int64 columns of the partners of the anchor's k nearest neighbours in its own
+        modality, -1 for one outside the columns (a batch); k may be 0.
+    weight : float
+        ``w`` in ``[0, 1)``: ``p(.|i)`` puts ``1 - w`` on the partner and ``w / k`` on each
+        neighbour's partner, then is renormalised over the columns present.
+    alpha : float
+        Debiasing in ``[0, 1)``: ``p~ = (1 - alpha) p + alpha / B``.
+
+    Returns
+    -------
+    torch.Tensor
+        The scalar mean KL: the cross-entropy ``-sum_j p~(j|i) log q(j|i)`` minus the entropy
+        of ``p~(.|i)``, both in closed form per row.
+    """
+    n_columns, k = logits.shape[1], neighbours.shape[1]
+    log_q = torch.log_softmax(logits, dim=1)
+    rows = torch.arange(len(logits), device=logits.device)
+    valid = neighbours >= 0
+    n_valid = valid.sum(1).to(log_q.dtype)
+    mass = (1 - weight) + weight / max(k, 1) * n_valid
+    on_partner, on_neighbour = (1 - weight) / mass, weight / max(k, 1) / mass
+    near = (log_q.gather(1, neighbours.clamp_min(0)) * valid).sum(1)
+    cross = -(1 - alpha) * (on_partner * log_q[rows, rows] + on_neighbour * near)
+    uniform = torch.tensor(alpha / n_columns, dtype=log_q.dtype, device=log_q.device)
+    if alpha > 0:
+        cross = cross - uniform * log_q.sum(1)
+    entropy = -(torch.xlogy((1 - alpha) * on_partner + uniform, (1 - alpha) * on_partner + uniform)
+                + n_valid * torch.xlogy((1 - alpha) * on_neighbour + uniform,
+                                        (1 - alpha) * on_neighbour + uniform)
+                + (n_columns - 1 - n_valid) * torch.xlogy(uniform, uniform))
+    return (cross - entropy).mean()
+
+
+def paired_kl(u: torch.Tensor, v: torch.Tensor, kernel: Kernel, temperature, alpha: float,
+              neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
+              weight: float = 0.0) -> torch.Tensor:
     """The symmetric loss of the module docstring on the pairs ``(u_i, v_i)``, exact over
-    them: ``1/2`` the sum of the mean KL of each direction (scalar).
+    them: ``1/2`` the sum of the mean KL of each direction (:func:`target_kl`, scalar).
 
     Parameters
     ----------
@@ -112,11 +168,19 @@ def paired_kl(u: torch.Tensor, v: torch.Tensor, kernel: Kernel, temperature,
     kernel, temperature
         As :func:`pair_log_kernel`.
     alpha : float
-        Debiasing in ``[0, 1)``: ``p~(j|i) = (1 - alpha) [j = i] + alpha / B``.
+        Debiasing in ``[0, 1)``: ``p~(j|i) = (1 - alpha) p(j|i) + alpha / B``.
+    neighbours : tuple of torch.Tensor, optional
+        (B, k) neighbour columns of the ``X`` side and of the ``X_pair`` side
+        (:func:`target_kl`); None: the plain pair graph.
+    weight : float
+        ``w`` of :func:`target_kl`.
     """
     logits = pair_log_kernel(u, v, kernel, temperature)
-    pairs = torch.arange(len(u), device=u.device)
-    return 0.5 * (smoothed_kl(logits, pairs, alpha) + smoothed_kl(logits.T, pairs, alpha))
+    if neighbours is None:
+        none = torch.zeros((len(u), 0), dtype=torch.int64, device=u.device)
+        neighbours, weight = (none, none), 0.0
+    return 0.5 * (target_kl(logits, neighbours[0], weight, alpha)
+                  + target_kl(logits.T, neighbours[1], weight, alpha))
 
 
 def _encoder_rule(name, value):
@@ -170,6 +234,13 @@ class PairedEmbedding(ParamsMixin):
     alpha : float in [0, 1), default=0.0
         Debiasing of ``p``: ``p~ = (1 - alpha) [partner] + alpha / N``, uniform over the other
         modality's items (over the batch's when the normaliser is sampled).
+    n_neighbors : int, default=0
+        0: the plain pair graph. ``k > 0`` softens ``p``: each anchor also gives weight to the
+        partners of its k nearest neighbours in its own modality (the standardised features,
+        :func:`~icongraph.knn.knn_search`), ``p(j|i) = (1 - w) [j = i] + w/k sum_{m in
+        kNN(i)} [j = m]``, in each direction with that side's neighbours (module docstring).
+    neighbor_weight : float in [0, 1), default=0.5
+        ``w``, the mass on the neighbours' partners (used with ``n_neighbors > 0``).
     n_epochs, batch_size : int or None, default=None
         None: exact steps over all N pairs and 300 epochs (one Adam step each) while the
         N x N step fits in ``FULL_BATCH_FLOATS`` (2^24 floats, about 2,000 pairs); above,
@@ -203,6 +274,8 @@ class PairedEmbedding(ParamsMixin):
     loss_history_ : list of (int, float)
         ``(epoch, loss)`` of every epoch, taken before that epoch's steps (the mean over its
         batches with a sampled normaliser).
+    neighbors_, pair_neighbors_ : ndarray of shape (N, k) or None
+        The kNN of each row of ``X`` / ``X_pair`` among the others (``n_neighbors > 0``).
     n_features_in_, n_pair_features_in_ : int
         D and D'; ``feature_names_in_`` as scikit-learn's for ``X``.
 
@@ -214,7 +287,8 @@ class PairedEmbedding(ParamsMixin):
     def _param_defaults(cls) -> dict:
         return {"n_components": 32, "kernel": "cosine", "temperature": None,
                 "learn_temperature": False, "encoder": "linear", "pair_encoder": None,
-                "hidden": 256, "alpha": 0.0, "n_epochs": None, "batch_size": None,
+                "hidden": 256, "alpha": 0.0, "n_neighbors": 0, "neighbor_weight": 0.5,
+                "n_epochs": None, "batch_size": None,
                 "learning_rate": None, "random_state": None, "device": "auto", "n_jobs": -1,
                 "verbose": False, "callbacks": None}
 
@@ -226,6 +300,8 @@ class PairedEmbedding(ParamsMixin):
         "learn_temperature": boolean(),
         "encoder": _encoder_rule, "pair_encoder": _encoder_rule, "hidden": _hidden_rule,
         "alpha": number(0.0, 1.0, high_open=True),
+        "n_neighbors": number(0, integer=True),
+        "neighbor_weight": number(0.0, 1.0, high_open=True),
         "n_epochs": number(1, integer=True, allow_none=True),
         "batch_size": number(2, integer=True, allow_none=True),
         "learning_rate": number(0.0, allow_none=True),  # 0 switches the optimiser off
@@ -251,6 +327,8 @@ class PairedEmbedding(ParamsMixin):
                              "of each must describe the same item.")
         check_n_features(self, X.shape[1], reset=True)
         self.n_pair_features_in_ = X_pair.shape[1]
+        if self.n_neighbors:
+            check_n_neighbors(self.n_neighbors, X.shape[0])
         mean, scale = _standardiser(X)
         pair_mean, pair_scale = _standardiser(X_pair)
         n, dim = X.shape[0], self.n_components
@@ -267,11 +345,22 @@ class PairedEmbedding(ParamsMixin):
                                                                       pair_scale)
         self._n_features_out = dim
         with threads(self.n_jobs):
-            features = ((torch.as_tensor((X - self.mean_) / self.scale_)).to(device),
-                        (torch.as_tensor((X_pair - self.pair_mean_) / self.pair_scale_)
-                         ).to(device))
-            self._train(features, encoders, batch, epochs, seed)
+            features = (torch.as_tensor((X - self.mean_) / self.scale_),
+                        torch.as_tensor((X_pair - self.pair_mean_) / self.pair_scale_))
+            self.neighbors_, self.pair_neighbors_ = (self._neighbours(part, seed)
+                                                     for part in features)
+            self._train(tuple(part.to(device) for part in features), encoders, batch, epochs,
+                        seed)
         return self
+
+    def _neighbours(self, features: torch.Tensor, seed: int) -> np.ndarray | None:
+        """The (N, k) int32 nearest neighbours of each row among the others
+        (:func:`~icongraph.knn.knn_search` on the standardised features), None when
+        ``n_neighbors=0``."""
+        if not self.n_neighbors:
+            return None
+        return knn_search(features.numpy(), self.n_neighbors, random_state=seed,
+                          n_jobs=self.n_jobs).indices
 
     def fit_transform(self, X, X_pair):
         """:meth:`fit`, then ``(embedding_, pair_embedding_)``, both (N, d)."""
@@ -341,7 +430,20 @@ class PairedEmbedding(ParamsMixin):
         order_gen = torch.Generator(device=device).manual_seed(seed)
         exact = batch >= n
         n_batches = max(1, n // batch)
+        knn = (None if self.neighbors_ is None else
+               tuple(torch.as_tensor(nb, dtype=torch.int64, device=device)
+                     for nb in (self.neighbors_, self.pair_neighbors_)))
+        position = torch.full((n,), -1, dtype=torch.int64, device=device)
         u = None
+
+        def batch_neighbours(rows):
+            """The neighbour columns of the batch ``rows`` (-1 outside it), None for none."""
+            if knn is None or exact:
+                return knn
+            position[rows] = torch.arange(len(rows), device=device)
+            columns = tuple(position[nb[rows]] for nb in knn)
+            position[rows] = -1
+            return columns
 
         def temperature():
             return log_tau.exp().clamp_min(MIN_TEMPERATURE)
@@ -356,7 +458,8 @@ class PairedEmbedding(ParamsMixin):
             for rows in chunks:
                 u = _unit(f(x if exact else x[rows]))
                 v = _unit(g(x_pair if exact else x_pair[rows]))
-                loss = paired_kl(u, v, unit, temperature(), self.alpha)
+                loss = paired_kl(u, v, unit, temperature(), self.alpha, batch_neighbours(rows),
+                                 self.neighbor_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -377,7 +480,9 @@ class PairedEmbedding(ParamsMixin):
             self.loss_ = float(paired_kl(torch.as_tensor(self.embedding_, dtype=torch.float64),
                                          torch.as_tensor(self.pair_embedding_,
                                                          dtype=torch.float64),
-                                         unit, self.temperature_, self.alpha))
+                                         unit, self.temperature_, self.alpha,
+                                         None if knn is None else tuple(nb.cpu() for nb in knn),
+                                         self.neighbor_weight))
         else:
             self.loss_ = state.losses[-1][1] if state.losses else math.nan
 

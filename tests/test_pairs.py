@@ -1,5 +1,5 @@
 """PairedEmbedding (CLIP, t-CLIP): the loss against a dense symmetric KL between the pair graph
-and q for both kernels, held-out retrieval on digits halves that fails with the optimiser off,
+(plain or softened by the neighbours' partners) and q for both kernels, held-out retrieval on digits halves that fails with the optimiser off,
 round trips, a batch against its items one by one, errors before any work and determinism (a
 bad value of each parameter: tests/test_params.py)."""
 
@@ -31,37 +31,67 @@ def halves(digits):
 
 def dense_kl(model):
     """1/2 (mean_i KL(p~(.|i) || q(.|i)) + mean_j KL(p~(.|j) || q'(.|j))) in float64 from the
-    fitted unit embeddings and temperature alone, with p~ = (1 - alpha) I + alpha / N."""
+    fitted unit embeddings, temperature and neighbours alone, with p~ = (1 - alpha) p +
+    alpha / N and p = (1 - w) I + w / k A, A the kNN graph of that side (k = 0: p = I)."""
     u = model.embedding_.astype(np.float64)
     v = model.pair_embedding_.astype(np.float64)
-    n, tau, alpha = len(u), model.temperature_, model.alpha
+    n, tau, alpha, w = len(u), model.temperature_, model.alpha, model.neighbor_weight
     d2 = ((u[:, None, :] - v[None]) ** 2).sum(-1)
     k = np.exp(-d2 / (2 * tau)) if model.kernel == "cosine" else 1.0 / (1.0 + d2 / tau)
-    p = np.full((n, n), alpha / n) + (1 - alpha) * np.eye(n)
 
-    def kl(q):
-        return (p * np.log(p / q)).sum(1).mean() if alpha > 0 else -np.log(np.diag(q)).mean()
+    def kl(q, neighbours):
+        p = np.eye(n)
+        if neighbours is not None:
+            graph = np.zeros((n, n))
+            np.put_along_axis(graph, neighbours, 1.0 / neighbours.shape[1], axis=1)
+            p = (1 - w) * p + w * graph
+        p = (1 - alpha) * p + alpha / n
+        return np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / q), 0.0).sum(1).mean()
 
-    return 0.5 * (kl(k / k.sum(1, keepdims=True)) + kl((k / k.sum(0, keepdims=True)).T))
+    return 0.5 * (kl(k / k.sum(1, keepdims=True), model.neighbors_)
+                  + kl((k / k.sum(0, keepdims=True)).T, model.pair_neighbors_))
 
 
 @pytest.mark.parametrize("kernel", ["cosine", "student-sphere"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_loss_is_the_dense_symmetric_kl(kernel, alpha):
+@pytest.mark.parametrize("n_neighbors", [0, 3])
+def test_loss_is_the_dense_symmetric_kl(kernel, alpha, n_neighbors):
     """On 10 pairs, d=3: the loss the optimiser sees (learning_rate=0, one epoch) and the final
-    loss_ after training (learned temperature included) equal the dense KL."""
+    loss_ after training (learned temperature included) equal the dense KL, for the plain pair
+    graph and the one softened by 3 neighbours' partners."""
     X, X_pair = tiny()
-    still = PairedEmbedding(kernel=kernel, alpha=alpha, n_components=3, n_epochs=1,
-                            learning_rate=0.0, **FAST).fit(X, X_pair)
+    params = {"kernel": kernel, "alpha": alpha, "n_components": 3, "n_neighbors": n_neighbors,
+              "neighbor_weight": 0.4, **FAST}
+    still = PairedEmbedding(n_epochs=1, learning_rate=0.0, **params).fit(X, X_pair)
     expected = dense_kl(still)
     assert still.loss_history_[0][1] == pytest.approx(expected, rel=1e-5)
     assert still.loss_ == pytest.approx(expected, rel=1e-6)
-    trained = PairedEmbedding(kernel=kernel, alpha=alpha, n_components=3, n_epochs=30,
-                              learn_temperature=True, **FAST).fit(X, X_pair)
+    trained = PairedEmbedding(n_epochs=30, learn_temperature=True, **params).fit(X, X_pair)
     assert trained.temperature_ != still.temperature_
     assert trained.loss_ == pytest.approx(dense_kl(trained), rel=1e-6)
     assert trained.loss_ < still.loss_
     assert np.allclose(np.linalg.norm(trained.embedding_, axis=1), 1, atol=1e-6)
+    if n_neighbors:
+        assert still.neighbors_.shape == still.pair_neighbors_.shape == (10, 3)
+        assert not np.array_equal(still.neighbors_, still.pair_neighbors_)
+
+
+def test_a_batch_target_is_the_full_one_restricted_and_renormalised():
+    """target_kl on a batch's columns equals the dense KL of p restricted to the batch,
+    renormalised, then debiased by alpha / B."""
+    from icongraph.pairs import target_kl
+
+    rng = np.random.default_rng(0)
+    logits = torch.as_tensor(rng.normal(size=(6, 6)))
+    columns = torch.tensor([[1, -1], [-1, -1], [3, 4], [5, 0], [-1, 2], [0, 1]])
+    w, alpha = 0.4, 0.2
+    p = np.eye(6) * (1 - w)
+    for i, row in enumerate(columns.numpy()):
+        p[i, row[row >= 0]] += w / 2
+    p = (1 - alpha) * p / p.sum(1, keepdims=True) + alpha / 6
+    q = torch.softmax(logits, 1).numpy()
+    expected = (p * np.log(p / q)).sum(1).mean()
+    assert float(target_kl(logits, columns, w, alpha)) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.quality
@@ -98,10 +128,12 @@ def test_mini_batches_learn_and_batch_size_n_is_exact(digits):
     exact = PairedEmbedding(n_epochs=5, **FAST).fit(left[:300], right[:300])
     same = PairedEmbedding(n_epochs=5, batch_size=300, **FAST).fit(left[:300], right[:300])
     np.testing.assert_array_equal(exact.embedding_, same.embedding_)
-    sampled = PairedEmbedding(n_epochs=20, batch_size=100, **FAST).fit(left[:300], right[:300])
-    losses = [loss for _, loss in sampled.loss_history_]
-    assert losses[-1] < losses[0] and sampled.loss_ == losses[-1]
-    assert retrieval_accuracy(sampled.embedding_, sampled.pair_embedding_, k=10) > 0.2
+    for n_neighbors in (0, 5):
+        sampled = PairedEmbedding(n_epochs=20, batch_size=100, n_neighbors=n_neighbors,
+                                  **FAST).fit(left[:300], right[:300])
+        losses = [loss for _, loss in sampled.loss_history_]
+        assert losses[-1] < losses[0] and sampled.loss_ == losses[-1]
+        assert retrieval_accuracy(sampled.embedding_, sampled.pair_embedding_, k=10) > 0.2
     model = PairedEmbedding()
     batch = model._batch(1_000_000)
     assert 1000 < batch < 4096 and batch * model._row_floats(batch) <= 1 << 24
@@ -156,6 +188,7 @@ def test_a_custom_encoder_is_copied_and_used():
      "X_pair contains NaN or infinite values in 1 row"),
     ({}, lambda X, Y: (X[:1], Y[:1]), "X has 1 samples; at least 2 needed"),
     ({}, lambda X, Y: (X, np.ones_like(Y)), "all 10 rows of the data are identical"),
+    ({"n_neighbors": 10}, lambda X, Y: (X, Y), "Too few points for n_neighbors=10"),
     ({"n_components": 3, "encoder": torch.nn.Linear(5, 4)}, lambda X, Y: (X, Y),
      r"encoder maps \(2, 5\) features to shape \(2, 4\); expected \(2, n_components=3\)"),
     ({"pair_encoder": torch.nn.Linear(5, 32)}, lambda X, Y: (X, Y),

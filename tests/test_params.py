@@ -119,6 +119,8 @@ PAIRS_BAD = {
                         r"torch.nn.Module; got 3"),
     "hidden": ([64, 0], r"hidden must be an integer in \[1, inf\); got 0"),
     "batch_size": (1, r"batch_size must be an integer in \[2, inf\); got 1"),
+    "n_neighbors": (-1, r"n_neighbors must be an integer in \[0, inf\); got -1"),
+    "neighbor_weight": (1.0, r"neighbor_weight must be in \[0, 1\); got 1.0"),
     "callbacks": (print, r"callbacks must be a list of functions cb\(epoch, loss, "
                          r"embedding\); got a single object .*: wrap it in a list"),
     **{name: PROTOTYPES_BAD[name] for name in ("alpha", "n_epochs", "learning_rate",
