@@ -7,7 +7,8 @@ them to unit vectors ``u_i = f(x_i) / |f(x_i)|`` and ``v_j = g(x'_j) / |g(x'_j)|
 target of item ``i`` is its partner in the other modality (the pair graph), and the learned
 neighbourhood is normalised over the other modality's N items::
 
-    p~(j|i)  = (1 - alpha) [j = i] + alpha / N
+    p(j|i)   = [j = i]                                  (the pair graph)
+    p~(j|i)  = (1 - alpha) p(j|i) + alpha / N
     q(j|i)   = k(u_i, v_j) / sum_l k(u_i, v_l)          (X -> X_pair)
     q'(i|j)  = k(u_i, v_j) / sum_l k(u_l, v_j)          (X_pair -> X)
     L = 1/2 ( 1/N sum_i KL(p~(.|i) || q(.|i)) + 1/N sum_j KL(p~(.|j) || q'(.|j)) )
@@ -39,10 +40,11 @@ batches of ``B`` to ``2B - 1`` and the loss of a batch is the loss above on the 
 (CLIP's in-batch normaliser): for anchor ``i`` the sum runs over its partner and the ``B - 1``
 other items of the batch, a uniform sample without replacement of the ``N - 1`` others, so
 ``(N - 1) / (B - 1)`` times the batch's negative part is an unbiased estimate of the full
-normaliser's; the loss reads the log of the sampled sum, a consistent (biased by Jensen's
-inequality, tending to the exact value as B grows) estimate of the full loss minus
-``log((N - 1) / (B - 1))`` where negatives dominate the normaliser, and the uniform part of
-``p~`` lies on the batch (``alpha / B``). Memory is bounded by the batch, never N x N.
+normaliser's negative part. Where the negatives dominate the normaliser, the batch loss thus
+estimates the full loss minus the constant ``log((N - 1) / (B - 1))`` (the constant has no
+gradient); it reads the log of a sampled sum, biased low by Jensen's inequality, a bias that
+shrinks as B grows. The uniform part of ``p~`` lies on the batch (``alpha / B``). Memory is
+bounded by the batch, never N x N.
 
 A softened target (``n_neighbors = k > 0``, ``neighbor_weight = w``): items near ``i`` in its
 own modality are likely to match near its partner, so ``p`` also gives weight to the partners
