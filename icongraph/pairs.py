@@ -377,7 +377,7 @@ class PairedEmbedding(ParamsMixin):
         encoders = []
         for name, spec, width, s in (("encoder", self.encoder, n_features, seed),
                                      ("pair_encoder", pair_spec, n_pair_features, pair_seed)):
-            module = make_encoder(spec, width, self.n_components, self.hidden, s)
+            module = make_encoder(spec, width, self.n_components, _widths(self.hidden), s)
             try:
                 with torch.no_grad():
                     shape = tuple(module.eval()(torch.zeros(2, width)).shape)
