@@ -9,6 +9,7 @@ from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
 from .methods import Method, method, methods
 from .objective import ESTIMATORS, Objective, exact_loss
+from .pairs import PAIR_KERNELS, PairedEmbedding
 from .prototypes import PROTOTYPE_KERNELS, PrototypeClassifier
 from .runtime import DivergenceError
 from .targets import (
@@ -24,6 +25,7 @@ from .targets import (
 __version__ = "0.1.0"
 
 __all__ = ["Clustering", "CLUSTER_METHODS", "PrototypeClassifier", "PROTOTYPE_KERNELS",
+           "PairedEmbedding", "PAIR_KERNELS",
            "ICon", "SNE", "TSNE", "UMAP", "Kernel",
            "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",

@@ -6,7 +6,7 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 read as ``-``), and ``icongraph table`` prints them.
 
 A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(paired data for CLIP) are absent, not stubbed.
+(a clustering with an encoder) are absent, not stubbed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .clustering import Clustering
 from .embedding import SNE, TSNE, UMAP, ICon
+from .pairs import PairedEmbedding
 from .prototypes import PrototypeClassifier
 
 __all__ = ["Method", "methods", "method", "methods_markdown"]
@@ -34,9 +35,9 @@ class Method:
     reference : str
         The method this composition reproduces (or approximates), with its source.
     needs : str
-        What ``fit`` needs: ``"X"``, ``"X, y"`` (labels; ``-1`` unlabelled) or ``"graph"``
-        (``p`` passed as a graph: scipy sparse, networkx, a torch-geometric ``Data``, or a
-        precomputed kNN).
+        What ``fit`` needs: ``"X"``, ``"X, y"`` (labels; ``-1`` unlabelled), ``"X, X_pair"``
+        (two aligned modalities, row ``i`` of each the same item) or ``"graph"`` (``p`` passed
+        as a graph: scipy sparse, networkx, a torch-geometric ``Data``, or a precomputed kNN).
     build : callable
         ``build(**params)`` -> the configured, unfitted estimator.
     """
@@ -74,6 +75,8 @@ _CLASSES_P = "class of i from y, one-hot over the C classes (alpha: label smooth
 _PROTOTYPES = "embedding f (linear head) and class prototypes mu"
 _COSINE = "cosine exp(cos / tau) on the unit sphere, per anchor"
 _SPHERE = "free embedding on the unit sphere (3-D)"
+_PAIRS_P = "pair graph: the partner of i in the other modality (alpha: debiasing)"
+_ENCODERS = "two encoders f, g (linear heads) into one space on the unit sphere"
 
 
 def _sphere_preset(q: str, **fixed):
@@ -144,12 +147,21 @@ _ROWS = (
            "power (Student-t-like) kernel d_c^(-n), d_c the distance from f to prototype mu_c",
            _PROTOTYPES, "harmonic loss (Baek et al. 2025)", "X, y",
            _preset(PrototypeClassifier, kernel="student")),
+    Method("clip", _PAIRS_P,
+           "cosine exp(cos / tau) over the other modality, both directions", _ENCODERS,
+           "CLIP's symmetric contrastive loss (Radford et al. 2021), an I-Con composition",
+           "X, X_pair", _preset(PairedEmbedding, kernel="cosine")),
+    Method("t-clip", _PAIRS_P,
+           "Student-t (1 + d^2/tau)^-1 on the unit sphere over the other modality, both "
+           "directions", _ENCODERS,
+           "CLIP's pairs with a heavy-tailed kernel on the sphere (I-Con composition)",
+           "X, X_pair", _preset(PairedEmbedding, kernel="student-sphere")),
 )
 _BY_NAME = {row.name: row for row in _ROWS}
 
 
 def methods() -> list[Method]:
-    """Every row of the table, in the order embeddings, clustering, classification."""
+    """Every row of the table, in the order embeddings, clustering, classification, pairs."""
     return list(_ROWS)
 
 
@@ -166,6 +178,7 @@ def method(name: str, **params):
     >>> method("t-SupCon", random_state=0).fit(X, y)
     >>> method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
     >>> method("harmonic", random_state=0).fit(X, y).predict(X_new)
+    >>> method("clip", random_state=0).fit(X, X_pair).transform(X_new, X_pair_new)
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string; got {type(name).__name__}.")

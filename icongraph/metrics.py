@@ -16,7 +16,11 @@ from .validation import check_data, check_labels
 
 __all__ = ["knn_preservation", "knn_preservation_within_sample", "trustworthiness",
            "trustworthiness_within_sample", "knn_accuracy", "knn_accuracy_cv",
-           "adjusted_rand_index", "normalized_mutual_info", "hungarian_accuracy"]
+           "adjusted_rand_index", "normalized_mutual_info", "hungarian_accuracy",
+           "retrieval_accuracy"]
+
+#: query rows per block of :func:`retrieval_accuracy` (a block holds rows x N distances)
+RETRIEVAL_ROWS = 1024
 
 
 def _queries(n: int, n_samples: int | None, seed: int) -> np.ndarray:
@@ -225,3 +229,46 @@ def hungarian_accuracy(labels_true, labels_pred) -> float:
     np.add.at(table, (p, t), 1)
     rows, cols = linear_sum_assignment(-table)
     return float(table[rows, cols].sum() / len(t))
+
+
+def retrieval_accuracy(E_X, E_pair, k: int = 1) -> float:
+    """Recall@k of the true partner: the fraction of items ``i`` whose partner ``E_pair[i]``
+    is among the ``k`` rows of ``E_pair`` nearest to ``E_X[i]`` (Euclidean distance; on the
+    unit sphere the same order as cosine similarity).
+
+    A tie with the partner counts against it (rank = the number of other rows at a distance
+    no greater than the partner's), so collapsed embeddings score 0, not 1. Blocks of
+    ``RETRIEVAL_ROWS`` queries keep memory at ``RETRIEVAL_ROWS x N`` distances.
+
+    Parameters
+    ----------
+    E_X, E_pair : array-like of shape (N, d)
+        The two modalities' embeddings of N items, row ``i`` of each the same item
+        (:class:`~icongraph.pairs.PairedEmbedding`'s ``transform``); swap them for the other
+        direction.
+    k : int
+        The neighbours looked at, ``1 <= k <= N``.
+
+    Returns
+    -------
+    float
+        In [0, 1]; ``k / N`` for random embeddings.
+    """
+    E_X, E_pair = _pair(E_X, E_pair)
+    n = E_X.shape[0]
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
+        raise ValueError(f"k must be an integer in [1, {n}]; got {k!r}.")
+    if E_X.shape[1] != E_pair.shape[1]:
+        raise ValueError(f"E_X has {E_X.shape[1]} columns but E_pair has {E_pair.shape[1]}: "
+                         "they must lie in one space.")
+    a = torch.as_tensor(E_X, dtype=torch.float64)
+    b = torch.as_tensor(E_pair, dtype=torch.float64)
+    hits = 0
+    for lo in range(0, n, RETRIEVAL_ROWS):
+        rows = torch.arange(lo, min(lo + RETRIEVAL_ROWS, n))
+        dist = torch.cdist(a[rows], b)
+        own = dist[torch.arange(len(rows)), rows]
+        dist[torch.arange(len(rows)), rows] = torch.inf
+        rank = (dist <= own[:, None]).sum(1)
+        hits += int((rank < k).sum())
+    return hits / n

@@ -46,6 +46,7 @@ def _optimiser_off(request, monkeypatch):
         return
     from icongraph.clustering import Clustering
     from icongraph.embedding import _Embedding
+    from icongraph.pairs import PairedEmbedding
     from icongraph.prototypes import PrototypeClassifier
 
     depth = [0]
@@ -63,7 +64,7 @@ def _optimiser_off(request, monkeypatch):
                 depth[0] -= 1
         return fit_off
 
-    for cls in (_Embedding, Clustering, PrototypeClassifier):
+    for cls in (_Embedding, Clustering, PrototypeClassifier, PairedEmbedding):
         monkeypatch.setattr(cls, "fit", switched_off(cls.fit))
 
 
@@ -125,6 +126,7 @@ def no_work(monkeypatch):
     """The kNN search (the first work of every fit) fails the test if it runs."""
     import icongraph.clustering as clustering
     import icongraph.embedding as embedding
+    import icongraph.pairs as pairs
     import icongraph.prototypes as prototypes
 
     def no_search(*args, **kwargs):
@@ -133,3 +135,4 @@ def no_work(monkeypatch):
     monkeypatch.setattr(embedding, "knn_search", no_search)
     monkeypatch.setattr(clustering, "knn_search", no_search)
     monkeypatch.setattr(prototypes, "make_head", no_search)  # the classifier has no kNN
+    monkeypatch.setattr(pairs.PairedEmbedding, "_train", no_search)  # nor the pairs

@@ -34,6 +34,7 @@ LAYERS = [
     ("seeding",),
     ("clustering",),
     ("prototypes",),
+    ("pairs",),
     ("methods",),
     ("tl",),
     ("metrics", "plot", "datasets", "files"),

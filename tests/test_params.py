@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import icongraph
 from icongraph.clustering import Clustering
 from icongraph.knn import exact_knn
+from icongraph.pairs import PairedEmbedding
 from icongraph.prototypes import PrototypeClassifier
 
 #: a bad value and the message it must give, for the parameters every embedding shares
@@ -110,18 +111,39 @@ PROTOTYPES_BAD = {
                                                 "learning_rate", "random_state", "device",
                                                 "n_jobs", "verbose", "callbacks")},
 }
+PAIRS_BAD = {
+    "n_components": (0, r"n_components must be an integer in \[1, inf\); got 0"),
+    "kernel": ("student", r"kernel must be one of \('cosine', 'student-sphere'\); got 'student'"),
+    "temperature": (0, r"temperature must be a finite number in \(0, inf\); got 0"),
+    "learn_temperature": ("yes", r"learn_temperature must be True or False; got 'yes'"),
+    "encoder": ("free", r"encoder must be one of \('linear', 'mlp'\) or a torch.nn.Module; "
+                        r"got 'free'"),
+    "pair_encoder": (3, r"pair_encoder must be one of \('linear', 'mlp'\) or a "
+                        r"torch.nn.Module; got 3"),
+    "hidden": ([64, 0], r"hidden must be an integer in \[1, inf\); got 0"),
+    "batch_size": (1, r"batch_size must be an integer in \[2, inf\); got 1"),
+    "n_neighbors": (-1, r"n_neighbors must be an integer in \[0, inf\); got -1"),
+    "neighbor_weight": (1.0, r"neighbor_weight must be in \[0, 1\); got 1.0"),
+    "callbacks": (print, r"callbacks must be a list of functions cb\(epoch, loss, "
+                         r"embedding\); got a single object .*: wrap it in a list"),
+    **{name: PROTOTYPES_BAD[name] for name in ("alpha", "n_epochs", "learning_rate",
+                                                "random_state", "device", "n_jobs",
+                                                "verbose")},
+}
 CASES = [(cls, name, *bad) for cls, own in OWN_BAD.items()
          for name, bad in {**COMMON_BAD, **own}.items()]
 CASES += [(Clustering, name, *bad) for name, bad in CLUSTERING_BAD.items()]
 CASES += [(PrototypeClassifier, name, *bad) for name, bad in PROTOTYPES_BAD.items()]
-ESTIMATORS = [*OWN_BAD, Clustering, PrototypeClassifier]
+CASES += [(PairedEmbedding, name, *bad) for name, bad in PAIRS_BAD.items()]
+ESTIMATORS = [*OWN_BAD, Clustering, PrototypeClassifier, PairedEmbedding]
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
 def test_every_parameter_has_a_rule_and_a_case(cls):
     """A new parameter without a rule, or without a bad value here, fails this test."""
     names = set(cls._param_defaults())
-    rules = set(cls._rules if cls in (Clustering, PrototypeClassifier) else cls._param_rules())
+    rules = set(cls._rules if cls in (Clustering, PrototypeClassifier, PairedEmbedding)
+                else cls._param_rules())
     assert rules == names
     cases = {name for c, name, *_ in CASES if c is cls}
     assert cases == names
@@ -132,7 +154,8 @@ def test_every_parameter_has_a_rule_and_a_case(cls):
 def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_work):
     X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
     before = X.copy()
-    labels = (np.arange(60) % 3,) if cls is PrototypeClassifier else ()
+    labels = ((np.arange(60) % 3,) if cls is PrototypeClassifier
+              else (X[:, :3].copy(),) if cls is PairedEmbedding else ())
     with pytest.raises(ValueError, match=match):
         cls(**{name: value}).fit(X, *labels)
     np.testing.assert_array_equal(X, before)
