@@ -212,6 +212,8 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         with ``n_clusters`` None, the number chosen later, for one cluster: the rest is
         checked by :meth:`_check_clusters` once the number is known)."""
         n = X.shape[0]
+        if n_clusters is not None:
+            self._check_count(n, n_clusters)
         knn, k = None, 0 if given is None else -(-given.nnz // n)
         if with_knn:
             spec = self._spec(preset)
@@ -229,9 +231,20 @@ class Clustering(GraphOutputMixin, ParamsMixin):
 
     def _check_clusters(self, X, k: int, preset: dict, n_clusters: int,
                         what: str | None = None) -> None:
-        """Refuses ``n_clusters`` above the points of ``X`` (N, D) or the seeding's rows, and a
-        fit (``k`` neighbours) that would not fit in memory (:meth:`_memory_estimate`)."""
+        """Refuses ``n_clusters`` above the points of ``X`` (N, D) or the seeding's rows
+        (:meth:`_check_count`), and a fit (``k`` neighbours) that would not fit in memory
+        (:meth:`_memory_estimate`)."""
         n = X.shape[0]
+        self._check_count(n, n_clusters)
+        parts = self._memory_estimate(X, k, preset, n_clusters)
+        what = what or f"Clustering into {n_clusters} clusters on {n} x {X.shape[1]}"
+        check_memory(what, parts,
+                     "Lower n_clusters (or resolution, batch_size, positives_per_anchor, "
+                     "propagation_steps), use head='linear' rather than 'free', or "
+                     "propagation='walk' rather than 'reachable'.")
+
+    def _check_count(self, n: int, n_clusters: int) -> None:
+        """Refuses ``n_clusters`` above the ``n`` points or the seeding's rows."""
         if n_clusters > n:
             raise ValueError(f"n_clusters={n_clusters} exceeds the {n} points of X; "
                              "n_clusters must be an integer in [1, N] or None.")
@@ -241,12 +254,6 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 f"init={self.init!r} seeds the centres from (k-means needs a row per centre); "
                 f"use n_clusters <= {SEED_SAMPLE}, or init='random' or head='mlp', which start "
                 "without seed centres.")
-        parts = self._memory_estimate(X, k, preset, n_clusters)
-        what = what or f"Clustering into {n_clusters} clusters on {n} x {X.shape[1]}"
-        check_memory(what, parts,
-                     "Lower n_clusters (or resolution, batch_size, positives_per_anchor, "
-                     "propagation_steps), use head='linear' rather than 'free', or "
-                     "propagation='walk' rather than 'reachable'.")
 
     def _memory_estimate(self, X, k: int, preset: dict, n_clusters: int) -> dict:
         """The peak bytes of a fit on ``X`` (N, D) with ``k`` neighbours into ``n_clusters``

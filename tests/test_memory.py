@@ -76,10 +76,10 @@ def test_estimates_scale_with_the_data():
     parts = model._memory_estimate(X, 30, "pca", "neg", model._composition()[1])
     assert parts["kNN lists"] == 8 * 10_000 * 30 and parts["graph p"] == 16 * 10_000 * 30
     free = Clustering(n_clusters=100, head="free", init="random")
-    linear = Clustering(n_clusters=100)
+    linear = Clustering(n_clusters=100, head="linear")
     preset = free._preset()
-    assert (sum(free._memory_estimate(X, 15, preset).values())
-            > sum(linear._memory_estimate(X, 15, preset).values()))
+    assert (sum(free._memory_estimate(X, 15, preset, 100).values())
+            > sum(linear._memory_estimate(X, 15, preset, 100).values()))
 
 
 def _fake_proc(tmp_path, monkeypatch, cgroup_line, meminfo="MemAvailable:   8000000 kB\n"):
