@@ -60,7 +60,7 @@ import torch
 
 from .communities import MERGE_CONNECTIVITY, leiden_labels, merge_connected, unweighted_knn_graph
 from .graph import row_normalize, symmetrize
-from .heads import HEADS, LEARNING_RATES, make_head
+from .heads import HEADS, LEARNING_RATES, head_kind, head_parameters, head_rule, make_head
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
@@ -169,7 +169,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         "q_alpha": number(0.0, 1.0, high_open=True, allow_none=True),
         "propagation_steps": number(1, integer=True, allow_none=True),
         "propagation": choice(PROPAGATIONS), "perplexity": number(0.0, low_open=True),
-        "head": choice(HEADS), "init": choice(INITS), "hidden": number(1, integer=True),
+        "head": head_rule(HEADS), "init": choice(INITS), "hidden": number(1, integer=True),
         "n_epochs": number(1, integer=True, allow_none=True),
         "batch_size": number(1, integer=True, allow_none=True),
         "learning_rate": number(0.0, allow_none=True),  # 0 switches the optimiser off
@@ -199,7 +199,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
 
     def _seeded(self) -> bool:
         """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
-        return self.head != "mlp" and self.init != "random"
+        return head_kind(self.head) in ("linear", "free") and self.init != "random"
 
     def _prepare(self, X, preset, with_knn: bool, n_clusters: int | None,
                  given=None) -> KNN | None:
@@ -271,8 +271,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         edges = n * k * (2 if preset["target"] == "symmetric" else 1)
         parts = {"kNN lists": 8 * n * k, "graph p and its sampler": 24 * edges + 40 * n,
                  "features": 2 * f32 * n * d}
-        params = {"free": n * c, "linear": (d + 1) * c,
-                  "mlp": (d + 1) * self.hidden + (self.hidden + 1) * c}[self.head]
+        params = head_parameters(self.head, d, c, self.hidden, n)
         parts["head (weights, gradients, Adam state)"] = 4 * f32 * params
         transient = {}
         if self._seeded():
@@ -479,7 +478,8 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         head = make_head(self.head, features, n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
-        lr = LEARNING_RATES[self.head] if self.learning_rate is None else self.learning_rate
+        lr = (LEARNING_RATES[head_kind(self.head)] if self.learning_rate is None
+              else self.learning_rate)
         opt = torch.optim.Adam(head.parameters(), lr=lr)
         gen = torch.Generator(device=device).manual_seed(seed)
         full = batch >= n

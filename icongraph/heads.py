@@ -3,7 +3,8 @@ point to its cluster logits (C,), and an embedding's encoder, which maps it to i
 (d,).
 
 Heads: ``linear`` (the paper's choice) and ``mlp`` act on standardised features, so they apply
-to new points; ``free`` holds one row of logits per training point. Encoders
+to new points; ``free`` holds one row of logits per training point; a tuple of hidden widths or
+a ``torch.nn.Module`` is an encoder to the logits (:func:`make_encoder`). Encoders
 (:func:`make_encoder`): ``linear``, an MLP (``mlp`` or a tuple of hidden widths) or any
 ``torch.nn.Module`` of the user's.
 
@@ -20,8 +21,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["HEADS", "LEARNING_RATES", "make_head", "ENCODERS", "ENCODER_HIDDEN", "encoder_rule",
-           "make_encoder", "standardisation"]
+__all__ = ["HEADS", "LEARNING_RATES", "make_head", "head_kind", "head_rule", "head_parameters",
+           "ENCODERS", "ENCODER_HIDDEN", "encoder_rule", "make_encoder", "standardisation"]
 
 HEADS = ("linear", "mlp", "free")
 #: Adam's step per head when ``learning_rate=None``. The MLP's is lower: at 0.05 its first
@@ -30,17 +31,50 @@ HEADS = ("linear", "mlp", "free")
 #: (ARI 0.88 on digits upsampled to 28 x 28, 3e-3 and 1e-3 under-train in 300 epochs). On the
 #: suite, ARI at K, mean of seeds 0-2, step 0.05 / 0.01 / 0.003: digits 0.821 / 0.757 / 0.748,
 #: pbmc68k 0.371 / 0.386 / 0.395, tissue 0.591 / 0.803 / 0.804
-LEARNING_RATES = {"linear": 0.05, "free": 0.05, "mlp": 0.01}
+LEARNING_RATES = {"linear": 0.05, "free": 0.05, "mlp": 0.01, "encoder": 0.01}
 
 
-def make_head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
+def head_kind(head) -> str:
+    """The name of a head: itself for a name of :data:`HEADS`, ``"encoder"`` for a tuple of
+    hidden widths or a ``torch.nn.Module`` (the key of :data:`LEARNING_RATES`)."""
+    return head if isinstance(head, str) else "encoder"
+
+
+def head_rule(names: tuple[str, ...]):
+    """A rule for :func:`~icongraph.validation.check_params`: one of ``names``, or an encoder
+    to the logits, a tuple of hidden widths or a ``torch.nn.Module`` (:func:`encoder_rule`)."""
+    def rule(name, value) -> None:
+        if isinstance(value, str) and value in names:
+            return
+        if value is None or isinstance(value, str):
+            raise ValueError(f"{name} must be one of {names}, a tuple of hidden widths or a "
+                             f"torch.nn.Module; got {value!r}.")
+        encoder_rule(name, value)
+    return rule
+
+
+def head_parameters(head, n_features: int, n_out: int, hidden: int, n_rows: int = 0) -> int:
+    """The learned floats of a head from ``n_features`` to ``n_out`` logits: ``free`` holds
+    ``n_rows x n_out``; ``mlp`` one hidden layer of ``hidden``; a tuple its hidden widths; a
+    module its own parameters."""
+    if isinstance(head, torch.nn.Module):
+        return sum(p.numel() for p in head.parameters())
+    if head == "free":
+        return n_rows * n_out
+    widths = {"linear": (), "mlp": (hidden,)}.get(head, head)
+    sizes = (n_features, *widths, n_out)
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def make_head(kind, features: torch.Tensor, n_clusters: int, hidden: int, seed: int,
               logits: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.nn.Module:
     """The learned module, initialised from ``seed`` without touching torch's global RNG.
 
     Parameters
     ----------
-    kind : str
-        One of :data:`HEADS`.
+    kind : str, tuple of int or torch.nn.Module
+        One of :data:`HEADS`, or an encoder to the ``n_clusters`` logits
+        (:func:`make_encoder`: a tuple of hidden widths, or a module, deep-copied).
     features : torch.Tensor
         (N, D) standardised features: their width sizes the linear and MLP heads, their rows
         the free head.
@@ -60,6 +94,8 @@ def make_head(kind: str, features: torch.Tensor, n_clusters: int, hidden: int, s
         Maps (B, D) features (row ids (B,) for the free head) to (B, C) logits.
     """
     n, n_features = features.shape
+    if not isinstance(kind, str):  # an encoder to the logits
+        return make_encoder(kind, n_features, n_clusters, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "linear":

@@ -5,8 +5,9 @@ reference it reproduces, and how to build the configured estimator. ``methods()`
 ``method(name, **params)`` returns the estimator (names are case-insensitive; ``_`` and spaces
 read as ``-``), and ``icongraph table`` prints them.
 
-A row is listed only when its composition runs end to end. Rows that need parts not built yet
-(a clustering with an encoder) are absent, not stubbed.
+A row is listed only when its composition runs end to end; rows that need parts not built yet
+are absent, not stubbed. ``encoder=`` works for every row that learns from features: the
+embeddings' and the pairs' encoder, the clustering's and the classifier's head.
 """
 
 from __future__ import annotations
@@ -62,9 +63,20 @@ def _graph_row(q: str, estimator: str):
     return build
 
 
+#: the estimators whose learned module is their ``head``: ``encoder=`` sets it
+_HEADED = (Clustering, PrototypeClassifier)
+
+
 def _preset(cls, **fixed):
-    """``build(**params)`` -> ``cls(**fixed, **params)`` (the caller's params win)."""
+    """``build(**params)`` -> ``cls(**fixed, **params)`` (the caller's params win). ``encoder=``
+    works for every row: for a clustering or a classifier it is the ``head`` (a name, a tuple
+    of hidden widths or a ``torch.nn.Module`` to the logits)."""
     def build(**params):
+        if cls in _HEADED and "encoder" in params:
+            if "head" in params:
+                raise ValueError("give encoder= or head=, not both: for this row they are the "
+                                 "same module.")
+            params["head"] = params.pop("encoder")
         return cls(**{**fixed, **params})
     return build
 

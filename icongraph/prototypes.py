@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 import torch
 
-from .heads import LEARNING_RATES, make_head
+from .heads import LEARNING_RATES, head_kind, head_parameters, head_rule, make_head
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin, TransformerOutputMixin
@@ -120,11 +120,12 @@ def _entropy(alpha: float, n_classes: int) -> float:
 
 
 def _head_rule(name, value):
-    """A head that applies to new points: ``linear`` or ``mlp``."""
-    if value == "free":
+    """A head that applies to new points: ``linear``, ``mlp``, a tuple of hidden widths or a
+    ``torch.nn.Module`` (:func:`~icongraph.heads.head_rule`)."""
+    if isinstance(value, str) and value == "free":
         raise ValueError(f"{name}='free' learns one row per training point and cannot classify "
                          f"new points; use one of {PROTOTYPE_HEADS}.")
-    choice(PROTOTYPE_HEADS)(name, value)
+    head_rule(PROTOTYPE_HEADS)(name, value)
 
 
 def _check_targets(estimator, y, n_samples: int):
@@ -298,16 +299,16 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
     def _row_floats(self, n_classes: int, dim: int) -> int:
         """Floats per row of a training step: the (C, d) differences to the prototypes (the
         distance kernels), the logits and their gradient, the embedding, the MLP's hidden
-        layer."""
-        hidden = self.hidden if self.head == "mlp" else 0
+        layers (not counted for a user's module)."""
+        hidden = (self.hidden if self.head == "mlp" else
+                  sum(self.head) if isinstance(self.head, tuple) else 0)  # a module: unknown
         return n_classes * (dim + 2) + 2 * dim + 2 * hidden
 
     def _memory_estimate(self, X, n_classes: int, dim: int, batch: int) -> dict:
         """Peak bytes by item: the features (the checked copy and the standardised one), the
         parameters with their gradients and Adam's two moments, and one training step."""
         n, d = X.shape
-        params = ((d + 1) * dim if self.head == "linear"
-                  else (d + 1) * self.hidden + (self.hidden + 1) * dim) + n_classes * (dim + 1)
+        params = head_parameters(self.head, d, dim, self.hidden) + n_classes * (dim + 1)
         return {"features": 2 * 4 * n * d,
                 "head and prototypes (weights, gradients, Adam state)": 4 * 4 * params,
                 "training step": 4 * batch * self._row_floats(n_classes, dim)}
@@ -327,7 +328,8 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
         prototypes.requires_grad_(True)
         bias = torch.zeros(n_classes, device=device, requires_grad=self.kernel == "dot")
         params = [*head.parameters(), prototypes] + ([bias] if self.kernel == "dot" else [])
-        lr = LEARNING_RATES[self.head] if self.learning_rate is None else self.learning_rate
+        lr = (LEARNING_RATES[head_kind(self.head)] if self.learning_rate is None
+              else self.learning_rate)
         opt = torch.optim.Adam(params, lr=lr)
         order_gen = torch.Generator(device=device).manual_seed(seed)
         full = batch >= n

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
+from sklearn.datasets import load_digits
 
 import icongraph
 from icongraph.knn import knn_search
@@ -85,3 +87,19 @@ def test_markdown_rows_keep_their_six_cells():
 
     for line in methods_markdown().splitlines():
         assert len(re.findall(r"(?<!\\)\|", line)) == 7, line
+
+
+def test_encoder_works_for_the_clustering_and_classifier_rows():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300], y[:300]
+    module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+    clusters = icongraph.method("kmeans", n_clusters=10, encoder=(32,), random_state=0,
+                                n_epochs=20, n_jobs=1, perplexity=10).fit(X)
+    assert isinstance(clusters.head_, torch.nn.Sequential) and clusters.head == (32,)
+    assert clusters.predict(X[:5]).shape == (5,)
+    classifier = icongraph.method("cross-entropy", encoder=module, n_components=10,
+                                  random_state=0, n_epochs=30, n_jobs=1).fit(X, y)
+    assert classifier.head is module and classifier.head_ is not module  # copied, not trained
+    assert classifier.score(X, y) > 0.5
+    with pytest.raises(ValueError, match="encoder= or head=, not both"):
+        icongraph.method("ncut", n_clusters=3, encoder="mlp", head="linear")

@@ -84,7 +84,8 @@ CLUSTERING_BAD = {
     "propagation_steps": (0, r"propagation_steps must be an integer in \[1, inf\); got 0"),
     "propagation": ("bfs", r"propagation must be one of \('walk', 'reachable'\); got 'bfs'"),
     "perplexity": (-5, r"perplexity must be a finite number in \(0, inf\); got -5"),
-    "head": ("cnn", r"head must be one of \('linear', 'mlp', 'free'\); got 'cnn'"),
+    "head": ("cnn", r"head must be one of \('linear', 'mlp', 'free'\), a tuple of hidden widths or a "
+                    r"torch.nn.Module; got 'cnn'"),
     "init": ("centres", r"init must be one of \('embedding', 'spectral', 'kmeans', 'kmeans\+\+', "
                         r"'random'\); got 'centres'"),
     "hidden": (-1, r"hidden must be an integer in \[1, inf\); got -1"),
