@@ -24,6 +24,19 @@ from .targets import (
 
 __version__ = "0.1.0"
 
+#: submodules reached as attributes (``icongraph.metrics``, ``icongraph.plot``, ...), imported
+#: on first use so that ``import icongraph`` does not load matplotlib, pandas or the bench
+_SUBMODULES = ("metrics", "plot", "datasets", "files", "communities", "bench")
+
+
+def __getattr__(name: str):
+    """``icongraph.<submodule>`` for the names of ``_SUBMODULES``, imported on first use."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'icongraph' has no attribute {name!r}")
+
 __all__ = ["Clustering", "CLUSTER_METHODS", "PrototypeClassifier", "PROTOTYPE_KERNELS",
            "PairedEmbedding", "PAIR_KERNELS",
            "ICon", "SNE", "TSNE", "UMAP", "Kernel",
@@ -31,4 +44,4 @@ __all__ = ["Clustering", "CLUSTER_METHODS", "PrototypeClassifier", "PROTOTYPE_KE
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
            "PrecomputedTarget", "debias", "DivergenceError", "Method", "method", "methods",
-           "pyg", "tl"]
+           "pyg", "tl", *_SUBMODULES]

@@ -91,3 +91,18 @@ def test_the_import_graph_has_no_cycle():
 
     for module in MODULES:
         visit(module)
+
+
+def test_submodules_are_attributes_imported_on_first_use():
+    code = ("import sys, icongraph; lazy = 'matplotlib' in sys.modules; "
+            "print(lazy, callable(icongraph.metrics.adjusted_rand_index), "
+            "callable(icongraph.plot.plot_embedding), callable(icongraph.datasets.load))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "True"]
+    import icongraph
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        icongraph.nothing  # noqa: B018
