@@ -208,12 +208,16 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         labelled, ``method='supervised'``, or a ``given`` graph (N, N), whose mean degree
         counts as ``k`` in the memory estimate). Refused here: more clusters than points, or
         than the rows the seeding clusters; too few points for the neighbours; a kNN graph
-        that does not match; a fit that will not fit in memory (:meth:`_memory_estimate`;
-        with ``n_clusters`` None, the number chosen later, for one cluster: the rest is
-        checked by :meth:`_check_clusters` once the number is known)."""
+        that does not match; ``init='spectral'`` without a graph; a fit that will not fit in
+        memory (:meth:`_memory_estimate`; with ``n_clusters`` None, the number chosen later,
+        for one cluster: :meth:`_choose_n_clusters` checks the chosen number)."""
         n = X.shape[0]
         if n_clusters is not None:
             self._check_count(n, n_clusters)
+        if self.init == "spectral" and not with_knn and given is None:
+            raise ValueError("init='spectral' clusters the kNN graph, and this fit has none "
+                             "(every point labelled, method='supervised'); use "
+                             "init='embedding' or 'kmeans'.")
         knn, k = None, 0 if given is None else -(-given.nnz // n)
         if with_knn:
             spec = self._spec(preset)
@@ -222,22 +226,18 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
                                       spec.neighbors_reason)
                 k = knn.n_neighbors
-        if n_clusters is not None:
-            self._check_clusters(X, k, preset, n_clusters)
-        else:
-            self._check_clusters(X, k, preset, 1, what="the kNN graph before the number of "
-                                 "clusters is chosen")
+        self._check_fits(X, k, preset, n_clusters)
         return knn
 
-    def _check_clusters(self, X, k: int, preset: dict, n_clusters: int,
-                        what: str | None = None) -> None:
-        """Refuses ``n_clusters`` above the points of ``X`` (N, D) or the seeding's rows
-        (:meth:`_check_count`), and a fit (``k`` neighbours) that would not fit in memory
+    def _check_fits(self, X, k: int, preset: dict, n_clusters: int | None) -> None:
+        """Refuses a fit on ``X`` (N, D) with ``k`` neighbours into ``n_clusters`` clusters
+        (None: not chosen yet, the graph's part alone) that would not fit in memory
         (:meth:`_memory_estimate`)."""
         n = X.shape[0]
-        self._check_count(n, n_clusters)
-        parts = self._memory_estimate(X, k, preset, n_clusters)
-        what = what or f"Clustering into {n_clusters} clusters on {n} x {X.shape[1]}"
+        parts = self._memory_estimate(X, k, preset, n_clusters or 1)
+        what = (f"Clustering into {n_clusters} clusters on {n} x {X.shape[1]}" if n_clusters
+                else f"the kNN graph of {n} x {X.shape[1]} before the number of clusters is "
+                     "chosen")
         check_memory(what, parts,
                      "Lower n_clusters (or resolution, batch_size, positives_per_anchor, "
                      "propagation_steps), use head='linear' rather than 'free', or "
@@ -407,8 +407,8 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         that maximise modularity at ``resolution``
         (:func:`~icongraph.communities.leiden_labels`), less the merges of communities joined
         by at least ``merge_connectivity`` of the configuration model's edges
-        (:func:`~icongraph.communities.merge_connected`), checked as a given ``n_clusters`` is
-        (:meth:`_check_clusters`)."""
+        (:func:`~icongraph.communities.merge_connected`), checked as a given ``n_clusters`` is.
+        One community (no structure at this resolution) is kept with a warning."""
         if knn is not None:
             edges, k = unweighted_knn_graph(knn), knn.n_neighbors
         else:
@@ -417,7 +417,13 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         communities = leiden_labels(edges, self.resolution, seed % LEIDEN_SEEDS)
         communities = merge_connected(edges, communities, self.merge_connectivity)
         n_clusters = int(communities.max()) + 1
-        self._check_clusters(X, k, preset, n_clusters)
+        if n_clusters == 1:
+            warnings.warn(f"n_clusters=None found one community at resolution="
+                          f"{self.resolution} (merge_connectivity={self.merge_connectivity}): "
+                          "every point is in one cluster. Raise resolution or "
+                          "merge_connectivity, or give n_clusters.", stacklevel=3)
+        self._check_count(X.shape[0], n_clusters)
+        self._check_fits(X, k, preset, n_clusters)
         return n_clusters
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from .communities import unweighted_knn_graph
 from .embedding import UMAP, ICon
-from .knn import KNN
+from .knn import KNN, exact_knn
 
 __all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "spectral_partition", "seed_logits"]
 
@@ -74,8 +74,8 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     * ``init='kmeans'``: Lloyd's k-means (scikit-learn), best of ``SEED_RESTARTS`` k-means++
       starts; ``'kmeans++'``: the k-means++ draw alone;
     * ``'spectral'``: the feature means of the clusters of :func:`spectral_partition` of the
-      fit's ``graph`` (of the unweighted symmetric ``knn`` graph without one), restricted to
-      the sampled rows;
+      fit's ``graph`` (of the unweighted symmetric ``knn`` graph without one) when every row
+      is used, else of the sample's own 15-NN graph;
     * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
       ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
       metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` (or
@@ -97,10 +97,13 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     if init in ("embedding", "spectral"):
         whole = len(rows) == n
         if init == "spectral":
-            edges = graph if graph is not None else unweighted_knn_graph(knn)
-            index = rows.numpy()
-            labels = spectral_partition(edges if whole else edges[index][:, index],
-                                        n_clusters, seed)
+            if whole:
+                edges = graph if graph is not None else unweighted_knn_graph(knn)
+            else:  # a sample's own graph: the fit's, restricted to it, would be nearly empty
+                sample = (features.cpu().numpy() if data is None else data)[rows.numpy()]
+                edges = unweighted_knn_graph(exact_knn(sample, min(15, len(sample) - 1),
+                                                       metric))
+            labels = spectral_partition(edges, n_clusters, seed)
         else:
             data = features.cpu().numpy() if data is None else data
             labels = embedding_partition(data[rows.numpy()], n_clusters, seed,

@@ -481,3 +481,30 @@ def test_spectral_seed_then_ncut_recovers_separated_clusters(separated):
                              n_jobs=1).fit(X)
     assert (model.method, model.init) == ("ncut", "spectral")
     assert metrics.adjusted_rand_index(y, model.labels_) == 1.0
+
+
+def test_n_clusters_none_on_one_blob_warns_of_one_cluster():
+    # 20 points of one Gaussian: Leiden cuts the 15-NN graph in two, joined at about the
+    # configuration model's density, so the merge leaves one community
+    X, _ = _blobs_of_sizes((20,))
+    with pytest.warns(UserWarning, match="found one community"):
+        model = Clustering(n_clusters=None, random_state=0, n_jobs=1, n_epochs=5).fit(X)
+    assert model.n_clusters_ == 1 and (model.labels_ == 0).all()
+
+
+def test_spectral_init_refused_without_a_graph_and_seeded_from_a_sample(separated, no_work):
+    X, y = separated
+    with pytest.raises(ValueError, match="init='spectral' clusters the kNN graph"):
+        Clustering(n_clusters=4, method="supervised", init="spectral").fit(X, y)
+
+
+def test_spectral_seed_of_a_sample_uses_the_sample_graph(separated):
+    # 100 of the 240 rows: the fit's graph restricted to them would be nearly empty; the
+    # sample's own 15-NN graph separates the four blobs
+    from icongraph.seeding import seed_logits
+
+    X, y = separated
+    features = torch.as_tensor(X)
+    W, b = seed_logits(features, 4, 0, "spectral", sample=100, knn=knn_search(X, 10))
+    labels = (features @ W.T + b).argmax(1).numpy()
+    assert metrics.adjusted_rand_index(y, labels) == 1.0
