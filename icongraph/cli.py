@@ -121,10 +121,12 @@ def _n_clusters(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer or 'auto'; got {text!r}") from None
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto'; got {text!r}")
+    return value
 
 
 def _cluster(args) -> int:

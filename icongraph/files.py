@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .validation import check_data
+from .validation import check_data, check_labels
 
 __all__ = ["Input", "read_input", "check_output", "write_atomic", "write_result", "FORMATS",
            "OUTPUT_FORMATS", "EMBEDDING_KEY", "CLUSTER_KEY"]
@@ -168,6 +168,11 @@ def read_input(path: str, *, key: str | None = None, label_column: str | None = 
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"cannot read {path} as {suffix}: {detail}") from None
     found.X = check_data(found.X, name=f"the data in {path}")
+    n = found.X.shape[0]
+    if found.labels is not None:
+        found.labels = check_labels(found.labels, n, f"the labels in {path}")
+    if found.color is not None:
+        found.color = check_labels(found.color, n, f"the colour column in {path}")
     return found
 
 

@@ -437,3 +437,14 @@ def test_n_clusters_auto_reaches_the_estimator_and_bad_values_are_refused(capsys
     with pytest.raises(SystemExit):
         parser.parse_args(["cluster", "digits", "-o", "x.npy", "--n-clusters", "many"])
     assert "positive integer or 'auto'" in capsys.readouterr().err
+
+
+def test_labels_of_the_wrong_length_are_refused_before_the_fit(tmp_path, no_fit, capsys):
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=np.random.default_rng(0).normal(size=(40, 3)), y=np.arange(30))
+    out = tmp_path / "labels.npy"
+    assert main(["cluster", str(path), "-o", str(out), "--n-clusters", "3"]) != 0
+    assert "has length 30 but the data has 40 rows" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["cluster", "digits", "-o", "x.npy", "--n-clusters", "0"])
