@@ -60,7 +60,15 @@ import torch
 
 from .communities import MERGE_CONNECTIVITY, leiden_labels, merge_connected, unweighted_knn_graph
 from .graph import row_normalize, symmetrize
-from .heads import HEADS, LEARNING_RATES, head_kind, head_parameters, head_rule, make_head
+from .heads import (
+    HEADS,
+    LEARNING_RATES,
+    head_kind,
+    head_parameters,
+    head_rule,
+    make_head,
+    standardisation,
+)
 from .kernels import cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
@@ -357,9 +365,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 timings["n_clusters"] = time.perf_counter() - start
             self.n_clusters_ = n_clusters
             start = time.perf_counter()
-            # one scale, relative (in float64; X is scale-free): keeps the features' variances
-            self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)
-            self.scale_ = np.float32(X.std(dtype=np.float64))
+            self.mean_, self.scale_ = standardisation(X)
             features = self._standardise(X).to(device)
             batch, epochs = self._schedule(n, n_clusters)
             weights = None

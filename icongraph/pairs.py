@@ -65,7 +65,7 @@ import math
 import numpy as np
 import torch
 
-from .heads import ENCODERS, LEARNING_RATES, make_encoder
+from .heads import ENCODERS, LEARNING_RATES, make_encoder, standardisation
 from .kernels import KERNELS, Kernel
 from .knn import knn_search
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
@@ -331,8 +331,8 @@ class PairedEmbedding(ParamsMixin):
         self.n_pair_features_in_ = X_pair.shape[1]
         if self.n_neighbors:
             check_n_neighbors(self.n_neighbors, X.shape[0])
-        mean, scale = _standardiser(X)
-        pair_mean, pair_scale = _standardiser(X_pair)
+        mean, scale = standardisation(X)
+        pair_mean, pair_scale = standardisation(X_pair)
         n, dim = X.shape[0], self.n_components
         seed = check_random_state(self.random_state)
         encoders = self._make_encoders(X.shape[1], X_pair.shape[1], seed)
@@ -544,9 +544,3 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(z, dim=1)
 
 
-def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.float32]:
-    """The mean (D,) and one scale of ``X`` (relative, in float64, as
-    :class:`~icongraph.prototypes.PrototypeClassifier`: the features keep their variances;
-    the scale is > 0 because :func:`~icongraph.validation.check_data` refused identical
-    rows)."""
-    return X.mean(0, dtype=np.float64).astype(np.float32), np.float32(X.std(dtype=np.float64))

@@ -38,7 +38,14 @@ import warnings
 import numpy as np
 import torch
 
-from .heads import LEARNING_RATES, head_kind, head_parameters, head_rule, make_head
+from .heads import (
+    LEARNING_RATES,
+    head_kind,
+    head_parameters,
+    head_rule,
+    make_head,
+    standardisation,
+)
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin, TransformerOutputMixin
@@ -274,15 +281,12 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
                      "Lower batch_size or n_components, or use head='linear'.")
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
-        # one scale, relative (in float64), as Clustering: keeps the features' variances
         if len(rows) < len(X):
             X = X[rows]
-        scale = np.float32(X.std(dtype=np.float64))
-        if not scale > 0:
+        if not np.ptp(X, axis=0).any():
             raise ValueError(f"the {len(rows)} labelled rows of X are identical: there is "
                              "nothing to tell the classes apart.")
-        self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)
-        self.scale_ = scale
+        self.mean_, self.scale_ = standardisation(X)
         self.data_scale_ = data_scale
         self.classes_ = classes
         self._n_features_out = dim

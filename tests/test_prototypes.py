@@ -179,3 +179,12 @@ def test_callbacks_see_the_probabilities_and_can_stop():
     model = PrototypeClassifier(n_epochs=50, callbacks=[stop_at_two], **FAST).fit(X, y)
     assert [s[0] for s in seen] == [0, 1, 2] and len(model.loss_history_) == 3
     assert seen[0][1] == (10, 3) and seen[0][2] == pytest.approx(1.0)
+
+
+def test_identical_labelled_rows_are_refused():
+    # the rows' features differ from each other (0, 5, 10), which a whole-matrix std missed
+    X = np.tile(np.array([[0.0, 5.0, 10.0]], np.float32), (20, 1))
+    X = np.vstack([X, np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)])
+    y = np.r_[np.arange(20) % 2, -np.ones(20, int)]
+    with pytest.raises(ValueError, match="labelled rows of X are identical"):
+        PrototypeClassifier(n_jobs=1).fit(X, y)
