@@ -30,13 +30,18 @@ from .kernels import Kernel
 
 __all__ = ["normalise_", "normalised", "sphere_gradient_", "temperature_gradient", "TemperatureLearner"]
 
-#: a row shorter than this is not rescaled (a zero row stays zero until a step moves it)
-MIN_NORM = 1e-30
+#: a row shorter than this is a zero row: :func:`normalise_` puts it on the first axis (a zero
+#: row divided by a float32 norm near 1e-30 took steps of 1e29, overflowed and stayed at 0)
+MIN_NORM = 1e-12
 
 
 def normalise_(z: torch.Tensor) -> torch.Tensor:
-    """Rescale every row of ``z`` (N, d) to norm 1, in place; returns ``z``."""
-    return z.div_(torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(MIN_NORM))
+    """Rescale every row of ``z`` (N, d) to norm 1, in place; a row of norm below ``MIN_NORM``
+    becomes the first unit vector (no point is left off the sphere). Returns ``z``."""
+    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    z.div_(norm.clamp_min(MIN_NORM))
+    z[:, :1] += (norm < MIN_NORM).to(z.dtype)  # no host sync: a mask added, not indexed
+    return z
 
 
 def normalised(z: torch.Tensor) -> torch.Tensor:

@@ -183,3 +183,13 @@ def test_sphere_kernels_are_the_planar_kernels_of_the_normalised_points():
     np.testing.assert_allclose(log_k, cos / 0.2 - 1 / 0.2, atol=1e-12)
     student = icongraph.kernels.get_kernel("student-sphere", dof=2.0, temperature=0.5)
     np.testing.assert_allclose(student.log_k(d2), -1.5 * np.log1p(d2 / 1.0), atol=1e-12)
+
+
+def test_a_zero_start_row_ends_on_the_sphere():
+    # a zero row divided by its float32 norm took steps of 1e29 and stayed at the origin
+    X, _ = digits_subset(200)
+    init = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    init[0] = 0
+    model = icongraph.ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3, init=init,
+                 n_epochs=20, random_state=0, n_jobs=1).fit(X)
+    np.testing.assert_allclose(np.linalg.norm(model.embedding_, axis=1), 1.0, rtol=1e-5)
