@@ -121,12 +121,10 @@ def _n_clusters(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     try:
-        value = int(text)
+        return int(text)  # the range is Clustering's rule, checked before any work
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto'; got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto'; got {text!r}") from None
 
 
 def _cluster(args) -> int:
