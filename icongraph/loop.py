@@ -17,7 +17,7 @@ import torch
 from .progress import progress
 from .runtime import DivergenceError
 
-__all__ = ["train", "schedule", "LoopState", "Hook", "FiniteGuard", "Callbacks",
+__all__ = ["train", "schedule", "LoopState", "Hook", "FiniteGuard", "Callbacks", "Converged",
            "FULL_BATCH_FLOATS"]
 
 #: full-batch training while the rows' floats of one step stay below this many
@@ -126,6 +126,49 @@ class Callbacks(Hook):
             return False
         view = state.view()
         return any([bool(cb(state.epoch, state.loss, view)) for cb in self.callbacks])
+
+
+class Converged(Hook):
+    """Stop when a hard assignment has settled: every ``every`` epochs (from ``min_epochs``)
+    ``labels()`` is compared with its value ``every`` epochs before, and the loop stops once
+    the fraction of entries that changed is at most ``tol`` (scikit-learn's KMeans stops on
+    its centres' shift in the same spirit).
+
+    Parameters
+    ----------
+    labels : callable
+        ``labels()`` returns the current assignment as an integer tensor (B,) on any device,
+        for a fixed set of rows; the comparison stays on that device and one number per check
+        is read on the host.
+    tol : float or None
+        The largest fraction of changed labels that counts as settled (0: none may change);
+        None never stops (every epoch asked for runs).
+    every, min_epochs : int
+        The checks' spacing and the first epoch that may stop.
+
+    Attributes
+    ----------
+    stopped_at : int or None
+        The epoch after which the loop stopped, None while it has not.
+    """
+
+    def __init__(self, labels: Callable[[], torch.Tensor], tol: float | None,
+                 every: int = 10, min_epochs: int = 50):
+        self.labels, self.tol, self.every, self.min_epochs = labels, tol, every, min_epochs
+        self.previous: torch.Tensor | None = None
+        self.stopped_at: int | None = None
+
+    def on_epoch(self, state: LoopState) -> bool:
+        if self.tol is None or (state.epoch + 1) % self.every:
+            return False
+        current = self.labels()
+        previous, self.previous = self.previous, current
+        if previous is None or state.epoch + 1 < self.min_epochs:
+            return False
+        if float((current != previous).float().mean()) <= self.tol:
+            self.stopped_at = state.epoch
+            return True
+        return False
 
 
 def schedule(n: int, row_floats: int, batch_size: int | None,

@@ -14,7 +14,9 @@ from .knn import KNN, exact_knn
 
 __all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "spectral_partition", "seed_logits"]
 
-INITS = ("embedding", "spectral", "kmeans", "kmeans++", "random")
+#: ``'auto'``: ``'communities'`` when the number of clusters is chosen (``n_clusters=None``),
+#: else ``'embedding'`` (resolved by the estimator, :func:`seed_logits` takes the others)
+INITS = ("auto", "embedding", "communities", "spectral", "kmeans", "kmeans++", "random")
 #: rows and k-means restarts of the seeding (:func:`seed_logits`)
 SEED_SAMPLE = 20000
 SEED_RESTARTS = 10
@@ -65,7 +67,8 @@ def spectral_partition(graph: sp.csr_matrix, n_clusters: int, seed: int) -> np.n
 def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = "kmeans",
                 sample: int = SEED_SAMPLE, knn: KNN | None = None, metric: str = "euclidean",
                 n_jobs: int = -1, data: np.ndarray | None = None,
-                graph: sp.csr_matrix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                graph: sp.csr_matrix | None = None,
+                partition: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed centres as a linear map: centres ``mu`` (C, D) from up to ``sample`` rows, and
     ``(W, b)`` with ``x W^T + b = (2 x.mu_c - |mu_c|^2) / s = (|x|^2 - |x - mu_c|^2) / s``:
     the softmax is the posterior of an isotropic Gaussian mixture, ``s`` the mean squared
@@ -76,6 +79,8 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     * ``'spectral'``: the feature means of the clusters of :func:`spectral_partition` of the
       fit's ``graph`` (of the unweighted symmetric ``knn`` graph without one) when every row
       is used, else of the sample's own 15-NN graph;
+    * ``'communities'``: the feature means of a given ``partition`` (N,) of every row, labels
+      in ``[0, n_clusters)`` (the communities that ``n_clusters=None`` counted);
     * ``'embedding'``: the feature means of the clusters of :func:`embedding_partition` on
       ``data`` (the raw rows behind ``features``, so that the sample's graph uses the fit's
       metric on the fit's data; default ``features``), on the fit's kNN graph ``knn`` (or
@@ -94,7 +99,11 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
     else:
         rows = torch.randperm(n, generator=gen)[:sample]
     subset = features[rows.to(features.device)]
-    if init in ("embedding", "spectral"):
+    if init == "communities":  # the means over every row: a sample could miss a small one
+        if partition is None or len(partition) != n:
+            raise ValueError("init='communities' seeds from a partition of every row.")
+        mu = _means(features, torch.as_tensor(partition, device=features.device), n_clusters)
+    elif init in ("embedding", "spectral"):
         whole = len(rows) == n
         if init == "spectral":
             if whole:
@@ -109,11 +118,7 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
             labels = embedding_partition(data[rows.numpy()], n_clusters, seed,
                                          knn if whole else None, metric, n_jobs,
                                          graph if whole and knn is None else None)
-        labels = torch.as_tensor(labels, device=features.device)
-        sums = torch.zeros((n_clusters, subset.shape[1]), dtype=subset.dtype,
-                           device=subset.device).index_add_(0, labels, subset)
-        counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1)
-        mu = sums / counts[:, None].to(subset.dtype)
+        mu = _means(subset, torch.as_tensor(labels, device=features.device), n_clusters)
     else:
         if init == "kmeans":
             centres = KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit(
@@ -123,3 +128,12 @@ def seed_logits(features: torch.Tensor, n_clusters: int, seed: int, init: str = 
         mu = torch.as_tensor(centres, dtype=features.dtype, device=features.device)
     scale = torch.cdist(subset, mu).pow(2).min(1).values.mean().clamp_min(1e-12)
     return 2 * mu / scale, -(mu * mu).sum(1) / scale
+
+
+def _means(rows: torch.Tensor, labels: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """The mean (C, D) of the ``rows`` (n, D) of each label in ``[0, n_clusters)`` (n,); an
+    empty label's mean is the origin."""
+    sums = torch.zeros((n_clusters, rows.shape[1]), dtype=rows.dtype,
+                       device=rows.device).index_add_(0, labels, rows)
+    counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1)
+    return sums / counts[:, None].to(rows.dtype)

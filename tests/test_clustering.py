@@ -508,3 +508,40 @@ def test_spectral_seed_of_a_sample_uses_the_sample_graph(separated):
     W, b = seed_logits(features, 4, 0, "spectral", sample=100, knn=knn_search(X, 10))
     labels = (features @ W.T + b).argmax(1).numpy()
     assert metrics.adjusted_rand_index(y, labels) == 1.0
+
+
+def test_communities_seed_only_where_the_number_is_chosen(separated, no_work):
+    X, y = separated
+    for params in ({"n_clusters": 4}, {"n_clusters": None, "method": "supervised"}):
+        with pytest.raises(ValueError, match="init='communities' seeds from the communities"):
+            Clustering(init="communities", **params).fit(X, y)
+    assert Clustering(n_clusters=None)._init() == "communities"
+    assert Clustering(n_clusters=4)._init() == "embedding"
+    assert Clustering(n_clusters=None, method="supervised")._init() == "embedding"
+
+
+def test_communities_seed_is_the_gaussian_mixture_of_the_partition_means():
+    from icongraph.seeding import seed_logits
+
+    rng = np.random.default_rng(0)
+    features = torch.as_tensor(rng.normal(size=(50, 3)))
+    partition = np.repeat([0, 1, 2], [10, 15, 25])
+    W, b = seed_logits(features, 3, 0, "communities", partition=partition, sample=20)
+    # centres: the means of every row of each community (not of the 20-row sample)
+    mu = np.stack([features.numpy()[partition == c].mean(0) for c in range(3)])
+    scale = 2 * mu[0, 0] / W[0, 0].item()  # x W^T + b = (2 x.mu - |mu|^2) / s
+    assert scale > 0
+    np.testing.assert_allclose(W.numpy(), 2 * mu / scale, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), -(mu * mu).sum(1) / scale, rtol=1e-6)
+    with pytest.raises(ValueError, match="a partition of every row"):
+        seed_logits(features, 3, 0, "communities", partition=partition[:10])
+
+
+def test_training_stops_when_the_assignments_settle(separated):
+    X, _ = separated
+    settled = Clustering(n_clusters=4, random_state=0, n_jobs=1).fit(X)
+    full = Clustering(n_clusters=4, random_state=0, n_jobs=1, tol=None).fit(X)
+    assert settled.n_epochs_ < full.n_epochs_ == 300
+    assert len(settled.loss_history_) == settled.n_epochs_
+    assert (settled.labels_ == full.labels_).all()
+    assert settled.loss_ <= full.loss_ + 0.01

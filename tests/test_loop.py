@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from icongraph import DivergenceError
-from icongraph.loop import Callbacks, FiniteGuard, Hook, train
+from icongraph.loop import Callbacks, Converged, FiniteGuard, Hook, train
 
 
 def _run(losses, n_epochs, hooks=(), loss_every=1, view=None):
@@ -60,3 +60,33 @@ def test_the_guard_names_the_epoch_the_step_and_the_remedy():
     y = torch.tensor([[0.0, math.inf]])
     with pytest.raises(DivergenceError, match="the embedding became non-finite at epoch 0"):
         _run([1.0, 1.0], 2, hooks=[FiniteGuard(watch=lambda: y)])
+
+
+def test_converged_stops_once_the_labels_settle_and_not_before_min_epochs():
+    # the labels change at every check up to epoch 39, then stay; checks every 10 epochs
+    history = [torch.tensor([e // 10 % 2, 0, 0, 0]) if e < 40 else torch.zeros(4, dtype=torch.long)
+               for e in range(100)]
+    epoch = {"now": 0}
+
+    def labels():
+        return history[epoch["now"]]
+
+    class Clock(Hook):
+        def on_epoch(self, state):
+            epoch["now"] = state.epoch
+
+    hook = Converged(labels, tol=0.0, every=10, min_epochs=30)
+    state, calls = _run([0.0] * 100, 100, hooks=[Clock(), hook])
+    # epoch 59 is the first check whose labels equal those of the check before (epoch 49)
+    assert hook.stopped_at == 59 and state.epoch == 59 and len(calls) == 60
+    # min_epochs holds the stop back; tol=None never stops
+    late = Converged(labels, tol=0.0, every=10, min_epochs=80)
+    assert _run([0.0] * 100, 100, hooks=[Clock(), late])[0].epoch == 79
+    never = Converged(labels, tol=None)
+    assert _run([0.0] * 100, 100, hooks=[Clock(), never])[0].epoch == 99
+    assert never.stopped_at is None
+    # a tolerance of a quarter of the labels accepts one change in four
+    loose = Converged(lambda: history[epoch["now"]] if epoch["now"] >= 40 else
+                      torch.tensor([epoch["now"] // 10 % 2, 0, 0, 0]), tol=0.25, every=10,
+                      min_epochs=10)
+    assert _run([0.0] * 100, 100, hooks=[Clock(), loose])[0].epoch == 19

@@ -86,10 +86,11 @@ CLUSTERING_BAD = {
     "perplexity": (-5, r"perplexity must be a finite number in \(0, inf\); got -5"),
     "head": ("cnn", r"head must be one of \('linear', 'mlp', 'free'\), a tuple of hidden widths or a "
                     r"torch.nn.Module; got 'cnn'"),
-    "init": ("centres", r"init must be one of \('embedding', 'spectral', 'kmeans', 'kmeans\+\+', "
-                        r"'random'\); got 'centres'"),
+    "init": ("centres", r"init must be one of \('auto', 'embedding', 'communities', 'spectral', "
+                        r"'kmeans', 'kmeans\+\+', 'random'\); got 'centres'"),
     "hidden": (-1, r"hidden must be an integer in \[1, inf\); got -1"),
     "n_epochs": (0, r"n_epochs must be an integer in \[1, inf\); got 0"),
+    "tol": (1.5, r"tol must be in \[0, 1\]; got 1.5"),
     "batch_size": (2.5, r"batch_size must be an integer in \[1, inf\); got 2.5"),
     "learning_rate": ("fast", r"learning_rate must be a finite number in \[0, inf\); got 'fast'"),
     "positives_per_anchor": (0, r"positives_per_anchor must be an integer in \[1, inf\); got 0"),
