@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 import icongraph
 from icongraph.knn import knn_search
 from icongraph.methods import methods, methods_markdown
-from icongraph.metrics import retrieval_accuracy
+from icongraph.metrics import knn_accuracy, retrieval_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def test_every_row_builds_and_runs(row, digits_small):
     else:
         assert model.embedding_.shape == (300, model.n_components)
         assert np.isfinite(model.embedding_).all()
-        assert model.embedding_.std() > 0  # not collapsed
+        # 20 epochs from the start (learning_rate=0: 10-NN accuracy 0.72-0.74) to 0.82-1.00
+        assert knn_accuracy(model.embedding_, y) > 0.8
 
 
 def test_names_are_case_and_separator_insensitive():
