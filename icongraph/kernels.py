@@ -31,9 +31,14 @@ engines run it as the Gaussian). ``student-sphere`` tends to ``cosine`` as ``nu 
 Both depend on ``d2 / tau`` only, which makes the temperature learnable at no cost
 (:func:`icongraph.sphere.temperature_gradient`).
 
-The cluster kernel of clustering is not a function of a distance: on soft assignments
-``phi`` (N, C), ``q(j|i) = sum_c phi_ic w_j phi_jc / M_c`` with the cluster masses
-``M_c = sum_k w_k phi_kc`` (:func:`cluster_kernel`, :func:`cluster_mass`).
+The cluster kernel (:class:`ClusterKernel`, ``q="cluster"``) is not a function of a distance:
+on soft assignments ``phi = softmax(logits / T)`` (N, C)::
+
+    q(j|i) = sum_c phi_ic w_j phi_jc / M_c,   M_c = sum_k w_k phi_kc   (the cluster masses)
+    q~(j|i) = (1 - a_q) q(j|i) + a_q / N                                (debiasing on q)
+
+Its rows sum to 1 with the C masses as the exact normaliser: no negatives
+(:func:`cluster_kernel`, :func:`cluster_mass`).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import torch
 
 __all__ = ["Kernel", "GaussianKernel", "StudentKernel", "UMAPKernel", "SphereKernel",
            "CosineKernel", "SphereStudentKernel", "find_ab_params", "KERNELS", "get_kernel",
-           "cluster_kernel", "cluster_mass"]
+           "ClusterKernel", "cluster_kernel", "cluster_mass"]
 
 #: the engines' kernel codes; SCALED_STUDENT is ``(1 + p1 d2)^(-(p0+1)/2)``
 GAUSSIAN, STUDENT, UMAP, SCALED_STUDENT = 0, 1, 2, 3
@@ -287,6 +292,45 @@ def get_kernel(kernel, **params) -> Kernel:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(KERNELS)} or pass a "
                          "Kernel instance.")
     return KERNELS[kernel](**params)
+
+
+@dataclass(frozen=True)
+class ClusterKernel:
+    """The cluster kernel on soft assignments (module docstring): ``temperature`` ``T > 0``
+    of the softmax of the logits, ``q_alpha`` in [0, 1) the uniform part mixed into ``q``
+    (its debiasing, as ``alpha`` debiases ``p``). Not a :class:`Kernel`: it is no function of a
+    distance, and only a clustering fits it (:class:`~icongraph.clustering.Clustering`, or
+    ``ICon(q="cluster")``)."""
+
+    temperature: float = 1.0
+    q_alpha: float = 0.0
+    name = "cluster"
+
+    def __post_init__(self):
+        for name, low, high in (("temperature", 0.0, np.inf), ("q_alpha", 0.0, 1.0)):
+            value = getattr(self, name)
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+                  and (low < value < high if name == "temperature" else low <= value < high))
+            if not ok:
+                interval = "(0, inf)" if name == "temperature" else "[0, 1)"
+                raise ValueError(f"the cluster kernel's {name} must be a number in {interval}; "
+                                 f"got {value!r}.")
+
+    def assignments(self, logits: torch.Tensor) -> torch.Tensor:
+        """``phi = softmax(logits / T)`` (B, C) of ``logits`` (B, C)."""
+        return torch.softmax(logits / self.temperature, dim=1)
+
+    def pair_loss(self, phi_a: torch.Tensor, phi_p: torch.Tensor, mass: torch.Tensor,
+                  w_p: torch.Tensor | None, n: int) -> torch.Tensor:
+        """``-mean log q~(j|i)`` over sampled pairs (0-d tensor): anchors ``phi_a`` (B, C),
+        their positives ``phi_p`` (R B, C) laid out as ``anchors.repeat(R)``, masses ``M``
+        (C,), the positives' weights ``w_j`` (R B,) or None (uniform), ``n`` = N."""
+        # a cluster whose every phi underflowed has mass 0: the floor keeps 0 / 0 out
+        mass = mass.clamp_min(torch.finfo(mass.dtype).tiny)
+        q = (phi_p.view(-1, *phi_a.shape) * (phi_a / mass)).sum(-1).reshape(-1)
+        if w_p is not None:
+            q = q * w_p
+        return -torch.log((1 - self.q_alpha) * q + self.q_alpha / n + 1e-12).mean()
 
 
 def cluster_kernel(phi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
