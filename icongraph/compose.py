@@ -70,6 +70,12 @@ class ICon(_Embedding):
     ``temperature`` (> 0) and ``learn_temperature`` (fit it with the embedding; the fitted
     value is ``kernel_.temperature``); the ``'fft'`` estimator is planar and refused.
 
+    The Student-t kernels (``q="student"``, ``q="student-sphere"``) take ``dof`` (> 0, default
+    1) and ``learn_dof``: fit the degrees of freedom with the embedding, one Adam step on
+    ``log dof`` per epoch from the exact gradient of the epoch's sampled objective
+    (:class:`~icongraph.optimize.DofLearner`; not with the ``'fft'`` estimator, whose
+    normaliser is interpolated); the fitted value is ``kernel_.dof``.
+
     **Clustering** (``q="cluster"``): soft assignments ``phi(c|i)`` (N, K) to
     ``K = n_components`` clusters under the cluster kernel
     (:class:`~icongraph.kernels.ClusterKernel`)::
@@ -96,6 +102,8 @@ class ICon(_Embedding):
     >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
     >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
     >>> ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3).fit(X)  # InfoNCE
+    >>> ICon(p="perplexity", q="student", estimator="global",
+    ...      q_params={"learn_dof": True}).fit(X).kernel_.dof  # t-SNE-like, dof learned
     >>> ICon(p="fuzzy", q="cluster", n_components=10).fit(X).labels_  # clusters of UMAP's p
     """
 
