@@ -4,7 +4,8 @@ neighbourhood ``q`` on what is learned."""
 
 from . import pyg, tl
 from .clustering import CLUSTER_METHODS, Clustering
-from .embedding import SNE, TSNE, UMAP, ICon
+from .compose import ICon
+from .embedding import SNE, TSNE, UMAP
 from .kernels import KERNELS, GaussianKernel, Kernel, StudentKernel, UMAPKernel
 from .knn import KNN, knn_search
 from .methods import Method, method, methods

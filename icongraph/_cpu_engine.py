@@ -232,6 +232,16 @@ def log_kernel(code, d2, p0, p1):
 
 
 @njit(inline="always", cache=True)
+def dof_ratio(code, d2, p0, p1):
+    """``u(d2) = (d log k / d nu) / (d log k / d d2)`` of the Student-t kernels (``nu = p0``;
+    :mod:`icongraph.kernels`): ``(1 + x) log1p(x) / (s (nu + 1)) - d2 / nu`` with ``x = s d2``,
+    ``s = 1 / nu`` (``STUDENT``) or ``p1 = 1 / (nu tau)`` (``SCALED_STUDENT``)."""
+    s = ONE / p0 if code == STUDENT else p1
+    x = s * d2
+    return (ONE + x) * np.log1p(x) / (s * (p0 + ONE)) - d2 / p0
+
+
+@njit(inline="always", cache=True)
 def neg_repulsion(k, g):
     """``d/d d2 [-log(1 - k)] = k g / (1 - k)`` (``g = d log k / d d2``), regularised."""
     return k * g / max(ONE - k, EPS_NEG)
@@ -367,9 +377,10 @@ BLOCK = 512
 # fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
 def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale, with_loss,
-                     grad, zsum, loss_rows):
-    """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, and (when
-    ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate.
+                     grad, zsum, loss_rows, dof_rows):
+    """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, (when
+    ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate, and
+    (when ``dof_rows`` has N entries) the degrees of freedom's gradient per anchor.
 
     Per anchor, the partners (edges, same-class partners, then negatives) go into one buffer;
     their squared distances are gathered, the kernel is evaluated on the buffer in one
@@ -396,8 +407,13 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
         Whether to fill ``loss_rows``.
     grad, zsum, loss_rows : np.ndarray
         (N, d), (N,), (N,) float32 outputs, overwritten.
+    dof_rows : np.ndarray
+        (N,) float32, overwritten with ``sum_t w_t c_t u(d2_t)`` over the anchor's pairs
+        (:func:`dof_ratio`; a NEG negative, which moves its anchor only, counts twice), so
+        that ``dL/dnu = 1/4 sum_i dof_rows[i]`` (forces unclipped); or (0,): not computed.
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
+    learn_dof = dof_rows.shape[0] > 0
     edge_rate, edge_phase = arrays.edge_rate, arrays.edge_phase
     neg_scale = arrays.neg_scale
     n_neg, estimator, code = arrays.n_neg, arrays.estimator, arrays.code
@@ -501,6 +517,12 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
             add_forces(grad, i, diffs, coef, wts, n_forces, clip32)
             zsum[i] = max(z, 1e-12)  # a floor keeps 1/Z finite when every k underflows
             loss_rows[i] = loss
+            if learn_dof:  # the uniform part's pairs t >= count reuse d2[t - m]
+                acc = 0.0
+                for t in range(n_forces):
+                    pair = wts[t] * coef[t] * dof_ratio(code, d2[t if t < count else t - m], a, b)
+                    acc += 2.0 * pair if estimator == NEG and n_att <= t < count else pair
+                dof_rows[i] = acc
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)

@@ -93,7 +93,7 @@ def hash_label_partners(arrays: dict, anchors: torch.Tensor, n_label: int,
 
 def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int, seed: int,
                        exaggeration: float, with_loss: bool, grad: torch.Tensor,
-                       loss_rows: torch.Tensor) -> None:
+                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None) -> None:
     """Add the sampled same-class attraction of anchors ``start:stop`` to ``grad`` (and its
     loss to ``loss_rows``): the torch twin of the label part of the numba engine, weight
     ``label_scale[i] (m_i + m_j) / n_label`` per pair, loss ``-label_scale[i] m_i / n_label
@@ -117,6 +117,8 @@ def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int
         Whether to add the pairs' loss to ``loss_rows``.
     grad, loss_rows : torch.Tensor
         (N, d), (N,), added to in place.
+    dof_rows : torch.Tensor, optional
+        (N,), added to in place: the pairs' ``w c u`` (:func:`_add_dof`).
     """
     if obj.n_label == 0:
         return
@@ -129,15 +131,16 @@ def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int
     diff = y[a] - y[j]
     d2 = (diff * diff).sum(1)
     _, g = _kernel_and_slope(obj.kernel, d2)
-    force = (-2.0 * exaggeration * g)[:, None] * diff
-    grad.index_add_(0, a, force.clamp(-obj.clip, obj.clip) * (scale * (mass[a] + mass[j]))[:, None])
+    coef, weight = -2.0 * exaggeration * g, scale * (mass[a] + mass[j])
+    grad.index_add_(0, a, (coef[:, None] * diff).clamp(-obj.clip, obj.clip) * weight[:, None])
+    _add_dof(obj.kernel, dof_rows, a, d2, g, coef * weight)
     if with_loss:
         loss_rows.index_add_(0, a, -scale * mass[a] * obj.kernel.log_k_torch(d2))
 
 
 def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
                            exaggeration: float, z_prev: torch.Tensor, global_scale,
-                           with_loss: bool = False):
+                           with_loss: bool = False, dof_rows: torch.Tensor | None = None):
     """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient` (CUDA, custom kernels).
 
     Anchors are processed in the chunks of ``arrays`` (bounded memory, no host syncs).
@@ -162,6 +165,9 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
         The global estimator's pair coefficient ``2 M / sum_i zsum_i`` (0-d on CUDA).
     with_loss : bool
         Whether to fill ``loss_rows``.
+    dof_rows : torch.Tensor, optional
+        (N,) overwritten with the degrees of freedom's gradient per anchor, as the numba
+        engine's ``dof_rows`` (``dL/dnu = 1/4 sum_i dof_rows[i]``); None: not computed.
 
     Returns
     -------
@@ -180,11 +186,13 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
     loss_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
     mass = arrays["row_mass"]
     m = obj.m
+    if dof_rows is not None:
+        dof_rows.zero_()
     for start, stop, e0, e1 in arrays["chunks"]:
         edge_forces_torch(obj, arrays, y, e0, e1, epoch, exaggeration, with_loss, grad,
-                           loss_rows)
+                           loss_rows, dof_rows)
         label_forces_torch(obj, arrays, y, start, stop, seed, exaggeration, with_loss, grad,
-                           loss_rows)
+                           loss_rows, dof_rows)
         anchors = torch.arange(start, stop, device=y.device)
         if obj.n_negatives <= 0:
             negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
@@ -197,35 +205,36 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
         d2 = (diff * diff).sum(1)
         k, g = _kernel_and_slope(kernel, d2)
         zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
-        terms = []
+        terms = []  # (coefficient, weight, weight in the dof's gradient)
         if obj.alpha > 0:
             uniform = obj.alpha * obj.p_scale / m
-            terms.append((-2.0 * exaggeration * g, uniform * (mass[a] + mass[j])))
+            terms.append((-2.0 * exaggeration * g, uniform * (mass[a] + mass[j]), 1.0))
             if with_loss:
                 loss_rows.index_add_(0, a, -uniform * mass[a] * kernel.log_k_torch(d2))
         if obj.estimator == "per_anchor":
             share = (mass[a] * (k / z_prev[a]).clamp_max(1.0)
                      + mass[j] * (k / z_prev[j]).clamp_max(1.0))
-            terms.append((2.0 * g, share))
+            terms.append((2.0 * g, share, 1.0))
         elif obj.estimator == "global":
-            terms.append((2.0 * k * g, torch.ones_like(k) * global_scale))
+            terms.append((2.0 * k * g, torch.ones_like(k) * global_scale, 1.0))
         else:
             scale = arrays["neg_scale"][a]
             if isinstance(kernel, UMAPKernel):
                 rep = -kernel.b * k / (0.001 + d2)
             else:
                 rep = k * g / (1.0 - k).clamp_min(1e-3)
-            terms.append((2.0 * rep, scale))
+            terms.append((2.0 * rep, scale, 2.0))  # a negative moves its anchor only
             if with_loss:
                 loss_rows.index_add_(0, a, -scale * torch.log((1.0 - k).clamp_min(1e-12)))
-        for coef, weight in terms:
+        for coef, weight, dof_weight in terms:
             grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
+            _add_dof(kernel, dof_rows, a, d2, g, dof_weight * coef * weight)
     return grad, zsum, loss_rows
 
 
 def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
                        epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
-                       loss_rows: torch.Tensor) -> None:
+                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None) -> None:
     """Add the attraction of the stored edges ``e0:e1`` to ``grad`` (and their loss to
     ``loss_rows``): the torch twin of the edge part of the numba engine.
 
@@ -250,6 +259,8 @@ def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
         (N, d), added to in place.
     loss_rows : torch.Tensor
         (N,), added to in place when ``with_loss``.
+    dof_rows : torch.Tensor, optional
+        (N,), added to in place: the edges' ``w c u`` (:func:`_add_dof`).
     """
     rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
     if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
@@ -259,10 +270,21 @@ def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
     diff = y[rows] - y[cols]
     d2 = (diff * diff).sum(1)
     _, g = _kernel_and_slope(obj.kernel, d2)
-    force = (-2.0 * exaggeration * g)[:, None] * diff
-    grad.index_add_(0, rows, force.clamp(-obj.clip, obj.clip) * w[:, None])
+    coef = -2.0 * exaggeration * g
+    grad.index_add_(0, rows, (coef[:, None] * diff).clamp(-obj.clip, obj.clip) * w[:, None])
+    _add_dof(obj.kernel, dof_rows, rows, d2, g, coef * w)
     if with_loss:
         loss_rows.index_add_(0, rows, -0.5 * w * obj.kernel.log_k_torch(d2))
+
+
+def _add_dof(kernel: Kernel, dof_rows: torch.Tensor | None, anchors: torch.Tensor,
+             d2: torch.Tensor, g: torch.Tensor, wc: torch.Tensor) -> None:
+    """Add ``w c u`` per pair to ``dof_rows[anchor]`` (nothing when ``dof_rows`` is None):
+    ``wc`` (P,) each pair's weight times its force coefficient, ``u = h / g`` the ratio of the
+    kernel's slopes in ``dof`` and in ``d2`` at the pairs' ``d2`` (P,), (``anchors`` (P,));
+    :mod:`icongraph.kernels`."""
+    if dof_rows is not None:
+        dof_rows.index_add_(0, anchors, wc * kernel.dof_slope_torch(d2) / g)
 
 
 def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):

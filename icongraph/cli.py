@@ -175,7 +175,7 @@ def _table(args) -> int:
         print(f"  {row.name:28s} {row.p} | {row.q} | {row.learned} | {row.needs}")
         print(f"  {'':28s} {row.reference}")
     print("Targets p:   ", ", ".join(sorted(TARGETS)))
-    print("Kernels q:   ", ", ".join(sorted(KERNELS)))
+    print("Kernels q:   ", ", ".join(sorted(KERNELS)), "| cluster (assignments, ICon only)")
     print("Estimators:  ", ", ".join(sorted(ESTIMATORS)))
     print("Compose any: icongraph.ICon(p=<target>, q=<kernel>, estimator=<estimator>)")
     return 0

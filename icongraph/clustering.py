@@ -70,7 +70,7 @@ from .heads import (
     make_head,
     standardisation,
 )
-from .kernels import cluster_mass
+from .kernels import ClusterKernel, cluster_mass
 from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
 from .loop import FULL_BATCH_FLOATS, Callbacks, Converged, FiniteGuard, schedule, train
 from .memory import check_memory
@@ -235,7 +235,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         """Whether the heads start from seed centres (:func:`~icongraph.seeding.seed_logits`)."""
         return head_kind(self.head) in ("linear", "free") and self._init() != "random"
 
-    def _prepare(self, X, preset, with_knn: bool, n_clusters: int | None,
+    def _prepare(self, X, preset, spec, with_knn: bool, n_clusters: int | None,
                  given=None) -> KNN | None:
         """The checks that need the data, before any work; returns the checked precomputed
         kNN graph (or None); ``with_knn`` False: the fit needs no kNN graph (every point
@@ -259,7 +259,6 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                              "method='supervised' use init='auto', 'embedding' or 'kmeans'.")
         knn, k = None, 0 if given is None else -(-given.nnz // n)
         if with_knn:
-            spec = self._spec(preset)
             k = check_n_neighbors(spec.n_neighbors_for(n), n)
             if self.precomputed_knn is not None:
                 knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
@@ -330,14 +329,13 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         parts[name] = peak
         return parts
 
-    def _graph(self, X, preset, seed, device, knn, given=None):
-        """(graph p as CSR, kNN) for the preset's target; ``knn`` a checked precomputed graph
+    def _graph(self, X, preset, spec, seed, device, knn, given=None):
+        """(graph p as CSR, kNN) for the target ``spec``; ``knn`` a checked precomputed graph
         or None (searched here); ``given`` a ``Data``'s graph (N, N), normalised in place of
         the kNN graph (no kNN then)."""
         if given is not None:
             graph = row_normalize(given)
         else:
-            spec = self._spec(preset)
             if knn is None:
                 knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
                                  method=self.knn_method, device=device, random_state=seed,
@@ -360,7 +358,15 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         work, and the caller's data is never modified."""
         check_params(self, self._rules)
         X, y, given = split_data(X, y, self.precomputed_knn is not None)
+        return self._fit(X, y, given)
+
+    def _fit(self, X, y, given, spec=None):
+        """:meth:`fit` after its parameter check, on ``X`` (N, D), labels ``y`` (or None) and a
+        ``given`` graph (N, N) (or None); ``spec`` a target (:mod:`icongraph.targets`) whose
+        graph, built from the kNN graph, replaces the method's ``p`` (how
+        :class:`~icongraph.compose.ICon` fits ``q="cluster"`` with any ``p``)."""
         preset = self._preset()
+        spec = self._spec(preset) if spec is None else spec
         check_feature_names(self, X, reset=True)
         X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling=self.metric)
         check_n_features(self, X.shape[1], reset=True)
@@ -378,15 +384,15 @@ class Clustering(GraphOutputMixin, ParamsMixin):
             n_clusters = self.n_clusters
             if n_clusters is None and labels is not None:  # supervised: one per class
                 n_clusters = len(np.unique(labels[labels >= 0]))
-            knn = self._prepare(X, preset, with_knn and given is None, n_clusters, given)
+            knn = self._prepare(X, preset, spec, with_knn and given is None, n_clusters, given)
             start = time.perf_counter()
             if labels is not None:  # unlabelled points (-1) take kNN positives
                 graph = None
                 if with_knn:
-                    graph, knn = self._graph(X, preset, seed, device, knn, given)
+                    graph, knn = self._graph(X, preset, spec, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, labels=labels)
             else:
-                graph, knn = self._graph(X, preset, seed, device, knn, given)
+                graph, knn = self._graph(X, preset, spec, seed, device, knn, given)
                 sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
                                           propagation=self.propagation)
             timings["graph"] = time.perf_counter() - start
@@ -406,7 +412,8 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 weights = torch.as_tensor(degree / degree.mean(), device=device)
             evaluation = self._evaluation_pairs(sampler, n, seed, device)
             # restart r seeds from seed + r (re-hashed past 2**32, where the RNGs stop)
-            runs = [self._fit_head(features, sampler, weights, preset["q_alpha"], batch, epochs,
+            kernel = ClusterKernel(self.temperature, preset["q_alpha"])
+            runs = [self._fit_head(features, sampler, weights, kernel, batch, epochs,
                                    seed=check_random_state(seed + r), knn=knn,
                                    evaluation=evaluation, data=X, partition=communities)
                     for r in range(self.n_init)]
@@ -425,6 +432,8 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                           "fewer clusters.", stacklevel=2)
         self.graph_ = graph
         self.knn_ = knn
+        self.kernel_ = kernel
+        self.target_spec_ = spec
         self.timings_ = timings
         self._fit_X = X
         self.data_scale_ = data_scale
@@ -481,7 +490,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         repeats = max(self.positives_per_anchor, EVAL_PAIRS // len(anchors))
         return anchors, sampler.sample(anchors, gen, repeats).view(repeats, -1)
 
-    def _evaluation_loss(self, probabilities, weights, alpha_q, evaluation) -> float:
+    def _evaluation_loss(self, probabilities, weights, kernel, evaluation) -> float:
         """The loss of assignments ``probabilities`` (N, C) (exact cluster masses) on the
         ``evaluation`` pairs, in chunks of anchors of at most ``FULL_BATCH_FLOATS`` floats."""
         anchors, positives = evaluation
@@ -492,20 +501,21 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         for lo in range(0, len(anchors), step):
             cols = positives[:, lo:lo + step].reshape(-1)
             w_p = None if weights is None else weights[cols]
-            chunk = self._loss(probabilities[anchors[lo:lo + step]], probabilities[cols], mass,
-                               w_p, alpha_q, n)
+            chunk = kernel.pair_loss(probabilities[anchors[lo:lo + step]], probabilities[cols],
+                                     mass, w_p, n)
             total += chunk.double() * cols.numel()
         return float(total) / positives.numel()
 
-    def _fit_head(self, features, sampler, weights, alpha_q, batch, epochs, seed, knn,
+    def _fit_head(self, features, sampler, weights, kernel, batch, epochs, seed, knn,
                   evaluation, data, partition=None) -> dict:
         """One training run from ``seed`` on standardised ``features`` (N, D) (row ids for the
-        free head; ``data`` the raw rows, for the embedding seed) with kernel weights ``w``
-        (None: uniform); returns the fitted attributes, ``loss_`` taken on the shared
-        ``evaluation`` pairs (:meth:`_evaluation_pairs`); ``partition`` (N,) the communities
-        that ``init='communities'`` seeds from. Each restart seeds afresh (for
-        ``init='embedding'`` a new embedding of the graph from its own seed; the communities
-        are counted once per fit, so their restarts differ by their sampled positives).
+        free head; ``data`` the raw rows, for the embedding seed) with the cluster ``kernel``
+        (:class:`~icongraph.kernels.ClusterKernel`) and its weights ``w`` (None: uniform);
+        returns the fitted attributes, ``loss_`` taken on the shared ``evaluation`` pairs
+        (:meth:`_evaluation_pairs`); ``partition`` (N,) the communities that
+        ``init='communities'`` seeds from. Each restart seeds afresh (for ``init='embedding'``
+        a new embedding of the graph from its own seed; the communities are counted once per
+        fit, so their restarts differ by their sampled positives).
 
         Full batch (``batch >= N``): the cluster masses are exact every step. Mini-batches of
         ``batch`` anchors: the masses are a running (exponential) average of the batch
@@ -543,14 +553,14 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 anchors = order[lo:lo + batch]
                 positives = sampler.sample(anchors, gen, ppa)
                 if full:
-                    phi = self._phi(head, inputs)
+                    phi = kernel.assignments(head(inputs))
                     mass = cluster_mass(phi, weights)
                     # index_select: its backward adds the positives' gradients in index
                     # order (index_add_); phi[positives] adds them with atomics across CPU
                     # threads, in an order that changes from run to run
                     phi_a, phi_p = phi, phi.index_select(0, positives)
                 else:
-                    phi = self._phi(head, inputs[torch.cat([anchors, positives])])
+                    phi = kernel.assignments(head(inputs[torch.cat([anchors, positives])]))
                     phi_a, phi_p = phi[:len(anchors)], phi[len(anchors):]
                     w_a = None if weights is None else weights[anchors]
                     estimate = cluster_mass(phi_a, w_a) * (n / len(anchors))
@@ -559,7 +569,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                         MASS_MOMENTUM * running + (1 - MASS_MOMENTUM) * value)
                     mass = running + (estimate - value)
                 w_p = None if weights is None else weights[positives]
-                loss = self._loss(phi_a, phi_p, mass, w_p, alpha_q, n)
+                loss = kernel.pair_loss(phi_a, phi_p, mass, w_p, n)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -578,9 +588,9 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                       lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
                       verbose=self.verbose)
         with torch.no_grad():
-            probabilities = torch.cat([self._phi(head, inputs[lo:lo + EVAL_CHUNK])
+            probabilities = torch.cat([kernel.assignments(head(inputs[lo:lo + EVAL_CHUNK]))
                                        for lo in range(0, n, EVAL_CHUNK)])
-            final = self._evaluation_loss(probabilities, weights, alpha_q, evaluation)
+            final = self._evaluation_loss(probabilities, weights, kernel, evaluation)
         probabilities = probabilities.cpu().numpy()
         labels = probabilities.argmax(1)
         sizes = np.bincount(labels, minlength=n_clusters)
@@ -589,22 +599,6 @@ class Clustering(GraphOutputMixin, ParamsMixin):
                 "loss_history_": state.losses, "loss_": final,
                 "n_epochs_": state.epoch + 1, "cluster_sizes_": sizes,
                 "empty_clusters_": empty}
-
-    def _phi(self, head, rows: torch.Tensor) -> torch.Tensor:
-        """Soft assignments ``softmax(head(rows) / temperature)`` (B, C)."""
-        return torch.softmax(head(rows) / self.temperature, dim=1)
-
-    @staticmethod
-    def _loss(phi_a, phi_p, mass, w_p, alpha_q, n):
-        """``-mean log((1 - a) sum_c phi_ic w_j phi_jc / M_c + a / N)`` over sampled pairs:
-        anchors ``phi_a`` (B, C), their positives ``phi_p`` (R B, C) laid out as
-        ``anchors.repeat(R)``, masses ``M`` (C,), positive weights ``w_j`` (R B,)."""
-        # a cluster whose every phi underflowed has mass 0: the floor keeps 0 / 0 out
-        mass = mass.clamp_min(torch.finfo(mass.dtype).tiny)
-        q = (phi_p.view(-1, *phi_a.shape) * (phi_a / mass)).sum(-1).reshape(-1)
-        if w_p is not None:
-            q = q * w_p
-        return -torch.log((1 - alpha_q) * q + alpha_q / n + 1e-12).mean()
 
     def fit_predict(self, X, y=None):
         return self.fit(X, y).labels_
@@ -619,7 +613,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         check_is_fitted(self, "head_")
         X = check_new_data(self, X)
         if self.head == "free":
-            spec = self._spec(self._preset())
+            spec = self.target_spec_
             if isinstance(spec, UniformKNNTarget):  # a supervised fit may have < k + 1 rows
                 spec = replace(spec, n_neighbors=min(spec.n_neighbors, len(self._fit_X)))
             rows = spec.to_new(KNNIndex(self._fit_X, self.metric), X)
@@ -631,7 +625,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         device = next(self.head_.parameters()).device
         with torch.no_grad():
             logits = self.head_(self._standardise(X).to(device))
-            return torch.softmax(logits / self.temperature, dim=1).cpu().numpy()
+            return ClusterKernel(self.temperature).assignments(logits).cpu().numpy()
 
     def predict(self, X):
         return self.predict_proba(X).argmax(1)

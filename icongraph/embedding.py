@@ -1,6 +1,6 @@
-"""scikit-learn estimators for embeddings: the general :class:`ICon` and the presets
-:class:`SNE`, :class:`TSNE` and :class:`UMAP` (named compositions of a target, a kernel and an
-estimator of the normaliser).
+"""scikit-learn estimators for embeddings: the presets :class:`SNE`, :class:`TSNE` and
+:class:`UMAP` (named compositions of a target, a kernel and an estimator of the normaliser) and
+their shared fit; the general composition :class:`~icongraph.compose.ICon` builds on it.
 
 Parameters shared by every estimator are declared once in :data:`COMMON_PARAMS`; a preset adds
 only its own (``perplexity``, ``min_dist``, ...) and says how they compose in ``_composition``.
@@ -46,10 +46,10 @@ import torch
 from ._transform_engine import partial_arrays, point_keys
 from .heads import encoder_rule, make_encoder, standardisation
 from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
-from .kernels import KERNELS, Kernel, StudentKernel, UMAPKernel, get_kernel
+from .kernels import Kernel, StudentKernel, UMAPKernel, get_kernel
 from .knn import KNN, KNN_RULES, KNNIndex, _resolve_method, knn_search, precomputed_knn
 from .memory import check_memory
-from .objective import ESTIMATORS, Objective, check_composition, exact_loss
+from .objective import Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, encode, optimize, optimize_new
 from .params import ParamsMixin, TransformerOutputMixin
 from .pyg import GraphOutputMixin, split_data
@@ -57,12 +57,10 @@ from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
 from .sphere import normalise_
 from .targets import (
-    TARGETS,
     FuzzyTarget,
     PerplexityTarget,
     PrecomputedTarget,
     debias,
-    get_target,
     new_lists,
     with_labels,
 )
@@ -75,13 +73,11 @@ from .validation import (
     check_new_data,
     check_params,
     check_random_state,
-    choice,
     encode_labels,
-    mapping,
     number,
 )
 
-__all__ = ["ICon", "SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
+__all__ = ["SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
 
 #: Shared parameters and their defaults (None: the preset decides, see ``_defaults``).
 COMMON_PARAMS = {
@@ -120,24 +116,6 @@ def _init_rule(name, value):
             f"{type(value).__name__} of shape {np.shape(value)}")
         raise ValueError(f"{name} must be one of {EMBEDDING_INITS} or a 2-D array "
                          f"(n_samples, n_components); got {got}.")
-
-
-def _p_rule(name, value):
-    """A target name (an unknown one gets :func:`~icongraph.targets.get_target`'s message), a
-    target object, or a graph (checked when it is built, before any work)."""
-    if isinstance(value, str) and value not in TARGETS:
-        get_target(value)
-
-
-def _q_rule(name, value):
-    """A kernel name (an unknown one gets :func:`~icongraph.kernels.get_kernel`'s message) or
-    a :class:`~icongraph.kernels.Kernel`."""
-    if isinstance(value, str):
-        if value not in KERNELS:
-            get_kernel(value)
-    elif not isinstance(value, Kernel):
-        raise ValueError(f"{name} must be one of {tuple(KERNELS)} or a Kernel instance; got "
-                         f"{value!r}.")
 
 
 #: the rule of every shared parameter (:func:`~icongraph.validation.check_params`); a preset
@@ -356,6 +334,18 @@ class _Embedding(GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
                                  or self.precomputed_knn is not None)
         if graph is not None:
             spec = PrecomputedTarget(graph)
+        return self._fit(X, y, spec, kernel, estimator)
+
+    def _fit_graph(self, X, graph):
+        """:meth:`fit` of ``X`` (N, D) with ``graph`` (N, N) as ``p`` in place of the
+        estimator's own target, as a ``Data``'s graph is (:mod:`icongraph.pyg`); the
+        clustering's seed lays out a given graph this way
+        (:func:`~icongraph.seeding.embedding_partition`)."""
+        _, kernel, estimator = self._check_params()
+        return self._fit(X, None, PrecomputedTarget(graph), kernel, estimator)
+
+    def _fit(self, X, y, spec, kernel, estimator):
+        """:meth:`fit` after the parameter check, with the target ``spec``."""
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
         timings = {}
@@ -585,56 +575,6 @@ class _Embedding(GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
                                  schedule=s["schedule"], max_step=s["max_step"], seed=s["seed"],
                                  device=resolve_device(self.device), verbose=self.verbose)
         return self._wrap_output(Y, data)
-
-
-class ICon(_Embedding):
-    """The general I-Con embedding: ``p`` (target name, spec object or a graph), ``q`` (kernel
-    name or :class:`~icongraph.kernels.Kernel`) and the normaliser ``estimator``
-    ('per_anchor', 'global' or 'neg'). ``p_params``/``q_params`` go to the named target/kernel.
-    ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
-    by ``target_weight`` (0-1, default 0.5; the module docstring), whatever the estimator.
-
-    The kernels on the unit sphere, ``q="cosine"`` (InfoNCE's ``exp(cos / tau)``) and
-    ``q="student-sphere"`` (:mod:`icongraph.kernels`), keep every row at norm 1:
-    ``embedding_`` (N, n_components) then holds points on the unit sphere (``n_components=2``
-    the circle, 3 the sphere; at least 2), and so does ``transform``. Their ``q_params`` are
-    ``temperature`` (> 0) and ``learn_temperature`` (fit it with the embedding; the fitted
-    value is ``kernel_.temperature``); the ``'fft'`` estimator is planar and refused.
-
-    >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
-    >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
-    >>> ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3).fit(X)  # InfoNCE
-    """
-
-    _own_params = {"p": "fuzzy", "q": "umap", "estimator": "neg", "p_params": None,
-                   "q_params": None}
-    _own_rules = {"p": _p_rule, "q": _q_rule, "estimator": choice(ESTIMATORS),
-                  "p_params": mapping(), "q_params": mapping()}
-
-    def _composition(self):
-        p_params, q_params = self.p_params or {}, self.q_params or {}
-        try:
-            if isinstance(self.p, str) or hasattr(self.p, "build"):
-                spec = get_target(self.p, **p_params)
-            else:
-                spec = PrecomputedTarget(self.p, **p_params)
-        except TypeError as err:  # a keyword the target does not take
-            raise ValueError(f"p_params={p_params!r} do not fit p={self.p!r}: {err}") from None
-        try:
-            kernel = get_kernel(self.q, **q_params)
-        except TypeError as err:
-            raise ValueError(f"q_params={q_params!r} do not fit q={self.q!r}: {err}") from None
-        return spec, kernel, self.estimator
-
-    def _defaults(self, n_samples, init, estimator=None):
-        """The optimiser settings of the preset that uses the same estimator."""
-        preset = {"neg": UMAP, "global": TSNE, "fft": TSNE, "per_anchor": SNE}.get(
-            self.estimator)
-        if preset is None:
-            return super()._defaults(n_samples, init, estimator)
-        shared = {k: getattr(self, k) for k in COMMON_PARAMS}
-        return {**preset(**shared)._defaults(n_samples, init, self.estimator), "exaggeration": 1.0,
-                "exaggeration_epochs": 0}
 
 
 class SNE(_Embedding):

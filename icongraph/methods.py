@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .clustering import Clustering
-from .embedding import SNE, TSNE, UMAP, ICon
+from .compose import ICon
+from .embedding import SNE, TSNE, UMAP
 from .pairs import PairedEmbedding
 from .prototypes import PrototypeClassifier
 
@@ -52,13 +53,20 @@ class Method:
     build: Callable = field(repr=False)
 
 
-def _graph_row(q: str, estimator: str):
-    """An :class:`~icongraph.embedding.ICon` on a user's graph: ``build(graph, **params)``."""
+def _graph_row(q: str, estimator: str | None):
+    """An :class:`~icongraph.compose.ICon` on a user's graph: ``build(graph, **params)``; with
+    the cluster kernel (``q="cluster"``) ``n_clusters`` is its ``n_components``, as the other
+    clustering rows take it."""
     def build(graph=None, **params):
         if graph is None:
-            raise ValueError("this method embeds a given graph: method(name, graph=G) with G a "
+            raise ValueError("this method fits a given graph: method(name, graph=G) with G a "
                              "scipy sparse matrix, a networkx graph, a torch-geometric Data or "
                              "a precomputed kNN.")
+        if q == "cluster" and "n_clusters" in params:
+            if "n_components" in params:
+                raise ValueError("give n_clusters= or n_components=, not both: for this row "
+                                 "they are the same number.")
+            params["n_components"] = params.pop("n_clusters")
         return ICon(p=graph, q=q, estimator=estimator, **params)
     return build
 
@@ -92,7 +100,7 @@ _ENCODERS = "two encoders f, g (linear heads) into one space on the unit sphere"
 
 
 def _sphere_preset(q: str, **fixed):
-    """An :class:`~icongraph.embedding.ICon` with kernel ``q`` on the sphere: uniform kNN ``p``,
+    """An :class:`~icongraph.compose.ICon` with kernel ``q`` on the sphere: uniform kNN ``p``,
     per-anchor normaliser, 3 components (the caller's params win)."""
     return _preset(ICon, p="knn", q=q, estimator="per_anchor", n_components=3, **fixed)
 
@@ -148,6 +156,10 @@ _ROWS = (
            _CLUSTER_Q + ", debiased (q_alpha 0.2)", "assignments phi (free per-point logits)",
            "debiased InfoNCE clustering (Alshammari et al. 2025)", "X",
            _preset(Clustering, method="debiased")),
+    Method("graph-clustering", "a given graph, row-normalised", _CLUSTER_Q,
+           "assignments phi (free per-point logits)",
+           "I-Con clustering of a graph's neighbourhoods, ICon(p=graph, q='cluster')", "graph",
+           _graph_row("cluster", None)),
     Method("supervised-clustering", "same-class graph from y (-1: kNN positives)", _CLUSTER_Q,
            "assignments phi (free per-point logits)", "supervised I-Con clustering", "X, y",
            _preset(Clustering, method="supervised")),

@@ -274,9 +274,9 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
     Raises
     ------
     ValueError
-        An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0 or lives on the
-        sphere, or in 3-D and above on more than ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel
-        on the sphere in fewer than 2 dimensions.
+        An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, lives on the
+        sphere or learns its degrees of freedom, or in 3-D and above on more than
+        ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel on the sphere in fewer than 2 dimensions.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
@@ -288,6 +288,10 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
         raise ValueError(f"the {kernel.name!r} kernel lives on the unit sphere, which needs "
                          f"n_components >= 2 (2: the circle, 3: the sphere); got "
                          f"{n_components}.")
+    if estimator == "fft" and kernel.learn_dof:
+        raise ValueError("learn_dof needs the gradient of the normaliser in dof, which the "
+                         "engines sum over sampled negatives: use estimator='global' (or "
+                         "'per_anchor', 'neg') with learn_dof, or a fixed dof with 'fft'.")
     if estimator == "fft" and not kernel.smooth:
         raise ValueError(f"the 'fft' estimator interpolates the kernel on a grid, which "
                          f"needs a kernel smooth at 0; {kernel!r} has a cusp there. "

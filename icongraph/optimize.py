@@ -35,7 +35,8 @@ from .sphere import TemperatureLearner, normalise_, normalised, sphere_gradient_
 from .validation import callbacks_rule, check_number, choice, number
 
 __all__ = ["optimize", "optimize_new", "check_optimizer_params", "OPTIMIZER_RULES",
-           "EncoderStepper", "encode", "ENCODER_CHUNK"]
+           "EncoderStepper", "encode", "ENCODER_CHUNK", "DofLearner", "DOF_LEARNING_RATE",
+           "DOF_RANGE"]
 
 SCHEDULES = ("linear", "constant", "cosine")
 OPTIMIZERS = ("sgd", "adam", "gains")
@@ -43,6 +44,10 @@ OPTIMIZERS = ("sgd", "adam", "gains")
 MIN_GAIN = 0.01
 #: rows per forward / backward pass of an encoder (its activations stay bounded at any N)
 ENCODER_CHUNK = 16384
+#: Adam's step on ``log dof`` per epoch (times the schedule's factor), and the range the
+#: learned degrees of freedom are kept in (beyond 1e3 the Student-t is a Gaussian to float32)
+DOF_LEARNING_RATE = 0.02
+DOF_RANGE = (1e-2, 1e3)
 
 
 #: rules (:func:`~icongraph.validation.check_params`) of the optimisation parameters an
@@ -132,6 +137,40 @@ class Stepper:
         self.sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (self.sq / (1 - b2**self.t)).sqrt_().add_(self.eps)
         self.y.addcdiv_(self.buf, denom, value=-lr / (1 - b1**self.t))
+
+
+class DofLearner:
+    """Adam on ``log dof`` of a Student-t kernel with ``learn_dof``, one step per epoch, from
+    the exact gradient of the epoch's sampled objective: ``dL/dnu = 1/4 sum_i dof_rows[i]``
+    (the engines' ``dof_rows``, :mod:`icongraph.kernels`), divided by the target's mass ``M``
+    (a mean over anchors) and scaled to ``dL/dlog nu = nu dL/dnu``. Adam makes the step
+    ``DOF_LEARNING_RATE`` times the schedule's factor whatever the gradient's scale, which
+    differs by estimator; ``dof`` stays in :data:`DOF_RANGE`. As for the temperature, a
+    clipped force (``clip``) is counted unclipped.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        The starting kernel (its ``dof``).
+    total_mass : float
+        ``M = sum_ij p_ij``.
+    """
+
+    def __init__(self, kernel: Kernel, total_mass: float):
+        self.log_dof = torch.tensor([np.log(float(kernel.dof))], dtype=torch.float64)
+        self.adam = Stepper(self.log_dof, "adam")
+        self.total_mass = float(total_mass)
+
+    def step(self, dof_rows, factor: float) -> float:
+        """Step from the anchors' ``dof_rows`` (N,) (numpy or torch; one host read of their
+        sum) at ``factor`` times :data:`DOF_LEARNING_RATE`; returns the new ``dof``."""
+        total = float(dof_rows.sum(dtype=np.float64 if isinstance(dof_rows, np.ndarray)
+                                   else torch.float64))
+        dof = float(self.log_dof.exp())
+        self.adam.step(torch.tensor([0.25 * total / self.total_mass * dof], dtype=torch.float64),
+                       DOF_LEARNING_RATE * factor)
+        self.log_dof.clamp_(float(np.log(DOF_RANGE[0])), float(np.log(DOF_RANGE[1])))
+        return float(self.log_dof.exp())
 
 
 def take_step(stepper: Stepper, grad: torch.Tensor, lr: float, kernel: Kernel) -> None:
@@ -246,7 +285,9 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     every step is projected and renormalised (:func:`take_step`); a learned temperature
     (``kernel.learn_temperature``) takes one step on ``log tau`` per epoch
     (:class:`~icongraph.sphere.TemperatureLearner`), and ``objective.kernel`` holds its final
-    value.
+    value. Learned degrees of freedom (``kernel.learn_dof``, the Student-t kernels) take one
+    step on ``log dof`` per epoch outside the exaggerated epochs (:class:`DofLearner`, from the
+    engines' ``dof_rows``), and ``objective.kernel.dof`` holds the final value.
 
     The first ``exaggeration_epochs`` multiply the attraction by ``exaggeration`` and step with
     ``exaggeration_learning_rate`` (default ``learning_rate``); ``max_step`` caps each point's
@@ -279,6 +320,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         normalise_(y)
     learner = (TemperatureLearner(objective.kernel, objective.total_mass)
                if sphere and objective.kernel.learn_temperature else None)
+    learn_dof = objective.kernel.learn_dof
+    dof_learner = DofLearner(objective.kernel, objective.total_mass) if learn_dof else None
     if encoder is None:
         stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     else:
@@ -289,9 +332,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         grad_t = torch.from_numpy(grad_np)
         zsums = [np.ones(n, np.float32), np.ones(n, np.float32)]  # written / read alternately
         loss_rows = np.zeros(n, np.float32)
+        dof_rows = np.zeros(n if learn_dof else 0, np.float32)
     else:
         arrays = torch_arrays(objective, device)
         zsums = [torch.ones(n, device=device, dtype=y.dtype)]
+        dof_rows = torch.zeros(n, device=device, dtype=y.dtype) if learn_dof else None
 
     def evaluate(epoch: int, exag: float, z_prev, g_scale: float, with_loss: bool):
         """``(grad, zsum, loss)``: ``loss`` is None unless ``with_loss``."""
@@ -302,12 +347,13 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         if use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
-                                 float(g_scale), with_loss, grad_np, zsum, loss_rows)
+                                 float(g_scale), with_loss, grad_np, zsum, loss_rows, dof_rows)
             grad, rows = grad_t, loss_rows
         else:
             with torch.no_grad():
                 grad, zsum, rows = sampled_gradient_torch(objective, arrays, y, seed_e, epoch,
-                                                          exag, z_prev, g_scale, with_loss)
+                                                          exag, z_prev, g_scale, with_loss,
+                                                          dof_rows)
         loss = None
         if with_loss:
             loss = (objective.constant() + float(rows.sum())
@@ -357,8 +403,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
             take_step(stepper, grad, lr, objective.kernel)
         else:
             stepper.step(grad, lr)
+        kernel = objective.kernel
         if learned is not None:
-            objective.set_kernel(learned)
+            kernel = kernel.with_temperature(learned.temperature)
+        if dof_learner is not None and exag == 1.0 and lr > 0:
+            kernel = kernel.with_dof(dof_learner.step(dof_rows,
+                                                      lr_factor(schedule, epoch, n_epochs)))
+        if kernel is not objective.kernel:
+            objective.set_kernel(kernel)
         if recentre:
             y.sub_(y.mean(0))
         return loss

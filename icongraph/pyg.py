@@ -12,7 +12,7 @@ if needed). Duplicate edges are summed (``torch_geometric.utils.coalesce``), sel
 dropped, and a node without out-edges is refused (``p(.|i)`` would be undefined).
 
 How each estimator uses the graph: it replaces the kNN graph the estimator would otherwise
-build from ``X``, through the path of :class:`~icongraph.embedding.ICon`'s precomputed ``p``
+build from ``X``, through the path of :class:`~icongraph.compose.ICon`'s precomputed ``p``
 (:class:`~icongraph.targets.PrecomputedTarget`, rows normalised to ``p(.|i)``); the preset's
 kernel, normaliser and optimiser are kept. For :class:`~icongraph.clustering.Clustering` the
 normalised graph takes the place of the preset's kNN ``p`` (``'ncut'`` symmetrises it, as it

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from .communities import unweighted_knn_graph
-from .embedding import UMAP, ICon
+from .embedding import UMAP
 from .knn import KNN, exact_knn
 
 __all__ = ["INITS", "SEED_SAMPLE", "embedding_partition", "spectral_partition", "seed_logits"]
@@ -31,21 +31,22 @@ def embedding_partition(data: np.ndarray, n_clusters: int, seed: int, knn: KNN |
                         graph: sp.csr_matrix | None = None) -> np.ndarray:
     """Cluster labels (n,) of the rows ``data`` (n, D) from k-means (best of ``SEED_RESTARTS``)
     on a 2-D UMAP-preset embedding of their kNN graph (``knn``, else an exact search among the
-    rows), or of a given ``graph`` (n, n) (the UMAP kernel and NEG normaliser on it, as
-    :class:`~icongraph.embedding.ICon`'s precomputed ``p``): the embedding's attraction and
+    rows), or of a given ``graph`` (n, n) (the UMAP preset with the graph as its ``p``, as a
+    ``Data``'s graph replaces it): the embedding's attraction and
     repulsion pull the graph's groups apart, where k-means on the features cuts across them.
     The embedding runs on the CPU, where the engine is deterministic, so ``seed`` fixes the
     labels on any device."""
     from sklearn.cluster import KMeans
 
     if graph is not None:
-        embedder = ICon(p=graph, metric=metric, n_epochs=SEED_EPOCHS, random_state=seed,
-                        device="cpu", n_jobs=n_jobs)
+        embedder = UMAP(metric=metric, n_epochs=SEED_EPOCHS, random_state=seed, device="cpu",
+                        n_jobs=n_jobs)
+        layout = embedder._fit_graph(data, graph).embedding_
     else:  # UMAP's n_neighbors counts the point itself
         n_neighbors = min(15, len(data)) if knn is None else min(15, knn.n_neighbors + 1)
         embedder = UMAP(n_neighbors=n_neighbors, precomputed_knn=knn, metric=metric,
                         n_epochs=SEED_EPOCHS, random_state=seed, device="cpu", n_jobs=n_jobs)
-    layout = embedder.fit_transform(data)
+        layout = embedder.fit_transform(data)
     return KMeans(n_clusters, n_init=SEED_RESTARTS, random_state=seed).fit_predict(layout)
 
 

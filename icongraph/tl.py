@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from .clustering import CLUSTER_METHODS, Clustering
-from .embedding import UMAP, ICon
+from .compose import ICon
+from .embedding import UMAP
 from .graph import knn_to_csr, symmetrize
 from .knn import METRICS, as_knn
 from .methods import _key, methods
@@ -96,7 +97,7 @@ def _row_names(kind: str) -> list[str]:
 def _estimator(kind: str, name: str | None, params: dict, neighbors: dict | None,
                n_samples: int):
     """The configured estimator of ``name`` (a row of the methods table, ``"icon"`` for the
-    general :class:`~icongraph.embedding.ICon`, a :data:`CLUSTER_METHODS` name, or None for
+    general :class:`~icongraph.compose.ICon`, a :data:`CLUSTER_METHODS` name, or None for
     :class:`~icongraph.clustering.Clustering`'s default), on scanpy's graph of ``n_samples``
     points when ``neighbors`` is given (its kNN lists checked here, before any work)."""
     if name is None and kind == "clustering":
@@ -188,7 +189,7 @@ def embed(adata, method: str = "umap", use_rep: str = "X_pca", neighbors_key: st
     method : str
         A row of :func:`icongraph.methods` that learns a free embedding (``"umap"``,
         ``"tsne"``, ``"sne"``, ``"tsne-uniform"``, ``"graph-tsne"``, ...) or ``"icon"`` for the
-        general :class:`~icongraph.embedding.ICon` (``p=``, ``q=``, ``estimator=`` in
+        general :class:`~icongraph.compose.ICon` (``p=``, ``q=``, ``estimator=`` in
         ``params``).
     use_rep : str
         The key of ``adata.obsm`` to embed, (N, D); ``"X"`` for ``adata.X``.

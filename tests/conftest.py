@@ -45,6 +45,7 @@ def _optimiser_off(request, monkeypatch):
     if not request.config.getoption("--optimiser-off"):
         return
     from icongraph.clustering import Clustering
+    from icongraph.compose import ICon
     from icongraph.embedding import _Embedding
     from icongraph.pairs import PairedEmbedding
     from icongraph.prototypes import PrototypeClassifier
@@ -64,7 +65,7 @@ def _optimiser_off(request, monkeypatch):
                 depth[0] -= 1
         return fit_off
 
-    for cls in (_Embedding, Clustering, PrototypeClassifier, PairedEmbedding):
+    for cls in (_Embedding, ICon, Clustering, PrototypeClassifier, PairedEmbedding):
         monkeypatch.setattr(cls, "fit", switched_off(cls.fit))
 
 

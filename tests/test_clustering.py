@@ -13,7 +13,7 @@ import icongraph
 from icongraph import metrics, positives
 from icongraph.clustering import Clustering
 from icongraph.communities import leiden_labels, merge_connected, unweighted_knn_graph
-from icongraph.kernels import cluster_kernel, cluster_mass
+from icongraph.kernels import ClusterKernel, cluster_kernel, cluster_mass
 from icongraph.knn import knn_search
 from icongraph.positives import PositiveSampler
 from icongraph.seeding import spectral_partition
@@ -46,8 +46,8 @@ def test_sampled_loss_equals_dense_cross_entropy(degree_weights):
     dense = -(torch.tensor(p) * torch.log(q)).sum() / n
     anchors, positives = np.nonzero(p)
     pair_losses = torch.stack([
-        Clustering._loss(phi[[a]], phi[[b]], cluster_mass(phi, w),
-                         None if w is None else w[[b]], alpha, n)
+        ClusterKernel(q_alpha=alpha).pair_loss(phi[[a]], phi[[b]], cluster_mass(phi, w),
+                                               None if w is None else w[[b]], n)
         for a, b in zip(anchors, positives)])
     sparse = (torch.tensor(p[anchors, positives]) * pair_losses).sum() / n
     assert float(sparse) == pytest.approx(float(dense), rel=1e-10)

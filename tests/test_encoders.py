@@ -21,6 +21,8 @@ from icongraph.optimize import EncoderStepper
 from icongraph.runtime import DivergenceError
 from icongraph.targets import PerplexityTarget
 
+#: the engines' ``dof_rows`` when the degrees of freedom are not learned
+NO_DOF = np.zeros(0, np.float32)
 
 def _features(X):
     mean, scale = standardisation(X)
@@ -32,10 +34,10 @@ def _exact_gradient(obj, y):
     n = len(y)
     grad, zsum, rows = np.zeros_like(y), np.zeros(n, np.float32), np.zeros(n, np.float32)
     cpu.sampled_gradient(y, obj.engine, 0, 1.0, 7, np.ones(n, np.float32), 1.0, False, grad,
-                         zsum, rows)
+                         zsum, rows, NO_DOF)
     z_prev, g_scale = obj.normaliser_state(zsum)
     cpu.sampled_gradient(y, obj.engine, 0, 1.0, 7, z_prev, float(g_scale), False, grad, zsum,
-                         rows)
+                         rows, NO_DOF)
     return grad
 
 

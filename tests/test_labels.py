@@ -17,6 +17,8 @@ from icongraph.knn import exact_knn
 from icongraph.objective import Objective, all_pairs_gradient, exact_loss
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias, with_labels
 
+#: the engines' ``dof_rows`` when the degrees of freedom are not learned
+NO_DOF = np.zeros(0, np.float32)
 
 def _labels(y, seed=0):
     """The blobs' classes with a quarter unlabelled and one class of a single point."""
@@ -69,7 +71,7 @@ def _numba(obj, y, seed, z_prev=None, g_scale=0.0):
     grad, zsum, rows = np.zeros_like(y), np.zeros(n, np.float32), np.zeros(n, np.float32)
     z_prev = np.ones(n, np.float32) if z_prev is None else z_prev.astype(np.float32)
     cpu.sampled_gradient(y, obj.engine, 0, 1.0, seed, z_prev, float(g_scale), True, grad, zsum,
-                         rows)
+                         rows, NO_DOF)
     return grad, zsum, rows
 
 

@@ -33,6 +33,7 @@ LAYERS = [
     ("embedding",),
     ("seeding",),
     ("clustering",),
+    ("compose",),
     ("prototypes",),
     ("pairs",),
     ("methods",),

@@ -20,6 +20,9 @@ from icongraph.objective import Objective, exact_loss, matched_negatives
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
 
 #: the sphere kernels' formulas hold for any d2 (tests/test_sphere.py tests them on the sphere)
+#: the engines' ``dof_rows`` when the degrees of freedom are not learned
+NO_DOF = np.zeros(0, np.float32)
+
 KERNELS = [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5), UMAPKernel(1.6, 0.9),
            CosineKernel(0.4), SphereStudentKernel(2.0, 0.3)]
 
@@ -40,7 +43,7 @@ def _numba_eval(obj, y, z_prev, global_scale=0.0, seed=7, with_loss=True, epoch=
     zsum = np.zeros(n, np.float32)
     rows = np.zeros(n, np.float32)
     cpu.sampled_gradient(y, obj.engine, epoch, 1.0, seed, z_prev.astype(np.float32),
-                         float(global_scale), with_loss, grad, zsum, rows)
+                         float(global_scale), with_loss, grad, zsum, rows, NO_DOF)
     return grad, zsum, rows
 
 

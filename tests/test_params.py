@@ -176,6 +176,17 @@ def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_wo
      r"q_params=\{'min_dist': 2.0\} do not fit q='umap'.*unexpected keyword argument"),
     ({"p": "knn", "p_params": {"perplexity": 5}}, 60, r"p_params=\{'perplexity': 5\} do not fit"),
     ({"p": "fuzzy", "p_params": {"n_neighbors": 61}}, 60, "Too few points"),
+    # learned degrees of freedom (the Student-t kernels' q_params)
+    ({"q": "student", "q_params": {"learn_dof": "yes"}}, 60,
+     r"learn_dof must be True or False; got 'yes'"),
+    ({"q": "student", "q_params": {"dof": 0}}, 60,
+     r"degrees of freedom must be a finite number > 0; got 0"),
+    ({"q": "student-sphere", "q_params": {"dof": float("inf"), "learn_dof": True}}, 60,
+     r"degrees of freedom must be a finite number > 0; got inf"),
+    ({"q": "gaussian", "q_params": {"learn_dof": True}}, 60,
+     r"q_params=\{'learn_dof': True\} do not fit q='gaussian'"),
+    ({"q": "student", "estimator": "fft", "q_params": {"learn_dof": True}}, 60,
+     r"learn_dof needs the gradient of the normaliser .* estimator='global'"),
 ])
 def test_bad_combinations_are_refused_before_any_work(params, n, match, no_work):
     X = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)

@@ -18,6 +18,9 @@ from icongraph.objective import Objective, exact_loss
 from icongraph.sphere import sphere_gradient_, temperature_gradient
 from icongraph.targets import PerplexityTarget, debias
 
+#: the engines' ``dof_rows`` when the degrees of freedom are not learned
+NO_DOF = np.zeros(0, np.float32)
+
 KERNELS = [CosineKernel(0.3), SphereStudentKernel(1.0, 0.4), SphereStudentKernel(3.0, 0.2)]
 
 
@@ -43,9 +46,9 @@ def _exact_gradient(obj, y):
     n = len(y)
     grad, zsum, rows = np.zeros_like(y), np.zeros(n, np.float32), np.zeros(n, np.float32)
     cpu.sampled_gradient(y, obj.engine, 0, 1.0, 7, np.ones(n, np.float32), 0.0, False, grad,
-                         zsum, rows)
+                         zsum, rows, NO_DOF)
     z_prev = zsum.copy()
-    cpu.sampled_gradient(y, obj.engine, 0, 1.0, 7, z_prev, 0.0, True, grad, zsum, rows)
+    cpu.sampled_gradient(y, obj.engine, 0, 1.0, 7, z_prev, 0.0, True, grad, zsum, rows, NO_DOF)
     loss = obj.constant() + rows.astype(np.float64).sum() + obj.normaliser_terms(zsum)
     return grad, loss
 
@@ -91,7 +94,7 @@ def test_numba_and_torch_engines_agree_on_the_sphere(kernel):
     n = len(y)
     z_prev = np.full(n, 3.0, np.float32)
     grad, zsum, rows = np.zeros_like(y), np.zeros(n, np.float32), np.zeros(n, np.float32)
-    cpu.sampled_gradient(y, obj.engine, 0, 1.0, 11, z_prev, 0.0, True, grad, zsum, rows)
+    cpu.sampled_gradient(y, obj.engine, 0, 1.0, 11, z_prev, 0.0, True, grad, zsum, rows, NO_DOF)
     grad_t, zsum_t, rows_t = sampled_gradient_torch(
         obj, torch_arrays(obj, "cpu"), torch.from_numpy(y), 11, 0, 1.0,
         torch.from_numpy(z_prev), 0.0, True)

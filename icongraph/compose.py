@@ -1,0 +1,245 @@
+"""The general I-Con estimator :class:`ICon`: any target ``p`` (:mod:`icongraph.targets`, or a
+user's graph) with any kernel ``q`` (:mod:`icongraph.kernels`).
+
+What is learned follows from ``q``. A kernel of a distance learns an embedding: the fit is the
+presets' (:mod:`icongraph.embedding`, the normaliser chosen by ``estimator``). The cluster
+kernel (``q="cluster"``) learns soft assignments ``phi`` (N, K) to ``K = n_components``
+clusters: :class:`ICon` builds ``p`` and hands it to the clustering's fit
+(:class:`~icongraph.clustering.Clustering`, its seeding, heads and training loop), so
+``ICon(p="knn", q="cluster", n_components=K)`` and ``Clustering(method="infonce",
+n_clusters=K)`` are the same fit. This module sits above both estimators for that reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.metaestimators import available_if
+
+from .clustering import Clustering
+from .embedding import COMMON_PARAMS, SNE, TSNE, UMAP, _Embedding
+from .kernels import KERNELS, ClusterKernel, Kernel, get_kernel
+from .objective import ESTIMATORS
+from .pyg import split_data
+from .targets import TARGETS, PrecomputedTarget, get_target
+from .validation import check_is_fitted, check_params, choice, mapping
+
+__all__ = ["ICon", "CLUSTER_UNUSED"]
+
+#: ICon's parameters that the cluster kernel's fit has no use for (the clustering's optimiser
+#: is Adam on the assignments' logits, seeded by its own ``init``): each must stay None
+CLUSTER_UNUSED = ("estimator", "momentum", "schedule", "n_negatives", "edge_sampling",
+                  "transform_epochs", "init")
+
+
+def _p_rule(name, value):
+    """A target name (an unknown one gets :func:`~icongraph.targets.get_target`'s message), a
+    target object, or a graph (checked when it is built, before any work)."""
+    if isinstance(value, str) and value not in TARGETS:
+        get_target(value)
+
+
+def _q_rule(name, value):
+    """A kernel name (an unknown one gets :func:`~icongraph.kernels.get_kernel`'s message),
+    ``"cluster"``, a :class:`~icongraph.kernels.Kernel` or a
+    :class:`~icongraph.kernels.ClusterKernel`."""
+    if isinstance(value, str):
+        if value not in KERNELS and value != ClusterKernel.name:
+            get_kernel(value)
+    elif not isinstance(value, (Kernel, ClusterKernel)):
+        raise ValueError(f"{name} must be one of {(*KERNELS, ClusterKernel.name)}, a Kernel or a "
+                         f"ClusterKernel instance; got {value!r}.")
+
+
+def _clusters(estimator) -> bool:
+    """Whether ``estimator`` (an :class:`ICon`) fits the cluster kernel."""
+    return isinstance(estimator.q, ClusterKernel) or estimator.q == ClusterKernel.name
+
+
+class ICon(_Embedding):
+    """The general I-Con estimator: ``p`` (target name, spec object or a graph), ``q`` (kernel
+    name or :class:`~icongraph.kernels.Kernel`, or the cluster kernel ``"cluster"``) and, for
+    an embedding, the normaliser ``estimator`` ('per_anchor', 'global', 'neg' or 'fft'; None:
+    'neg'). ``p_params``/``q_params`` go to the named target/kernel. ``fit(X, y)`` with class
+    labels (``-1``: unlabelled) mixes the same-class graph into ``p`` by ``target_weight``
+    (0-1, default 0.5; :mod:`icongraph.embedding`), whatever the estimator.
+
+    The kernels on the unit sphere, ``q="cosine"`` (InfoNCE's ``exp(cos / tau)``) and
+    ``q="student-sphere"`` (:mod:`icongraph.kernels`), keep every row at norm 1:
+    ``embedding_`` (N, n_components) then holds points on the unit sphere (``n_components=2``
+    the circle, 3 the sphere; at least 2), and so does ``transform``. Their ``q_params`` are
+    ``temperature`` (> 0) and ``learn_temperature`` (fit it with the embedding; the fitted
+    value is ``kernel_.temperature``); the ``'fft'`` estimator is planar and refused.
+
+    The Student-t kernels (``q="student"``, ``q="student-sphere"``) take ``dof`` (> 0, default
+    1) and ``learn_dof``: fit the degrees of freedom with the embedding, one Adam step on
+    ``log dof`` per epoch from the exact gradient of the epoch's sampled objective
+    (:class:`~icongraph.optimize.DofLearner`; not with the ``'fft'`` estimator, whose
+    normaliser is interpolated); the fitted value is ``kernel_.dof``.
+
+    **Clustering** (``q="cluster"``): soft assignments ``phi(c|i)`` (N, K) to
+    ``K = n_components`` clusters under the cluster kernel
+    (:class:`~icongraph.kernels.ClusterKernel`)::
+
+        q(j|i) = sum_c phi(c|i) phi(c|j) / M_c,   M_c = sum_k phi(c|k),   phi = softmax(logits / T)
+        L = - 1/N sum_i E_{j ~ p~(.|i)} log((1 - a_q) q(j|i) + a_q / N)
+
+    with ``p(.|i)`` the rows of ``p`` normalised (each anchor weighs 1, the clustering's
+    convention) and ``p~ = (1 - alpha) p + alpha / N`` (``alpha``, the package's debiasing of
+    ``p``). ``q_params``: ``temperature`` ``T`` (default 1) and ``q_alpha`` ``a_q`` in [0, 1)
+    (default 0). The normaliser is the K cluster masses, exact: ``estimator`` must stay None.
+    The fit is :class:`~icongraph.clustering.Clustering`'s on this ``p`` (its seeding from a
+    2-D embedding of the kNN graph, Adam on the logits): ``encoder=None`` learns free
+    per-point logits, ``encoder="linear"``, ``"mlp"``, a tuple or a module is the head on the
+    standardised features; ``n_epochs`` and ``learning_rate`` (None: the clustering's
+    defaults), ``optimizer`` (None or ``'adam'``), the kNN and runtime parameters apply;
+    :data:`CLUSTER_UNUSED` must stay None, and labels ``y`` are refused
+    (``Clustering(method="supervised")`` clusters with labels). Fitted: ``labels_`` (N,),
+    ``probabilities_`` (N, K) (also ``embedding_``), ``n_clusters_``, ``cluster_sizes_``,
+    ``empty_clusters_``, ``loss_``, ``loss_history_``, ``graph_``, ``kernel_`` and the fitted
+    ``clustering_``; ``predict_proba`` / ``predict`` (and ``transform``) place new points as
+    ``Clustering`` does, from their rows of ``p`` (a kNN target) or the head.
+
+    >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
+    >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
+    >>> ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3).fit(X)  # InfoNCE
+    >>> ICon(p="perplexity", q="student", estimator="global",
+    ...      q_params={"learn_dof": True}).fit(X).kernel_.dof  # t-SNE-like, dof learned
+    >>> ICon(p="fuzzy", q="cluster", n_components=10).fit(X).labels_  # clusters of UMAP's p
+    """
+
+    _own_params = {"p": "fuzzy", "q": "umap", "estimator": None, "p_params": None,
+                   "q_params": None}
+    _own_rules = {"p": _p_rule, "q": _q_rule, "estimator": choice(ESTIMATORS, allow_none=True),
+                  "p_params": mapping(), "q_params": mapping()}
+
+    def __sklearn_tags__(self):
+        """A transformer; a clusterer with the cluster kernel."""
+        tags = super().__sklearn_tags__()
+        if _clusters(self):
+            tags.estimator_type = "clusterer"
+        return tags
+
+    def _composition(self):
+        p_params, q_params = self.p_params or {}, self.q_params or {}
+        try:
+            if isinstance(self.p, str) or hasattr(self.p, "build"):
+                spec = get_target(self.p, **p_params)
+            else:
+                spec = PrecomputedTarget(self.p, **p_params)
+        except TypeError as err:  # a keyword the target does not take
+            raise ValueError(f"p_params={p_params!r} do not fit p={self.p!r}: {err}") from None
+        try:
+            if isinstance(self.q, ClusterKernel):
+                kernel = self.q
+            elif self.q == ClusterKernel.name:
+                kernel = ClusterKernel(**q_params)
+            else:
+                kernel = get_kernel(self.q, **q_params)
+        except TypeError as err:
+            raise ValueError(f"q_params={q_params!r} do not fit q={self.q!r}: {err}") from None
+        if isinstance(kernel, ClusterKernel):
+            return spec, kernel, None
+        return spec, kernel, "neg" if self.estimator is None else self.estimator
+
+    def _check_params(self):
+        """Every parameter and the composition, before any work; with the cluster kernel, the
+        parameters it cannot use (:data:`CLUSTER_UNUSED`, an optimiser other than Adam) are
+        refused by name."""
+        if not _clusters(self):
+            return super()._check_params()
+        check_params(self, self._param_rules())
+        spec, kernel, _ = self._composition()
+        unused = [name for name in CLUSTER_UNUSED if getattr(self, name) is not None]
+        if unused:
+            raise ValueError(f"q='cluster' learns cluster assignments with the clustering's own "
+                             f"normaliser (the cluster masses) and optimiser: "
+                             f"{', '.join(f'{n}={getattr(self, n)!r}' for n in unused)} do not "
+                             "apply; leave them None.")
+        if self.optimizer not in (None, "adam"):
+            raise ValueError(f"q='cluster' trains the assignments with Adam; got "
+                             f"optimizer={self.optimizer!r}: use None or 'adam'.")
+        return spec, kernel, None
+
+    def _defaults(self, n_samples, init, estimator=None):
+        """The optimiser settings of the preset that uses the same estimator."""
+        estimator = estimator or self._composition()[2]
+        preset = {"neg": UMAP, "global": TSNE, "fft": TSNE, "per_anchor": SNE}[estimator]
+        shared = {k: getattr(self, k) for k in COMMON_PARAMS}
+        return {**preset(**shared)._defaults(n_samples, init, estimator), "exaggeration": 1.0,
+                "exaggeration_epochs": 0}
+
+    def fit(self, X, y=None):
+        """Fit ``X`` (N, D) (see :meth:`~icongraph.embedding._Embedding.fit`); with
+        ``q="cluster"`` the clustering of the class docstring: every parameter is checked
+        first, labels are refused, then ``p`` is built (a kNN target from ``X``, or the given
+        graph) and :class:`~icongraph.clustering.Clustering` fits it."""
+        if not _clusters(self):
+            return super().fit(X, y)
+        spec, kernel, _ = self._check_params()
+        if y is not None:
+            raise ValueError("q='cluster' clusters without labels: fit(X) (for clusters that "
+                             "follow classes use Clustering(method='supervised').fit(X, y)).")
+        X, _, graph = split_data(X, None, isinstance(spec, PrecomputedTarget)
+                                 or self.precomputed_knn is not None)
+        if X is None:
+            raise ValueError("q='cluster' needs the data X with the graph p (the seeding and "
+                             "a head read the features).")
+        given = None
+        if graph is not None:
+            given = PrecomputedTarget(graph).build(n_samples=len(X)).graph
+        elif isinstance(spec, PrecomputedTarget):
+            given = spec.build(n_samples=len(X)).graph
+        clustering = Clustering(
+            n_clusters=self.n_components, method="infonce", alpha=self.alpha,
+            q_alpha=kernel.q_alpha, propagation_steps=1, temperature=kernel.temperature,
+            head="free" if self.encoder is None else self.encoder, n_epochs=self.n_epochs,
+            learning_rate=self.learning_rate, metric=self.metric,
+            precomputed_knn=self.precomputed_knn, knn_method=self.knn_method,
+            knn_cache=self.knn_cache, random_state=self.random_state, device=self.device,
+            n_jobs=self.n_jobs, verbose=self.verbose, callbacks=self.callbacks)
+        check_params(clustering, clustering._rules)
+        clustering._fit(X, None, given, None if given is not None else spec)
+        self.clustering_ = clustering
+        for name in ("n_features_in_", "labels_", "probabilities_", "n_clusters_",
+                     "cluster_sizes_", "empty_clusters_", "loss_", "loss_history_", "graph_",
+                     "knn_", "kernel_", "timings_", "data_scale_", "_fit_X"):
+            setattr(self, name, getattr(clustering, name))
+        if hasattr(clustering, "feature_names_in_"):
+            self.feature_names_in_ = clustering.feature_names_in_
+        else:
+            vars(self).pop("feature_names_in_", None)
+        self.embedding_ = self.probabilities_
+        self._n_features_out = self.n_clusters_
+        self._kl_divergence = None
+        return self
+
+    @property
+    def kl_divergence_(self) -> float | None:
+        """As :attr:`~icongraph.embedding._Embedding.kl_divergence_` for an embedding; None for
+        the cluster kernel (``loss_`` is its estimate)."""
+        check_is_fitted(self, "embedding_")
+        return None if _clusters(self) else super().kl_divergence_
+
+    @available_if(_clusters)
+    def predict_proba(self, X) -> np.ndarray:
+        """(M, K) cluster probabilities of new points ``X`` (M, D)
+        (:meth:`~icongraph.clustering.Clustering.predict_proba`; ``q="cluster"`` only)."""
+        check_is_fitted(self, "clustering_")
+        return self.clustering_.predict_proba(X)
+
+    @available_if(_clusters)
+    def predict(self, X) -> np.ndarray:
+        """(M,) cluster labels of new points ``X`` (M, D) (``q="cluster"`` only)."""
+        return self.predict_proba(X).argmax(1)
+
+    @available_if(_clusters)
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """``fit(X, y).labels_`` (``q="cluster"`` only)."""
+        return self.fit(X, y).labels_
+
+    def transform(self, X):
+        """New points ``X`` (M, D): their embedding (:meth:`~icongraph.embedding._Embedding.
+        transform`), or with ``q="cluster"`` their cluster probabilities (M, K)."""
+        if not _clusters(self):
+            return super().transform(X)
+        return self._wrap_output(self.predict_proba(X), X)
