@@ -76,6 +76,10 @@ LAYERS = {
     torch.nn.ReLU: lambda m: [],
     torch.nn.Embedding: lambda m: [m.num_embeddings, m.embedding_dim],
 }
+#: numpy's bit generators, by the name a generator's state gives
+BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM,
+                                                np.random.MT19937, np.random.Philox,
+                                                np.random.SFC64)}
 #: every estimator class by its qualified name, registered by :class:`PersistenceMixin`
 ESTIMATOR_CLASSES: dict[str, type] = {}
 
@@ -103,11 +107,12 @@ def _layer_spec(module: torch.nn.Module):
 
 
 def _build(spec) -> torch.nn.Module:
-    """The module of a :func:`_layer_spec` (freshly initialised)."""
+    """The module of a :func:`_layer_spec` (freshly initialised); only :data:`LAYERS` are
+    built, whatever a file says."""
     name, *arguments = spec
     if name == "Sequential":
         return torch.nn.Sequential(*map(_build, arguments[0]))
-    return getattr(torch.nn, name)(*arguments)
+    return {cls.__name__: cls for cls in LAYERS}[name](*arguments)
 
 
 class _Writer:
@@ -252,7 +257,7 @@ class _Reader:
         if tag == "$rng":
             if node[tag] == "Generator":
                 state = self.decode(node["state"])
-                rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+                rng = np.random.Generator(BIT_GENERATORS[state["bit_generator"]]())
                 rng.bit_generator.state = state
                 return rng
             rng = np.random.RandomState()

@@ -104,6 +104,8 @@ def test_every_estimator_round_trips_to_identical_outputs(name, fitted, data, tm
         assert loaded.kernel_.temperature == model.kernel_.temperature != 0.5
     if hasattr(model, "embedding_"):
         np.testing.assert_array_equal(loaded.embedding_, model.embedding_)
+    if hasattr(model, "kl_divergence_"):  # from the stored graph, kernel and settings
+        assert loaded.kl_divergence_ == model.kl_divergence_
     if hasattr(model, "labels_"):
         np.testing.assert_array_equal(loaded.labels_, model.labels_)
         assert loaded.n_clusters_ == model.n_clusters_
