@@ -174,19 +174,26 @@ class Net(torch.nn.Module):
         return self.outer(torch.tanh(self.inner(x)))
 
 
-def test_a_custom_module_is_re_supplied_at_load(data, tmp_path):
+@pytest.mark.parametrize("parameter, make, call", [
+    ("encoder", lambda **kw: icongraph.UMAP(encoder=Net(**kw), n_epochs=5, **FAST),
+     "transform"),
+    ("head", lambda **kw: icongraph.Clustering(n_clusters=3, head=Net(n_out=3, **kw),
+                                               n_epochs=5, **FAST), "predict_proba"),
+])
+def test_a_custom_module_is_re_supplied_at_load(parameter, make, call, data, tmp_path):
     X, _, X_new = data
-    model = icongraph.UMAP(encoder=Net(), n_epochs=5, **FAST).fit(X)
+    model = make().fit(X)
     path = model.save(tmp_path / "net.npz")
     with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} holds the weights of a torch "
                                                    "module of the user's (test_persistence.Net, "
-                                                   "parameter 'encoder')")):
+                                                   f"parameter {parameter!r})")):
         icongraph.load(path)
     with pytest.raises(ValueError, match=r"(?s)does not match the saved weights.*size mismatch"):
-        icongraph.load(path, encoder=Net(hidden=8))
-    loaded = icongraph.load(path, encoder=Net())
-    np.testing.assert_array_equal(loaded.transform(X_new), model.transform(X_new))
-    assert isinstance(loaded.encoder, Net) and isinstance(loaded.encoder_, Net)
+        icongraph.load(path, encoder=getattr(make(hidden=8), parameter))
+    loaded = icongraph.load(path, encoder=getattr(make(), parameter))
+    np.testing.assert_array_equal(getattr(loaded, call)(X_new), getattr(model, call)(X_new))
+    assert isinstance(getattr(loaded, parameter), Net)
+    assert isinstance(getattr(loaded, parameter + "_"), Net)
 
 
 def test_two_custom_modules_are_re_supplied_by_parameter_name(data, tmp_path):
