@@ -11,6 +11,7 @@ from .knn import KNN, knn_search
 from .methods import Method, method, methods
 from .objective import ESTIMATORS, Objective, exact_loss
 from .pairs import PAIR_KERNELS, PairedEmbedding
+from .persistence import load
 from .prototypes import PROTOTYPE_KERNELS, PrototypeClassifier
 from .runtime import DivergenceError
 from .targets import (
@@ -44,5 +45,5 @@ __all__ = ["Clustering", "CLUSTER_METHODS", "PrototypeClassifier", "PROTOTYPE_KE
            "GaussianKernel", "StudentKernel",
            "UMAPKernel", "KERNELS", "KNN", "knn_search", "Objective", "ESTIMATORS", "exact_loss",
            "Target", "TARGETS", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget",
-           "PrecomputedTarget", "debias", "DivergenceError", "Method", "method", "methods",
+           "PrecomputedTarget", "debias", "DivergenceError", "load", "Method", "method", "methods",
            "pyg", "tl", *_SUBMODULES]

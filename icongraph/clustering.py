@@ -75,6 +75,7 @@ from .knn import KNN, KNN_RULES, KNNIndex, knn_search, precomputed_knn
 from .loop import FULL_BATCH_FLOATS, Callbacks, Converged, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
+from .persistence import PersistenceMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
 from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
@@ -120,7 +121,7 @@ CONVERGENCE_TOL, CONVERGENCE_EVERY, CONVERGENCE_MIN_EPOCHS = 3e-3, 10, 150
 LEIDEN_SEEDS = (1 << 31) - 1
 
 
-class Clustering(GraphOutputMixin, ParamsMixin):
+class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
     """I-Con clustering with the scikit-learn API (``fit``, ``fit_predict``, ``predict``,
     ``predict_proba``). See the module docstring for the objective and the presets.
 
@@ -613,10 +614,11 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         check_is_fitted(self, "head_")
         X = check_new_data(self, X)
         if self.head == "free":
+            data = self._training_data("predict with head='free'")
             spec = self.target_spec_
             if isinstance(spec, UniformKNNTarget):  # a supervised fit may have < k + 1 rows
-                spec = replace(spec, n_neighbors=min(spec.n_neighbors, len(self._fit_X)))
-            rows = spec.to_new(KNNIndex(self._fit_X, self.metric), X)
+                spec = replace(spec, n_neighbors=min(spec.n_neighbors, len(data)))
+            rows = spec.to_new(KNNIndex(data, self.metric), X)
             neighbours, weights = new_lists(rows)
             w = weights.astype(np.float64)
             w /= w.sum(axis=1, keepdims=True)

@@ -52,6 +52,7 @@ from .memory import check_memory
 from .objective import Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, encode, optimize, optimize_new
 from .params import ParamsMixin, TransformerOutputMixin
+from .persistence import PersistenceMixin
 from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
@@ -154,7 +155,7 @@ COARSE_MIN_SAMPLE = 1000
 EMBEDDING_INITS = INITS + ("coarse",)
 
 
-class _Embedding(GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
+class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
 
@@ -551,7 +552,7 @@ class _Embedding(GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
             features = torch.as_tensor((X - self.feature_mean_) / self.feature_scale_,
                                        device=next(self.encoder_.parameters()).device)
             return self._wrap_output(encode(self.encoder_, features, self.kernel_.sphere), data)
-        if sp.issparse(self._fit_X):
+        if sp.issparse(self._training_data("transform of a free embedding (encoder=None)")):
             raise ValueError("transform needs dense training data.")
         check_params(self, {"transform_epochs": COMMON_RULES["transform_epochs"]})
         data, X = X, check_new_data(self, X)

@@ -71,6 +71,7 @@ from .knn import knn_search
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
+from .persistence import PersistenceMixin
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
     boolean,
@@ -209,7 +210,7 @@ def _widths(hidden) -> tuple[int, ...]:
     return (int(hidden),) if not isinstance(hidden, (list, tuple)) else tuple(map(int, hidden))
 
 
-class PairedEmbedding(ParamsMixin):
+class PairedEmbedding(PersistenceMixin, ParamsMixin):
     """Two aligned modalities embedded into one space on the unit sphere: CLIP and t-CLIP as
     I-Con compositions (see the module docstring for the objective, the kernels and the
     normaliser).

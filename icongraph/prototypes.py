@@ -49,6 +49,7 @@ from .heads import (
 from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin, TransformerOutputMixin
+from .persistence import PersistenceMixin
 from .pyg import split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
@@ -159,7 +160,7 @@ def _check_targets(estimator, y, n_samples: int):
     return encode_labels(values, n_samples, "y", return_classes=True)
 
 
-class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
+class PrototypeClassifier(PersistenceMixin, TransformerOutputMixin, ParamsMixin):
     """A classifier with the scikit-learn API: I-Con between labels and learnable class
     prototypes (see the module docstring for the objective and the kernels).
 

@@ -263,3 +263,24 @@ def test_spectral_fallback_says_what_it_uses():
         with pytest.warns(UserWarning, match=r"using random \(no data X for PCA\) init instead"):
             icongraph.ICon(p=graph, n_epochs=5).fit(None)
         assert used == ["pca"]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, d: m.save(d / "m.npz", include_data="yes"),
+     r"include_data must be True or False; got 'yes'"),
+    (lambda m, d: m.save(d / "m.pkl"), r"save path '.*m.pkl': the suffix '.pkl' names no format "
+                                       r"written here; use one of .npz"),
+    (lambda m, d: m.save(d / "missing" / "m.npz"), r"the directory '.*missing' does not exist"),
+    (lambda m, d: m.save(3), r"path must be a file path \(str or os.PathLike\); got 3"),
+    (lambda m, d: icongraph.load(None), r"path must be a file path .*; got None"),
+    (lambda m, d: icongraph.load(d / "m.npz", encoder=3),
+     r"encoder must be None, a torch.nn.Module or a dict of them by parameter name; got 3"),
+    (lambda m, d: icongraph.load(d / "m.npz", encoder={"encoder": "mlp"}),
+     r"encoder must be None, a torch.nn.Module or a dict of them"),
+])
+def test_save_and_load_arguments_are_checked_before_any_work(call, match, tmp_path):
+    """``save(path, include_data)`` and ``load(path, encoder)`` refuse bad arguments before
+    reading or writing anything."""
+    with pytest.raises(ValueError, match=match):
+        call(icongraph.UMAP(), tmp_path)
+    assert not list(tmp_path.iterdir())
