@@ -75,6 +75,7 @@ from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
+from .progress import phase
 from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
@@ -299,23 +300,13 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         parts[name] = peak
         return parts
 
-    def _graph(self, X, preset, seed, device, knn, given=None):
-        """(graph p as CSR, kNN) for the preset's target; ``knn`` a checked precomputed graph
-        or None (searched here); ``given`` a ``Data``'s graph (N, N), normalised in place of
-        the kNN graph (no kNN then)."""
-        if given is not None:
-            graph = row_normalize(given)
-        else:
-            spec = self._spec(preset)
-            if knn is None:
-                knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
-                                 method=self.knn_method, device=device, random_state=seed,
-                                 n_jobs=self.n_jobs, verbose=self.verbose,
-                                 cache_dir=self.knn_cache)
-            graph = spec.build(knn).graph
+    def _graph(self, preset, knn, given=None):
+        """The graph p (CSR) of the preset's target on ``knn``; ``given`` a ``Data``'s graph
+        (N, N), normalised in place of the kNN graph (``knn`` None then)."""
+        graph = row_normalize(given) if given is not None else self._spec(preset).build(knn).graph
         if preset["target"] == "symmetric":
             graph = symmetrize(graph, "max")
-        return graph, knn
+        return graph
 
     def fit(self, X, y=None):
         """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``: numbers
@@ -336,8 +327,9 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         n = X.shape[0]
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
-        timings = {}
-        with threads(self.n_jobs):
+        timings, verbose = {}, self.verbose
+        with threads(self.n_jobs), phase("Clustering", verbose,
+                                           whole_fit=True) as whole:
             labels = None
             if preset["target"] == "labels":
                 if y is None:
@@ -348,21 +340,29 @@ class Clustering(GraphOutputMixin, ParamsMixin):
             if n_clusters is None and labels is not None:  # supervised: one per class
                 n_clusters = len(np.unique(labels[labels >= 0]))
             knn = self._prepare(X, preset, with_knn and given is None, n_clusters, given)
-            start = time.perf_counter()
-            if labels is not None:  # unlabelled points (-1) take kNN positives
-                graph = None
-                if with_knn:
-                    graph, knn = self._graph(X, preset, seed, device, knn, given)
-                sampler = PositiveSampler(graph, n, device, labels=labels)
-            else:
-                graph, knn = self._graph(X, preset, seed, device, knn, given)
-                sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
-                                          propagation=self.propagation)
-            timings["graph"] = time.perf_counter() - start
+            if with_knn and given is None and knn is None:
+                k = self._spec(preset).n_neighbors_for(n)
+                with phase("kNN search", verbose, f"{n} points, k={k}") as timed:
+                    knn = knn_search(X, k, self.metric, method=self.knn_method, device=device,
+                                     random_state=seed, n_jobs=self.n_jobs, verbose=verbose,
+                                     cache_dir=self.knn_cache)
+                timings["knn"] = timed.elapsed
+            about = ("the labels" if not with_knn else "a given graph" if given is not None
+                     else f"{preset['target']}, {knn.n_neighbors} neighbours per point")
+            with phase("graph", verbose, about) as timed:
+                if labels is not None:  # unlabelled points (-1) take kNN positives
+                    graph = self._graph(preset, knn, given) if with_knn else None
+                    sampler = PositiveSampler(graph, n, device, labels=labels)
+                else:
+                    graph = self._graph(preset, knn, given)
+                    sampler = PositiveSampler(graph, n, device, preset["steps"],
+                                              preset["alpha"], propagation=self.propagation)
+            timings["graph"] = timed.elapsed
             if n_clusters is None:
-                start = time.perf_counter()
-                n_clusters = self._choose_n_clusters(X, knn, graph, seed, preset)
-                timings["n_clusters"] = time.perf_counter() - start
+                with phase("Leiden", verbose, f"resolution {self.resolution}") as timed:
+                    n_clusters = self._choose_n_clusters(X, knn, graph, seed, preset)
+                    timed.note = f"{n_clusters} clusters"
+                timings["n_clusters"] = timed.elapsed
             self.n_clusters_ = n_clusters
             start = time.perf_counter()
             self.mean_, self.scale_ = standardisation(X)
@@ -376,7 +376,9 @@ class Clustering(GraphOutputMixin, ParamsMixin):
             # restart r seeds from seed + r (re-hashed past 2**32, where the RNGs stop)
             runs = [self._fit_head(features, sampler, weights, preset["q_alpha"], batch, epochs,
                                    seed=check_random_state(seed + r), knn=knn,
-                                   evaluation=evaluation, data=X)
+                                   evaluation=evaluation, data=X,
+                                   run=f"restart {r + 1} of {self.n_init}, " if self.n_init > 1
+                                   else "")
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             if n_clusters > 1 and len(best["empty_clusters_"]) == n_clusters - 1:
@@ -387,6 +389,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
             for name, value in best.items():
                 setattr(self, name, value)
             timings["optimize"] = time.perf_counter() - start
+            whole.note = f"{n} points, {n_clusters} clusters"
         if len(self.empty_clusters_):
             warnings.warn(f"{len(self.empty_clusters_)} of {self.n_clusters_} clusters are empty "
                           "at the end of training (see empty_clusters_); the data may support "
@@ -464,7 +467,7 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         return float(total) / positives.numel()
 
     def _fit_head(self, features, sampler, weights, alpha_q, batch, epochs, seed, knn,
-                  evaluation, data) -> dict:
+                  evaluation, data, run: str = "") -> dict:
         """One training run from ``seed`` on standardised ``features`` (N, D) (row ids for the
         free head; ``data`` the raw rows, for the embedding seed) with kernel weights ``w``
         (None: uniform); returns the fitted attributes, ``loss_`` taken on the shared
@@ -477,16 +480,18 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         batch's, unbiased for the full-data gradient (straight-through: value from the average,
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
         with gradients. The epochs run on :func:`~icongraph.loop.train`, the loss read every
-        epoch; callbacks get the probabilities of the last batch."""
+        epoch; callbacks get the probabilities of the last batch. The seeding and the epochs are
+        the phases ``"seed"`` and ``"training"``, their start lines beginning with ``run``."""
         n, device = features.shape[0], features.device
         # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
         n_clusters = self.n_clusters_
         single = n_clusters == 1
         logits = None  # the mlp head and init='random' start from torch's default init
         if self._seeded() and not single:
-            logits = seed_logits(features, n_clusters, seed, self.init, knn=knn,
-                                 metric=self.metric, n_jobs=self.n_jobs, data=data,
-                                 graph=sampler.graph)
+            with phase("seed", self.verbose, f"{run}init={self.init!r}, {n_clusters} centres"):
+                logits = seed_logits(features, n_clusters, seed, self.init, knn=knn,
+                                     metric=self.metric, n_jobs=self.n_jobs, data=data,
+                                     graph=sampler.graph)
         head = make_head(self.head, features, n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
@@ -530,9 +535,13 @@ class Clustering(GraphOutputMixin, ParamsMixin):
             return float(loss.detach()) if with_loss else None
 
         hooks = [FiniteGuard(remedy=" or raise temperature"), Callbacks(self.callbacks)]
-        losses = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
-                       lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
-                       verbose=self.verbose).losses
+        with phase("training", self.verbose, f"{run}{n_clusters} clusters, {epochs} epochs, "
+                                             f"batch {min(batch, n)}") as timed:
+            losses = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
+                           lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
+                           verbose=self.verbose).losses
+            if losses:
+                timed.note = f"loss {losses[-1][1]:.6g}"
         with torch.no_grad():
             probabilities = torch.cat([self._phi(head, inputs[lo:lo + EVAL_CHUNK])
                                        for lo in range(0, n, EVAL_CHUNK)])
