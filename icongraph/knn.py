@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -278,7 +279,7 @@ def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | N
     n_trees, n_iters = nndescent_schedule(n)
     detail(verbose, "pynndescent, %d trees, at most %d iterations", n_trees, n_iters)
     with progress(None, "kNN (pynndescent)", verbose, total=n_iters, unit="iteration") as bar:
-        messages = (contextlib.redirect_stdout(_NNDescentMessages(bar, verbose))
+        messages = (contextlib.redirect_stdout(_NNDescentMessages(bar, verbose, sys.stdout))
                     if level(verbose) else contextlib.nullcontext())
         with messages:
             index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
@@ -294,26 +295,34 @@ class _NNDescentMessages(io.TextIOBase):
     ``print`` calls, the compiled ones included, write to ``sys.stdout``): an iteration line
     ``i / n`` moves ``bar`` to ``i`` iterations, and every line, its time stamp removed, is a
     detail line (``verbose >= 2``). Meant for the ``with`` block of one build: whatever else
-    prints meanwhile is read the same way."""
+    prints meanwhile is read the same way, except what a log handler writes to ``sys.stdout``
+    while a line is logged, which goes on to ``stdout`` (the stream this one stands in for)."""
 
     ITERATION = re.compile(r"^(\d+)\s*/\s*(\d+)$")
     #: pynndescent's prefix ``time.ctime()``, "Tue Dec  1 09:30:00 2026"
     TIME_STAMP = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\s*")
 
-    def __init__(self, bar, verbose):
+    def __init__(self, bar, verbose, stdout):
         super().__init__()
-        self.bar, self.verbose, self._partial = bar, verbose, ""
+        self.bar, self.verbose, self.stdout = bar, verbose, stdout
+        self._partial, self._logging = "", False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
+        if self._logging:
+            return self.stdout.write(text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
             line = self.TIME_STAMP.sub("", line.strip())
             if line:
-                detail(self.verbose, "pynndescent: %s", line)
+                self._logging = True
+                try:
+                    detail(self.verbose, "pynndescent: %s", line)
+                finally:
+                    self._logging = False
             match = self.ITERATION.match(line)
             if match:
                 self.bar.update(int(match[1]) - self.bar.n)

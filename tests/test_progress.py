@@ -254,3 +254,27 @@ def test_the_cli_shows_phase_lines_on_stderr(tmp_path, caplog):
     caplog.clear()
     assert main([*argv, "-q"]) == 0
     assert logged(caplog) == []
+
+
+def test_a_handler_writing_to_stdout_during_the_build_is_passed_through(monkeypatch, capsys):
+    """A handler that writes to sys.stdout as it is at each record writes into the reader of
+    pynndescent's messages: its lines go on to the real stdout, not back into the log."""
+    import pynndescent
+
+    class ToStdout(logging.Handler):
+        def emit(self, record):
+            sys.stdout.write(self.format(record) + "\n")
+
+    monkeypatch.setattr(pynndescent, "NNDescent", FakeNNDescent)
+    handler = ToStdout()
+    progress.LOGGER.addHandler(handler)
+    try:
+        nndescent_knn(np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32), 5,
+                      verbose=2)
+    finally:
+        progress.LOGGER.removeHandler(handler)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "icongraph: pynndescent, 5 trees, at most 6 iterations"
+    assert out[1:] == [f"icongraph: pynndescent: {line}" for line in (
+        "Building RP forest with 8 trees", "NN descent for 9 iterations", "1  /  9", "2  /  9",
+        "3  /  9", "Stopping threshold met -- exiting after 3 iterations")]
