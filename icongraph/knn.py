@@ -237,7 +237,7 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     indices = torch.empty((n_query, k), dtype=torch.int32, device=device)
     distances = torch.empty((n_query, k), dtype=torch.float32, device=device)
     for start in progress(range(0, n_query, block_size), "kNN (exact)", verbose,
-                          total=(n_query + block_size - 1) // block_size):
+                          total=(n_query + block_size - 1) // block_size, unit="block"):
         stop = min(start + block_size, n_query)
         dist = pairs.block(start, stop)
         if queries is None:

@@ -7,9 +7,9 @@ search, the optimisation epochs); 2 and above also detail lines (the loss about 
 an optimisation, pynndescent's own messages).
 
 Bars are ``tqdm.auto``'s (widgets in a notebook), labelled by the phase, shown when stderr is a
-terminal or in a notebook. Anywhere else (a log file, a pipe) a bar would be a stream of
-carriage returns: a line ``phase: n/total unit`` is logged every :data:`LOG_INTERVAL` seconds
-instead.
+terminal (of :data:`FALLBACK_SCREEN` when it reports no size) or in a notebook. Anywhere
+else (a log file, a pipe) a bar would be a stream of carriage returns: a line
+``phase: n/total unit`` is logged every :data:`LOG_INTERVAL` seconds instead.
 
 Logging is configured for the ``"icongraph"`` logger only, never globally: it has a
 ``NullHandler`` and passes every level (``verbose`` decides what is emitted; set the logger's
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from contextvars import ContextVar
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-__all__ = ["LOGGER", "DETAIL", "LOG_INTERVAL", "Phase", "phase", "progress", "detail",
+__all__ = ["LOGGER", "DETAIL", "LOG_INTERVAL", "FALLBACK_SCREEN", "Phase", "phase", "progress", "detail",
            "level", "current_phase"]
 
 LOGGER = logging.getLogger("icongraph")
@@ -42,6 +43,9 @@ if LOGGER.level == logging.NOTSET:
 DETAIL = 2
 #: seconds between the progress lines that stand in for a bar when stderr is not a terminal
 LOG_INTERVAL = 10.0
+#: (columns, rows) given to the bars on a terminal that reports no size (a bare pty), where
+#: tqdm would draw nothing
+FALLBACK_SCREEN = (80, 24)
 #: whether ``tqdm.auto`` chose the notebook's widget bars
 NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
@@ -139,10 +143,22 @@ def progress(iterable, desc: str | None, verbose, total: int | None = None, unit
     label = current_phase() or desc or ""
     if not level(verbose):
         return tqdm(iterable, total=total, disable=True)
-    if NOTEBOOK or sys.stderr.isatty():
+    if NOTEBOOK:
+        return tqdm(iterable, desc=label, total=total, unit=unit, leave=False)
+    if sys.stderr.isatty():
+        sized = _terminal_width() > 0
+        columns, rows = (None, None) if sized else FALLBACK_SCREEN
         return tqdm(iterable, desc=label, total=total, unit=unit, leave=False,
-                    dynamic_ncols=True)
+                    dynamic_ncols=sized, ncols=columns, nrows=rows)
     return _LogBar(iterable, label, total, unit)
+
+
+def _terminal_width() -> int:
+    """The columns of the terminal behind ``sys.stderr`` (0 when it reports none)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):  # no file descriptor, or no size
+        return 0
 
 
 class _LogBar:

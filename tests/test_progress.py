@@ -5,6 +5,7 @@ configures none."""
 
 import io
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -126,6 +127,23 @@ def test_a_terminal_gets_bars_labelled_by_phase(digits, caplog, monkeypatch):
     icongraph.UMAP(verbose=True, **SMALL).fit(digits[0])
     assert "\r" in stderr.getvalue() and "optimisation:" in stderr.getvalue()
     assert "optimisation" in ended(caplog)
+
+
+def test_a_terminal_without_a_size_still_gets_bars(monkeypatch):
+    """A fresh pty reports 0 x 0, where tqdm would draw nothing: the bar gets FALLBACK_SCREEN."""
+    monkeypatch.setattr(progress, "NOTEBOOK", False)
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as stderr:
+        assert stderr.isatty() and os.get_terminal_size(slave).columns == 0
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with progress.phase("optimisation", True):
+            for _ in progress.progress(range(3), None, True, unit="epoch"):
+                pass
+        stderr.flush()
+        os.set_blocking(master, False)
+        drawn = os.read(master, 1 << 16).decode()
+    os.close(master)
+    assert re.search(r"\roptimisation: +0%\| +\| 0/3 \[", drawn), drawn
 
 
 def test_a_log_file_gets_lines_not_bars(digits, caplog, monkeypatch):
