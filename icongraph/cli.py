@@ -7,6 +7,10 @@ existing file is kept unless ``--force``), then the input is read (:mod:`icongra
 with the label and colour columns it names. Outputs are written under a temporary name in
 their directory and renamed, so a file at the output path is always complete, and the path
 printed is the file written.
+
+A fit reports its phases on stderr (:mod:`icongraph.progress`): a line when each starts and
+ends, with its seconds, and progress bars on a terminal; ``--quiet`` silences them and each
+``-v`` adds detail.
 """
 
 from __future__ import annotations
@@ -90,13 +94,19 @@ def _write(output: Path, values: np.ndarray, data, plot: Path | None, fig) -> No
         write_atomic(plot, lambda tmp: fig.savefig(tmp, dpi=150))
 
 
+def _verbose(args) -> int:
+    """The estimators' ``verbose``: 0 with ``--quiet``, else 1 (a line when each phase of the
+    fit starts and ends, on stderr, and bars on a terminal) plus one per ``-v``."""
+    return 0 if args.quiet else 1 + args.verbose
+
+
 def _embed(args) -> int:
     import icongraph
 
     output, plot = _check_outputs(args, args.n_components)
     data = _read(args, "embed")
     params = {"n_components": args.n_components, "random_state": args.seed,
-              "device": args.device, "verbose": not args.quiet, "metric": args.metric}
+              "device": args.device, "verbose": _verbose(args), "metric": args.metric}
     if args.n_epochs is not None:
         params["n_epochs"] = args.n_epochs
     if args.method == "umap":
@@ -135,7 +145,7 @@ def _cluster(args) -> int:
     model = Clustering(n_clusters=args.n_clusters, resolution=args.resolution,
                        method=args.method, head=args.head,
                        init=args.init, n_neighbors=args.n_neighbors, random_state=args.seed,
-                       device=args.device, verbose=not args.quiet, metric=args.metric,
+                       device=args.device, verbose=_verbose(args), metric=args.metric,
                        n_epochs=args.n_epochs)
     labels = model.fit_predict(data.X)
     fig = None
@@ -246,7 +256,11 @@ def _add_run(parser) -> None:
                         "for the data size)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--device", default="auto", help="torch device ('cpu', 'cuda', ...)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no phase lines or progress bars")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail on stderr: the loss about every tenth of the epochs, "
+                             "the kNN library's messages")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,7 @@ from .memory import check_memory
 from .params import ParamsMixin
 from .persistence import PersistenceMixin
 from .positives import PROPAGATIONS, REACHABLE_CHUNK, REACHABLE_STORE_MAX, PositiveSampler
+from .progress import phase
 from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
@@ -330,22 +331,13 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
         parts[name] = peak
         return parts
 
-    def _graph(self, X, preset, spec, seed, device, knn, given=None):
-        """(graph p as CSR, kNN) for the target ``spec``; ``knn`` a checked precomputed graph
-        or None (searched here); ``given`` a ``Data``'s graph (N, N), normalised in place of
-        the kNN graph (no kNN then)."""
-        if given is not None:
-            graph = row_normalize(given)
-        else:
-            if knn is None:
-                knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
-                                 method=self.knn_method, device=device, random_state=seed,
-                                 n_jobs=self.n_jobs, verbose=self.verbose,
-                                 cache_dir=self.knn_cache)
-            graph = spec.build(knn).graph
+    def _graph(self, preset, spec, knn, given=None):
+        """The graph p (CSR) of the target ``spec`` on ``knn``; ``given`` a ``Data``'s graph
+        (N, N), normalised in place of the kNN graph (``knn`` None then)."""
+        graph = row_normalize(given) if given is not None else spec.build(knn).graph
         if preset["target"] == "symmetric":
             graph = symmetrize(graph, "max")
-        return graph, knn
+        return graph
 
     def fit(self, X, y=None):
         """Cluster ``X`` (N, D); ``y`` (labels) is required by ``method='supervised'``: numbers
@@ -374,8 +366,9 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
         n = X.shape[0]
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
-        timings = {}
-        with threads(self.n_jobs):
+        timings, verbose = {}, self.verbose
+        with threads(self.n_jobs), phase("Clustering", verbose,
+                                           whole_fit=True) as whole:
             labels = None
             if preset["target"] == "labels":
                 if y is None:
@@ -386,22 +379,31 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
             if n_clusters is None and labels is not None:  # supervised: one per class
                 n_clusters = len(np.unique(labels[labels >= 0]))
             knn = self._prepare(X, preset, spec, with_knn and given is None, n_clusters, given)
-            start = time.perf_counter()
-            if labels is not None:  # unlabelled points (-1) take kNN positives
-                graph = None
-                if with_knn:
-                    graph, knn = self._graph(X, preset, spec, seed, device, knn, given)
-                sampler = PositiveSampler(graph, n, device, labels=labels)
-            else:
-                graph, knn = self._graph(X, preset, spec, seed, device, knn, given)
-                sampler = PositiveSampler(graph, n, device, preset["steps"], preset["alpha"],
-                                          propagation=self.propagation)
-            timings["graph"] = time.perf_counter() - start
+            if with_knn and given is None and knn is None:
+                k = spec.n_neighbors_for(n)
+                with phase("kNN search", verbose, f"{n} points, k={k}") as timed:
+                    knn = knn_search(X, k, self.metric, method=self.knn_method, device=device,
+                                     random_state=seed, n_jobs=self.n_jobs, verbose=verbose,
+                                     cache_dir=self.knn_cache)
+                timings["knn"] = timed.elapsed
+            about = ("the labels" if not with_knn else "a given graph" if given is not None
+                     else f"{preset['target']}, {knn.n_neighbors} neighbours per point")
+            with phase("graph", verbose, about) as timed:
+                if labels is not None:  # unlabelled points (-1) take kNN positives
+                    graph = self._graph(preset, spec, knn, given) if with_knn else None
+                    sampler = PositiveSampler(graph, n, device, labels=labels)
+                else:
+                    graph = self._graph(preset, spec, knn, given)
+                    sampler = PositiveSampler(graph, n, device, preset["steps"],
+                                              preset["alpha"], propagation=self.propagation)
+            timings["graph"] = timed.elapsed
             communities = None
             if n_clusters is None:
-                start = time.perf_counter()
-                n_clusters, communities = self._choose_n_clusters(X, knn, graph, seed, preset)
-                timings["n_clusters"] = time.perf_counter() - start
+                with phase("Leiden", verbose, f"resolution {self.resolution}") as timed:
+                    n_clusters, communities = self._choose_n_clusters(X, knn, graph, seed,
+                                                                      preset)
+                    timed.note = f"{n_clusters} clusters"
+                timings["n_clusters"] = timed.elapsed
             self.n_clusters_ = n_clusters
             start = time.perf_counter()
             self.mean_, self.scale_ = standardisation(X)
@@ -416,7 +418,9 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
             kernel = ClusterKernel(self.temperature, preset["q_alpha"])
             runs = [self._fit_head(features, sampler, weights, kernel, batch, epochs,
                                    seed=check_random_state(seed + r), knn=knn,
-                                   evaluation=evaluation, data=X, partition=communities)
+                                   evaluation=evaluation, data=X, partition=communities,
+                                   run=f"restart {r + 1} of {self.n_init}, " if self.n_init > 1
+                                   else "")
                     for r in range(self.n_init)]
             best = min(runs, key=lambda run: run["loss_"])  # as KMeans: keep the lowest loss
             if n_clusters > 1 and len(best["empty_clusters_"]) == n_clusters - 1:
@@ -427,6 +431,7 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
             for name, value in best.items():
                 setattr(self, name, value)
             timings["optimize"] = time.perf_counter() - start
+            whole.note = f"{n} points, {n_clusters} clusters"
         if len(self.empty_clusters_):
             warnings.warn(f"{len(self.empty_clusters_)} of {self.n_clusters_} clusters are empty "
                           "at the end of training (see empty_clusters_); the data may support "
@@ -508,7 +513,7 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
         return float(total) / positives.numel()
 
     def _fit_head(self, features, sampler, weights, kernel, batch, epochs, seed, knn,
-                  evaluation, data, partition=None) -> dict:
+                  evaluation, data, partition=None, run: str = "") -> dict:
         """One training run from ``seed`` on standardised ``features`` (N, D) (row ids for the
         free head; ``data`` the raw rows, for the embedding seed) with the cluster ``kernel``
         (:class:`~icongraph.kernels.ClusterKernel`) and its weights ``w`` (None: uniform);
@@ -524,16 +529,19 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
         batch's, unbiased for the full-data gradient (straight-through: value from the average,
         gradient from the batch). Memory is O(batch x positives x C), never O(N x C) tensors
         with gradients. The epochs run on :func:`~icongraph.loop.train`, the loss read every
-        epoch; callbacks get the probabilities of the last batch."""
+        epoch; callbacks get the probabilities of the last batch. The seeding and the epochs are
+        the phases ``"seed"`` and ``"training"``, their start lines beginning with ``run``."""
         n, device = features.shape[0], features.device
         # one cluster: every probability is 1 whatever the head, so nothing is seeded or trained
         n_clusters = self.n_clusters_
         single = n_clusters == 1
         logits = None  # the mlp head and init='random' start from torch's default init
         if self._seeded() and not single:
-            logits = seed_logits(features, n_clusters, seed, self._init(), knn=knn,
-                                 metric=self.metric, n_jobs=self.n_jobs, data=data,
-                                 graph=sampler.graph, partition=partition)
+            with phase("seed", self.verbose, f"{run}init={self._init()!r}, "
+                                             f"{n_clusters} centres"):
+                logits = seed_logits(features, n_clusters, seed, self._init(), knn=knn,
+                                     metric=self.metric, n_jobs=self.n_jobs, data=data,
+                                     graph=sampler.graph, partition=partition)
         head = make_head(self.head, features, n_clusters, self.hidden, seed, logits)
         head = head.to(device)
         inputs = torch.arange(n, device=device) if self.head == "free" else features
@@ -585,9 +593,13 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
         converged = Converged(labels, self.tol, CONVERGENCE_EVERY, CONVERGENCE_MIN_EPOCHS)
         hooks = [FiniteGuard(remedy=" or raise temperature"), Callbacks(self.callbacks),
                  converged]
-        state = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
-                      lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
-                      verbose=self.verbose)
+        with phase("training", self.verbose, f"{run}{n_clusters} clusters, at most {epochs} "
+                                             f"epochs, batch {min(batch, n)}") as timed:
+            state = train(step, 0 if single else epochs, hooks=hooks, loss_every=1,
+                          lr_at=lambda epoch: lr, view=lambda: phi.detach(), desc="cluster",
+                          verbose=self.verbose)
+            if state.losses:
+                timed.note = f"{state.epoch + 1} epochs, loss {state.losses[-1][1]:.6g}"
         with torch.no_grad():
             probabilities = torch.cat([kernel.assignments(head(inputs[lo:lo + EVAL_CHUNK]))
                                        for lo in range(0, n, EVAL_CHUNK)])

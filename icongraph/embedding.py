@@ -36,7 +36,6 @@ free embedding's; each epoch steps ``theta`` along ``(dy/dtheta)^T dL/dy`` with 
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -53,6 +52,7 @@ from .objective import Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, encode, optimize, optimize_new
 from .params import ParamsMixin, TransformerOutputMixin
 from .persistence import PersistenceMixin
+from .progress import phase
 from .pyg import GraphOutputMixin, split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .scaling import DataScale
@@ -350,7 +350,8 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
         timings = {}
-        with threads(self.n_jobs):
+        with threads(self.n_jobs), phase(type(self).__name__, self.verbose,
+                                           whole_fit=True) as whole:
             data_scale = DataScale()
             if X is None:  # a precomputed graph alone: no features
                 self.n_features_in_ = None
@@ -366,58 +367,75 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                 mean, scale = standardisation(X)
                 module = make_encoder(self.encoder, X.shape[1], self.n_components, seed)
                 encoder = (module.to(device), torch.as_tensor((X - mean) / scale, device=device))
-            start = time.perf_counter()
-            if isinstance(spec, PrecomputedTarget):
-                n = None if X is None else X.shape[0]
-                target = spec.build(n_samples=n)
-                if not isinstance(init, str):
-                    init = check_init_array(init, target.n_samples, self.n_components)
-            else:
+            verbose, precomputed = self.verbose, isinstance(spec, PrecomputedTarget)
+            if not precomputed:
+                timings["knn"] = 0.0
                 if knn is None:
-                    knn = knn_search(X, spec.n_neighbors_for(X.shape[0]), self.metric,
-                                     method=self.knn_method, device=device, random_state=seed,
-                                     n_jobs=self.n_jobs, verbose=self.verbose,
-                                     cache_dir=self.knn_cache)
-                timings["knn"] = time.perf_counter() - start
-                start = time.perf_counter()
-                target = spec.build(knn)
-            if self.alpha:
-                target = debias(target, self.alpha)
-            if y is not None:
-                if labels is None:  # a precomputed graph without X: N is known only now
-                    labels = encode_labels(y, target.n_samples)
-                target = with_labels(target, labels, self.target_weight)
-            target = replace(target, spec=spec,
-                             index=None if X is None else KNNIndex(X, self.metric))
-            timings["graph"] = time.perf_counter() - start
+                    k = spec.n_neighbors_for(X.shape[0])
+                    method = _resolve_method(self.knn_method, X, device)
+                    with phase("kNN search", verbose,
+                               f"{method}, {X.shape[0]} points, k={k}") as timed:
+                        knn = knn_search(X, k, self.metric, method=self.knn_method,
+                                         device=device, random_state=seed, n_jobs=self.n_jobs,
+                                         verbose=verbose, cache_dir=self.knn_cache)
+                    timings["knn"] = timed.elapsed
+            about = ("precomputed p" if precomputed
+                     else f"{type(spec).__name__}, {knn.n_neighbors} neighbours per point")
+            with phase("graph", verbose, about) as timed:
+                if precomputed:
+                    target = spec.build(n_samples=None if X is None else X.shape[0])
+                    if not isinstance(init, str):
+                        init = check_init_array(init, target.n_samples, self.n_components)
+                else:
+                    target = spec.build(knn)
+                if self.alpha:
+                    target = debias(target, self.alpha)
+                if y is not None:
+                    if labels is None:  # a precomputed graph without X: N is known only now
+                        labels = encode_labels(y, target.n_samples)
+                    target = with_labels(target, labels, self.target_weight)
+                target = replace(target, spec=spec,
+                                 index=None if X is None else KNNIndex(X, self.metric))
+                timed.note = f"{target.graph.nnz} edges"
+            timings["graph"] = timed.elapsed
             n = target.n_samples
             settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
                                   settings["negative_sample_rate"], settings["clip"],
                                   settings["edge_sampling"])
-            start = time.perf_counter()
-            if encoder is not None:
-                y0 = encode(*encoder, sphere=False)
-            elif isinstance(init, str) and init == "coarse":
-                y0 = self._coarse_init(X, target.graph, seed)
-            else:
-                y0 = initialize(init, X, target.graph, self.n_components, seed,
-                                settings["init_scale"])
-            timings["init"] = time.perf_counter() - start
-            start = time.perf_counter()
-            learning_rate, exaggeration_learning_rate = self._step_sizes(settings, objective)
-            embedding, losses = optimize(
-                objective, y0, n_epochs=settings["n_epochs"], learning_rate=learning_rate,
-                exaggeration_learning_rate=exaggeration_learning_rate,
-                optimizer=settings["optimizer"], momentum=settings["momentum"],
-                schedule=settings["schedule"], exaggeration=settings["exaggeration"],
-                exaggeration_epochs=settings["exaggeration_epochs"],
-                max_step=settings["max_step"], recentre=settings["recentre"], seed=seed,
-                device=device,
-                callbacks=self.callbacks or (), verbose=self.verbose, encoder=encoder)
-            if encoder is not None:
-                embedding = encode(*encoder, sphere=objective.kernel.sphere)
-            timings["optimize"] = time.perf_counter() - start
+            coarse = encoder is None and isinstance(init, str) and init == "coarse"
+            how = ("encoder" if encoder is not None
+                   else f"1/{COARSE_FACTOR} of the points" if coarse
+                   else init if isinstance(init, str) else "given array")
+            with phase("coarse sample" if coarse else "init", verbose, how) as timed:
+                if encoder is not None:
+                    y0 = encode(*encoder, sphere=False)
+                elif coarse:
+                    y0 = self._coarse_init(X, target.graph, seed)
+                else:
+                    y0 = initialize(init, X, target.graph, self.n_components, seed,
+                                    settings["init_scale"])
+            timings["init"] = timed.elapsed
+            with phase("refinement" if coarse else "optimisation", verbose,
+                       f"{n} points, {settings['n_epochs']} epochs, {settings['optimizer']}"
+                       ) as timed:
+                learning_rate, exaggeration_learning_rate = self._step_sizes(settings,
+                                                                             objective)
+                embedding, losses = optimize(
+                    objective, y0, n_epochs=settings["n_epochs"], learning_rate=learning_rate,
+                    exaggeration_learning_rate=exaggeration_learning_rate,
+                    optimizer=settings["optimizer"], momentum=settings["momentum"],
+                    schedule=settings["schedule"], exaggeration=settings["exaggeration"],
+                    exaggeration_epochs=settings["exaggeration_epochs"],
+                    max_step=settings["max_step"], recentre=settings["recentre"], seed=seed,
+                    device=device, callbacks=self.callbacks or (), verbose=verbose,
+                    encoder=encoder)
+                if encoder is not None:
+                    embedding = encode(*encoder, sphere=objective.kernel.sphere)
+                if losses:
+                    timed.note = f"loss {losses[-1][1]:.6g}"
+            timings["optimize"] = timed.elapsed
+            whole.note = f"{n} points"
         self.encoder_ = None if encoder is None else encoder[0]
         if encoder is None:
             vars(self).pop("feature_mean_", None)
@@ -569,7 +587,8 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             arrays = partial_arrays(rows, self.kernel_, s["estimator"], s["n_negatives"],
                                     s["negative_sample_rate"], s["clip"], s["alpha"],
                                     s["w_max"])
-            with threads(self.n_jobs):
+            with threads(self.n_jobs), phase("transform", self.verbose,
+                                             f"{len(Y)} new points, {epochs} epochs"):
                 Y = optimize_new(arrays, self.kernel_, Y, self.embedding_, point_keys(X),
                                  n_epochs=epochs, learning_rate=s["learning_rate"],
                                  optimizer=s["optimizer"], momentum=s["momentum"],

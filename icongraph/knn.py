@@ -6,6 +6,10 @@ sorted by distance, self excluded (duplicates of a point are kept as neighbours)
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -13,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .progress import progress
+from .progress import detail, level, progress
 from .validation import check_n_neighbors, choice, path_or_none
 
 __all__ = ["KNN", "KNNIndex", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
@@ -201,7 +205,7 @@ class PairDistances:
 
 
 def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None,
-              block_size: int | None = None, verbose: bool = False) -> KNN:
+              block_size: int | None = None, verbose: bool | int = False) -> KNN:
     """Exact kNN by blocked distance matrices: memory ``block_size x N``, never ``N x N``.
 
     Without ``queries`` each point's neighbours among the others (self excluded); with
@@ -233,7 +237,7 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     indices = torch.empty((n_query, k), dtype=torch.int32, device=device)
     distances = torch.empty((n_query, k), dtype=torch.float32, device=device)
     for start in progress(range(0, n_query, block_size), "kNN (exact)", verbose,
-                          total=(n_query + block_size - 1) // block_size):
+                          total=(n_query + block_size - 1) // block_size, unit="block"):
         stop = min(start + block_size, n_query)
         dist = pairs.block(start, stop)
         if queries is None:
@@ -256,26 +260,73 @@ MAX_TREES = 16
 
 
 def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | None = None,
-                  n_jobs: int = -1, verbose: bool = False) -> KNN:
+                  n_jobs: int = -1, verbose: bool | int = False) -> KNN:
     """Approximate kNN with pynndescent (the index umap-learn uses), self removed.
 
     umap-learn's settings but at most ``MAX_TREES`` random-projection trees (umap-learn: up to
     64): NN-descent refines the graph anyway. Measured at 1M x 50 (``make_manifolds``), recall
     on 2,000 exact queries was 0.9983 with 55, 32, 16 and 8 trees, in 49.5, 33.3, 23.0 and
-    18.4 s; on 100k x 50 Gaussian noise (the hardest case) 0.701 with 21 trees, 0.688 with 16."""
+    18.4 s; on 100k x 50 Gaussian noise (the hardest case) 0.701 with 21 trees, 0.688 with 16.
+
+    pynndescent has no progress hook, only its ``verbose`` messages: with ``verbose`` they are
+    read (:class:`_NNDescentMessages`) to move the bar one NN-descent iteration at a time, and
+    logged as detail lines at ``verbose >= 2``, never printed."""
     from pynndescent import NNDescent
 
     _check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(k, n)
     n_trees, n_iters = nndescent_schedule(n)
-    with progress(None, "kNN (pynndescent)", verbose, total=1) as bar:
-        index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
-                          n_trees=n_trees, n_iters=n_iters, max_candidates=60,
-                          low_memory=True, n_jobs=n_jobs, compressed=True, verbose=False)
-        idx, dist = index.neighbor_graph
-        bar.update(1)
+    detail(verbose, "pynndescent, %d trees, at most %d iterations", n_trees, n_iters)
+    with progress(None, "kNN (pynndescent)", verbose, total=n_iters, unit="iteration") as bar:
+        messages = (contextlib.redirect_stdout(_NNDescentMessages(bar, verbose, sys.stdout))
+                    if level(verbose) else contextlib.nullcontext())
+        with messages:
+            index = NNDescent(X, n_neighbors=k + 1, metric=metric, random_state=random_state,
+                              n_trees=n_trees, n_iters=n_iters, max_candidates=60,
+                              low_memory=True, n_jobs=n_jobs, compressed=True,
+                              verbose=bool(level(verbose)))
+            idx, dist = index.neighbor_graph
     return _drop_self(idx, dist, metric)
+
+
+class _NNDescentMessages(io.TextIOBase):
+    """What pynndescent prints while it builds an index, read as ``sys.stdout`` (its
+    ``print`` calls, the compiled ones included, write to ``sys.stdout``): an iteration line
+    ``i / n`` moves ``bar`` to ``i`` iterations, and every line, its time stamp removed, is a
+    detail line (``verbose >= 2``). Meant for the ``with`` block of one build: whatever else
+    prints meanwhile is read the same way, except what a log handler writes to ``sys.stdout``
+    while a line is logged, which goes on to ``stdout`` (the stream this one stands in for)."""
+
+    ITERATION = re.compile(r"^(\d+)\s*/\s*(\d+)$")
+    #: pynndescent's prefix ``time.ctime()``, "Tue Dec  1 09:30:00 2026"
+    TIME_STAMP = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\s*")
+
+    def __init__(self, bar, verbose, stdout):
+        super().__init__()
+        self.bar, self.verbose, self.stdout = bar, verbose, stdout
+        self._partial, self._logging = "", False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._logging:
+            return self.stdout.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            line = self.TIME_STAMP.sub("", line.strip())
+            if line:
+                self._logging = True
+                try:
+                    detail(self.verbose, "pynndescent: %s", line)
+                finally:
+                    self._logging = False
+            match = self.ITERATION.match(line)
+            if match:
+                self.bar.update(int(match[1]) - self.bar.n)
+        return len(text)
 
 
 def _drop_self(idx: np.ndarray, dist: np.ndarray, metric: str) -> KNN:
@@ -471,7 +522,7 @@ def _resolve_method(method: str, X, device) -> str:
 
 
 def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,
-               random_state: int | None = None, n_jobs: int = -1, verbose: bool = False,
+               random_state: int | None = None, n_jobs: int = -1, verbose: bool | int = False,
                cache_dir: str | None = None) -> KNN:
     """kNN by ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES`
     points, or on CUDA where the blocked search is fast at any size).
@@ -480,6 +531,9 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later
     search for the same or a smaller ``k`` on the same data loads it instead, so trying several
     methods costs one kNN search.
+
+    ``verbose``: a bar over the search (blocks of the exact search, NN-descent iterations);
+    from 2, detail lines naming the method and a cache file loaded.
     """
     n = X.shape[0]
     check_n_neighbors(k, n)
@@ -496,6 +550,7 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         for path in sorted(folder.glob(stem + "-k*.npz")):
             stored_k = int(path.stem.rsplit("-k", 1)[1])
             if stored_k >= k:
+                detail(verbose, "loaded from the cache %s", path)
                 with np.load(path) as data:
                     return KNN(data["indices"], data["distances"], metric).truncate(k)
         knn = knn_search(X, k, metric, method=resolved, device=device,
@@ -504,6 +559,7 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
         return knn
     method = _resolve_method(method, X, device)
+    detail(verbose, "%s search of %d points, k=%d", method, n, k)
     if method == "exact":
         return exact_knn(X, k, metric, device=device, verbose=verbose)
     if method == "nndescent":

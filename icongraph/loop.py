@@ -1,9 +1,10 @@
 """One training loop for every estimator: ``step`` runs a whole epoch (gradient and update),
 the loss is read every ``loss_every`` epochs, and hooks watch each epoch (the finite-loss guard,
-the user's callbacks) behind a progress bar.
+the user's callbacks) behind a progress bar, which shows the latest loss.
 
-The loop adds no host syncs of its own: the loss is the number ``step`` returns, and the guard
-reads what it watches only on the epochs that refresh the loss.
+The loop adds no host syncs of its own: the loss is the number ``step`` returns, and the guard,
+the bar and the detail lines (``verbose >= 2``: the loss about every tenth of the epochs) read
+it only on the epochs that refresh it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .progress import progress
+from .progress import detail, progress
 from .runtime import DivergenceError
 
 __all__ = ["train", "schedule", "LoopState", "Hook", "FiniteGuard", "Callbacks", "Converged",
            "FULL_BATCH_FLOATS"]
 
+#: detail lines (``verbose >= 2``) report the loss about this many times per run
+LOSS_REPORTS = 10
 #: full-batch training while the rows' floats of one step stay below this many
 FULL_BATCH_FLOATS = 1 << 24
 #: rows per mini-batch above it; epochs of a full batch; Adam steps of a mini-batch fit
@@ -194,7 +197,7 @@ def schedule(n: int, row_floats: int, batch_size: int | None,
 def train(step: Callable[[int, bool], float | None], n_epochs: int, *,
           hooks: Sequence[Hook] = (), loss_every: int = 1, lr_at: Callable[[int], float],
           view: Callable[[], torch.Tensor], desc: str = "train",
-          verbose: bool = False) -> LoopState:
+          verbose: bool | int = False) -> LoopState:
     """Run ``step`` for ``n_epochs`` epochs, with hooks.
 
     Parameters
@@ -214,9 +217,11 @@ def train(step: Callable[[int, bool], float | None], n_epochs: int, *,
     view : callable
         What is learned, for the hooks (:attr:`LoopState.view`).
     desc : str
-        The progress bar's label.
-    verbose : bool
-        Whether to show the progress bar (:func:`~icongraph.progress.progress`).
+        The progress bar's label outside a phase (inside one, the phase's name labels it).
+    verbose : bool or int
+        1 (True): a progress bar (:func:`~icongraph.progress.progress`) showing the latest
+        loss; 2 and above: also a detail line with the loss on the loss epochs about every
+        ``n_epochs / LOSS_REPORTS`` epochs, and at the last.
 
     Returns
     -------
@@ -224,15 +229,22 @@ def train(step: Callable[[int, bool], float | None], n_epochs: int, *,
         The state after the last epoch run; ``losses`` holds every loss read.
     """
     state = LoopState(n_epochs=n_epochs, view=view)
-    for epoch in progress(range(n_epochs), desc, verbose, unit="epoch"):
-        with_loss = epoch % loss_every == 0 or epoch == n_epochs - 1
-        loss = step(epoch, with_loss)
-        state.epoch, state.lr, state.with_loss = epoch, lr_at(epoch), with_loss
-        if with_loss:
-            state.loss = loss
-            state.losses.append((epoch, loss))
-        if any([bool(hook.on_epoch(state)) for hook in hooks]):
-            break
+    every = max(1, -(-n_epochs // LOSS_REPORTS))
+    reported = -every
+    with progress(range(n_epochs), desc, verbose, unit="epoch") as bar:
+        for epoch in bar:
+            with_loss = epoch % loss_every == 0 or epoch == n_epochs - 1
+            loss = step(epoch, with_loss)
+            state.epoch, state.lr, state.with_loss = epoch, lr_at(epoch), with_loss
+            if with_loss:
+                state.loss = loss
+                state.losses.append((epoch, loss))
+                bar.set_postfix(refresh=False, loss=f"{loss:.4g}")
+                if epoch - reported >= every or epoch == n_epochs - 1:
+                    detail(verbose, "epoch %d/%d, loss %.6g", epoch + 1, n_epochs, loss)
+                    reported = epoch
+            if any([bool(hook.on_epoch(state)) for hook in hooks]):
+                break
     for hook in hooks:
         hook.on_end(state)
     return state

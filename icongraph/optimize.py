@@ -269,7 +269,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              schedule: str = "linear", exaggeration: float = 1.0, exaggeration_epochs: int = 0,
              exaggeration_learning_rate: float | None = None, max_step: float = float("inf"),
              recentre: bool = False, seed: int = 0, device=None, loss_every: int = 10,
-             callbacks: Sequence[Callable] = (), verbose: bool = False,
+             callbacks: Sequence[Callable] = (), verbose: bool | int = False,
              encoder: tuple[torch.nn.Module, torch.Tensor] | None = None):
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
@@ -431,7 +431,7 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
                  keys: np.ndarray, *, n_epochs: int, learning_rate: float, optimizer: str = "sgd",
                  momentum: float = 0.0, schedule: str = "linear", max_step: float = float("inf"),
                  seed: int = 0, device=None, loss_every: int = 10,
-                 verbose: bool = False) -> np.ndarray:
+                 verbose: bool | int = False) -> np.ndarray:
     """Optimise new points ``y0`` (M, d) against the frozen ``reference`` (N, d), the fitted
     embedding, which is read and never written: the partial gradient of
     :mod:`icongraph._transform_engine` (numba on CPU for the built-in kernels, else its torch
@@ -464,8 +464,8 @@ def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, refer
         Where to run.
     loss_every : int
         Epochs between loss read-outs (the guard's checks).
-    verbose : bool
-        Show a progress bar.
+    verbose : bool or int
+        A progress bar; from 2, detail lines with the loss (:func:`~icongraph.loop.train`).
 
     Returns
     -------

@@ -72,6 +72,7 @@ from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin
 from .persistence import PersistenceMixin
+from .progress import phase
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
     boolean,
@@ -347,23 +348,28 @@ class PairedEmbedding(PersistenceMixin, ParamsMixin):
         self.mean_, self.scale_, self.pair_mean_, self.pair_scale_ = (mean, scale, pair_mean,
                                                                       pair_scale)
         self._n_features_out = dim
-        with threads(self.n_jobs):
+        with threads(self.n_jobs), phase("PairedEmbedding", self.verbose,
+                                           whole_fit=True) as whole:
             features = (torch.as_tensor((X - self.mean_) / self.scale_),
                         torch.as_tensor((X_pair - self.pair_mean_) / self.pair_scale_))
-            self.neighbors_, self.pair_neighbors_ = (self._neighbours(part, seed)
-                                                     for part in features)
+            self.neighbors_, self.pair_neighbors_ = (self._neighbours(part, seed, name)
+                                                     for part, name in zip(features,
+                                                                           ("X", "X_pair")))
             self._train(tuple(part.to(device) for part in features), encoders, batch, epochs,
                         seed)
+            whole.note = f"{n} pairs"
         return self
 
-    def _neighbours(self, features: torch.Tensor, seed: int) -> np.ndarray | None:
+    def _neighbours(self, features: torch.Tensor, seed: int, name: str) -> np.ndarray | None:
         """The (N, k) int32 nearest neighbours of each row among the others
-        (:func:`~icongraph.knn.knn_search` on the standardised features), None when
-        ``n_neighbors=0``."""
+        (:func:`~icongraph.knn.knn_search` on the standardised features ``name``, the phase
+        ``"kNN search"``), None when ``n_neighbors=0``."""
         if not self.n_neighbors:
             return None
-        return knn_search(features.numpy(), self.n_neighbors, random_state=seed,
-                          n_jobs=self.n_jobs).indices
+        with phase("kNN search", self.verbose,
+                   f"{name}, {len(features)} points, k={self.n_neighbors}"):
+            return knn_search(features.numpy(), self.n_neighbors, random_state=seed,
+                              n_jobs=self.n_jobs, verbose=self.verbose).indices
 
     def fit_transform(self, X, X_pair):
         """:meth:`fit`, then ``(embedding_, pair_embedding_)``, both (N, d)."""
@@ -467,8 +473,11 @@ class PairedEmbedding(PersistenceMixin, ParamsMixin):
             return float(total) / len(chunks) if with_loss else None
 
         hooks = [FiniteGuard(remedy=" or raise temperature"), Callbacks(self.callbacks)]
-        state = train(step, epochs, hooks=hooks, loss_every=1, lr_at=lambda epoch: lr,
-                      view=lambda: u.detach(), desc="pairs", verbose=self.verbose)
+        with phase("training", self.verbose, f"{n} pairs, {epochs} epochs, batch {batch}") as timed:
+            state = train(step, epochs, hooks=hooks, loss_every=1, lr_at=lambda epoch: lr,
+                          view=lambda: u.detach(), desc="pairs", verbose=self.verbose)
+            if state.losses:
+                timed.note = f"loss {state.losses[-1][1]:.6g}"
         self.encoder_ = f.requires_grad_(False).eval()
         self.pair_encoder_ = g.requires_grad_(False).eval()
         self.temperature_ = float(temperature().detach())

@@ -50,6 +50,7 @@ from .loop import FULL_BATCH_FLOATS, Callbacks, FiniteGuard, schedule, train
 from .memory import check_memory
 from .params import ParamsMixin, TransformerOutputMixin
 from .persistence import PersistenceMixin
+from .progress import phase
 from .pyg import split_data
 from .runtime import RUNTIME_RULES, resolve_device, threads
 from .validation import (
@@ -291,10 +292,12 @@ class PrototypeClassifier(PersistenceMixin, TransformerOutputMixin, ParamsMixin)
         self.data_scale_ = data_scale
         self.classes_ = classes
         self._n_features_out = dim
-        with threads(self.n_jobs):
+        with threads(self.n_jobs), phase("PrototypeClassifier", self.verbose,
+                                           whole_fit=True) as whole:
             features = self._standardise(X).to(device)
             targets = torch.as_tensor(codes[rows], dtype=torch.int64, device=device)
             self._train(features, targets, n_classes, dim, batch, epochs, seed)
+            whole.note = f"{len(rows)} labelled points, {n_classes} classes"
         return self
 
     def fit_transform(self, X, y):
@@ -357,9 +360,13 @@ class PrototypeClassifier(PersistenceMixin, TransformerOutputMixin, ParamsMixin)
 
         remedy = " or lower harmonic_exponent" if self.kernel == "student" else ""
         hooks = [FiniteGuard(remedy=remedy), Callbacks(self.callbacks)]
-        losses = train(step, epochs, hooks=hooks, loss_every=1, lr_at=lambda epoch: lr,
-                       view=lambda: torch.softmax(logits.detach(), dim=1), desc="prototypes",
-                       verbose=self.verbose).losses
+        with phase("training", self.verbose, f"{len(targets)} labelled points, {n_classes} "
+                                             f"classes, {epochs} epochs") as timed:
+            losses = train(step, epochs, hooks=hooks, loss_every=1, lr_at=lambda epoch: lr,
+                           view=lambda: torch.softmax(logits.detach(), dim=1),
+                           desc="prototypes", verbose=self.verbose).losses
+            if losses:
+                timed.note = f"loss {losses[-1][1]:.6g}"
         self.head_ = head.requires_grad_(False)
         self._prototypes = prototypes.detach()
         self._bias = bias.detach()

@@ -82,7 +82,9 @@ def _random_state_rule(name, value):
         check_random_state(value)
 
 
-#: rules of the parameters that say how a fit runs, shared by every estimator
+#: rules of the parameters that say how a fit runs, shared by every estimator. ``verbose``
+#: takes umap-learn's levels: False/0 silent, True/1 a line when each phase starts and ends (with
+#: its seconds) and progress bars, 2 and above detail lines as well (:mod:`icongraph.progress`)
 RUNTIME_RULES = {
     "random_state": _random_state_rule,
     "device": lambda name, value: resolve_device(value),

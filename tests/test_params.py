@@ -2,6 +2,7 @@
 choice, and impossible combinations, give a ValueError naming the parameter, the value and
 what is accepted, before the kNN search (made to fail loudly here)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -161,6 +162,22 @@ def test_bad_parameter_is_refused_before_any_work(cls, name, value, match, no_wo
     with pytest.raises(ValueError, match=match):
         cls(**{name: value}).fit(X, *labels)
     np.testing.assert_array_equal(X, before)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
+def test_verbose_is_a_bool_or_a_level(cls, no_work):
+    """umap-learn's levels: a bool, or an integer >= 0 (2 and above: detail lines)."""
+    rules = (cls._rules if cls in (Clustering, PrototypeClassifier, PairedEmbedding)
+             else cls._param_rules())
+    for good in (False, True, 0, 1, 2, np.int64(3)):
+        rules["verbose"]("verbose", good)
+    X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    labels = ((np.arange(60) % 3,) if cls is PrototypeClassifier
+              else (X[:, :3].copy(),) if cls is PairedEmbedding else ())
+    for bad in (-1, "yes", 1.5, None, [1]):
+        with pytest.raises(ValueError, match=r"verbose must be a bool or an integer >= 0; got "
+                                             + re.escape(repr(bad))):
+            cls(verbose=bad).fit(X, *labels)
 
 
 @pytest.mark.parametrize("params, n, match", [
