@@ -545,3 +545,38 @@ def test_training_stops_when_the_assignments_settle(separated):
     assert len(settled.loss_history_) == settled.n_epochs_
     assert (settled.labels_ == full.labels_).all()
     assert settled.loss_ <= full.loss_ + 0.01
+
+
+@pytest.mark.parametrize("n, source", [(300, "fit"), (1797, "communities")])
+def test_n_clusters_none_keeps_the_lower_hard_loss_of_the_fit_and_its_communities(n, source):
+    # on 300 digits the fit's partition has the lower hard loss, on all 1797 the communities
+    from conftest import digits_subset
+
+    from icongraph.clustering import LEIDEN_SEEDS, MERGE_CONNECTIVITY
+
+    X, _ = digits_subset(n)
+    knn = knn_search(X, 15, random_state=0)
+    edges = unweighted_knn_graph(knn)
+    communities = merge_connected(edges, leiden_labels(edges, 1.0, 0 % LEIDEN_SEEDS),
+                                  MERGE_CONNECTIVITY)
+    model = Clustering(n_clusters=None, precomputed_knn=knn, random_state=0, n_jobs=1).fit(X)
+    linear = Clustering(n_clusters=None, head="linear", precomputed_knn=knn, random_state=0,
+                        n_jobs=1).fit(X)
+    assert linear.partition_source_ == "fit"  # a head's predict must agree with labels_
+    # the hard loss of both candidates on the fit's own evaluation pairs, recomputed
+    preset = model._preset()
+    sampler = PositiveSampler(model.graph_, n, torch.device("cpu"), preset["steps"],
+                              preset["alpha"], propagation=model.propagation)
+    evaluation = model._evaluation_pairs(sampler, n, 0, torch.device("cpu"))
+
+    def hard(labels):
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(labels).long()).float()
+        return model._evaluation_loss(onehot, None, model.kernel_, evaluation)
+
+    assert model.hard_loss_ == pytest.approx(hard(model.labels_), rel=1e-6)
+    assert model.hard_loss_ <= hard(communities) + 1e-9
+    assert model.partition_source_ == source
+    if source == "communities":
+        assert (model.labels_ == communities).all()
+        assert (model.probabilities_.argmax(1) == model.labels_).all()
+        assert set(np.unique(model.probabilities_)) == {0.0, 1.0}
