@@ -13,7 +13,6 @@ n_clusters=K)`` are the same fit. This module sits above both estimators for tha
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.metaestimators import available_if
 
 from .clustering import Clustering
 from .embedding import COMMON_PARAMS, SNE, TSNE, UMAP, _Embedding
@@ -53,6 +52,27 @@ def _q_rule(name, value):
 def _clusters(estimator) -> bool:
     """Whether ``estimator`` (an :class:`ICon`) fits the cluster kernel."""
     return isinstance(estimator.q, ClusterKernel) or estimator.q == ClusterKernel.name
+
+
+class _with_clusters:
+    """A method that exists only on an :class:`ICon` with the cluster kernel: elsewhere the
+    attribute raises ``AttributeError`` (so ``hasattr(ICon(), "predict")`` is False, as
+    scikit-learn's ``available_if`` gives, without importing scikit-learn at start-up)."""
+
+    def __init__(self, method):
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, estimator, owner=None):
+        if estimator is None:
+            return self
+        if not _clusters(estimator):
+            raise AttributeError(f"{type(estimator).__name__}.{self.name} exists only with "
+                                 f"q='cluster' (this one has q={estimator.q!r}).")
+        return self.method.__get__(estimator, owner)
 
 
 class ICon(_Embedding):
@@ -201,7 +221,8 @@ class ICon(_Embedding):
         clustering._fit(X, None, given, None if given is not None else spec)
         self.clustering_ = clustering
         for name in ("n_features_in_", "labels_", "probabilities_", "n_clusters_",
-                     "cluster_sizes_", "empty_clusters_", "loss_", "loss_history_", "graph_",
+                     "cluster_sizes_", "empty_clusters_", "loss_", "loss_history_",
+                     "hard_loss_", "partition_source_", "n_epochs_", "graph_",
                      "knn_", "kernel_", "timings_", "data_scale_", "_fit_X"):
             setattr(self, name, getattr(clustering, name))
         if hasattr(clustering, "feature_names_in_"):
@@ -220,19 +241,19 @@ class ICon(_Embedding):
         check_is_fitted(self, "embedding_")
         return None if _clusters(self) else super().kl_divergence_
 
-    @available_if(_clusters)
+    @_with_clusters
     def predict_proba(self, X) -> np.ndarray:
         """(M, K) cluster probabilities of new points ``X`` (M, D)
         (:meth:`~icongraph.clustering.Clustering.predict_proba`; ``q="cluster"`` only)."""
         check_is_fitted(self, "clustering_")
         return self.clustering_.predict_proba(X)
 
-    @available_if(_clusters)
+    @_with_clusters
     def predict(self, X) -> np.ndarray:
         """(M,) cluster labels of new points ``X`` (M, D) (``q="cluster"`` only)."""
         return self.predict_proba(X).argmax(1)
 
-    @available_if(_clusters)
+    @_with_clusters
     def fit_predict(self, X, y=None) -> np.ndarray:
         """``fit(X, y).labels_`` (``q="cluster"`` only)."""
         return self.fit(X, y).labels_
