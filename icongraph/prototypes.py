@@ -218,6 +218,18 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
 
     Reproducibility: a fit with a given ``random_state`` gives identical probabilities from
     run to run on the CPU at the same thread count.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> clf = icongraph.PrototypeClassifier(kernel="dot", random_state=0).fit(X[:1200], y[:1200])
+    >>> clf.score(X[1200:], y[1200:]) > 0.9
+    True
+    >>> clf.predict_proba(X[1200:1203]).shape, clf.transform(X[:3]).shape
+    ((3, 10), (3, 10))
+    >>> harmonic = icongraph.method("harmonic", random_state=0).fit(X, y)  # kernel="student"
     """
 
     def __sklearn_tags__(self):
