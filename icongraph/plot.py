@@ -471,7 +471,7 @@ def plot_loss(history, *, ax=None, title: str | None = None, label: str | None =
     >>> X, _ = load_digits()
     >>> fig = plot_loss(icongraph.UMAP(random_state=0).fit(X), label="UMAP")
     >>> plot_loss(icongraph.SNE(random_state=0).fit(X), ax=fig.axes[0], label="SNE")  # same axes
-    <Figure size ...>
+    Figure(500x340)
     >>> fig.savefig("loss.png")
     """
     pairs = getattr(history, "loss_history_", history)
