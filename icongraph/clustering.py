@@ -177,9 +177,11 @@ class Clustering(GraphOutputMixin, ParamsMixin):
         What is learned: free per-point logits (``predict`` places a new point by its kNN
         row), or a head on the standardised features mapping them to the C logits (a tuple:
         an MLP's hidden widths; a module is copied).
-    init : {"embedding", "kmeans"}, default="embedding"
-        The seed centres of the logits: the clusters of a 2-D UMAP-preset embedding of the
-        same graph, or Lloyd's k-means on the features.
+    init : {"embedding", "spectral", "kmeans", "kmeans++", "random"}, default="embedding"
+        The seed centres of the logits (:func:`~icongraph.seeding.seed_logits`): the clusters
+        of a 2-D UMAP-preset embedding of the same graph, of spectral clustering of the graph,
+        Lloyd's k-means on the features (best of 10), or its k-means++ draw alone;
+        ``"random"``: no seed, the head's own random start.
     hidden : int, default=256
         Width of the ``"mlp"`` head's hidden layer.
     n_epochs, batch_size : int or None, default=None

@@ -185,8 +185,8 @@ COMMON_PARAMETERS_DOC = """\
         Distance of the kNN search on ``X``.
     n_epochs : int or None, default=None
         Epochs of the optimisation; None: the preset's (UMAP 500 up to 10,000 points, 300 up
-        to 100,000, 200 above; t-SNE 750 with the exaggerated ones; SNE 500 up to 10,000, 200
-        above).
+        to 100,000, 200 above, 60 after ``init="coarse"``; t-SNE 750 with the exaggerated
+        ones; SNE 500 up to 10,000, 200 above).
     learning_rate : float or None, default=None
         The step; None: the preset's. With ``optimizer="gains"`` (t-SNE) it is in openTSNE's
         and scikit-learn's units and None is openTSNE's ``"auto"`` (``N / exaggeration``).
@@ -200,8 +200,8 @@ COMMON_PARAMETERS_DOC = """\
         Decay of the learning rate over the epochs; None: the preset's.
     n_negatives : int or None, default=None
         Negatives sampled per anchor and epoch for the normaliser and the repulsion; 0 or
-        less enumerates every other point (exact, small data only); None: the preset's (for
-        UMAP's ``"neg"`` estimator up to 100,000 points, umap-learn's own count).
+        less enumerates every other point (exact, small data only); None: the preset's (UMAP
+        20 up to 10,000 points, umap-learn's own count up to 100,000, 10 above).
     edge_sampling : bool or None, default=None
         Visit an edge in ``w_e / max w`` of the epochs with weight ``max w`` (umap-learn's
         edge sampling) instead of every epoch with weight ``w_e``; None: the preset's.
