@@ -177,8 +177,9 @@ class PrototypeClassifier(TransformerOutputMixin, ParamsMixin):
     n_components : int or None, default=None
         d, the dimension of the embedding ``f`` and of the prototypes; None: the number of
         classes C.
-    head : {"linear", "mlp"}, default="linear"
-        ``f`` (:func:`~icongraph.heads.make_head`) on the standardised features. ``"free"``
+    head : {"linear", "mlp"}, tuple of int or torch.nn.Module, default="linear"
+        ``f`` (:func:`~icongraph.heads.make_head`) on the standardised features: a linear map,
+        an MLP, an MLP of these hidden widths, or a module to (B, d) (copied). ``"free"``
         (one row per training point) is refused: it cannot apply to new points.
     hidden : int, default=256
         Width of the MLP's hidden layer.
