@@ -163,6 +163,126 @@ class Clustering(PersistenceMixin, GraphOutputMixin, ParamsMixin):
     differently, so ``probabilities_`` agree to within 1e-6 and ``labels_`` are equal (tested
     at 1 and 2 threads, where they have been identical). On CUDA the scatters use atomics and
     a fit is not bit-reproducible.
+
+    Parameters
+    ----------
+    n_clusters : int or None, default=10
+        C, the number of clusters, in ``[1, N]``; None: chosen from the kNN graph (Leiden's
+        count at ``resolution``, less the merges above ``merge_connectivity``; the number
+        used is ``n_clusters_``).
+    resolution : float, default=1.0
+        Used with ``n_clusters=None``: the modularity resolution of the Leiden count.
+    merge_connectivity : float, default=0.8
+        Used with ``n_clusters=None``: communities joined by at least this fraction of the
+        edges the configuration model expects between them are merged (``float("inf")``
+        keeps Leiden's number).
+    method : {"debiased", "infonce", "kmeans", "ncut", "supervised"}, default="debiased"
+        The preset: the target ``p``, the kernel's weights and the debiasing (module
+        docstring's table). ``"supervised"`` takes ``fit(X, y)``.
+    n_neighbors : int, default=15
+        Neighbours of the kNN graph.
+    alpha : float in [0, 1) or None, default=None
+        Debiasing of ``p``: ``p~ = (1 - alpha) p + alpha / N``; None: the method's (0.2 for
+        ``"debiased"``, else 0).
+    q_alpha : float in [0, 1) or None, default=None
+        The same mixture applied to ``q``; None: the method's.
+    propagation_steps : int or None, default=None
+        Hops of neighbour propagation of the positives (1: the kNN edges only); None: the
+        method's (2 for ``"debiased"``, else 1).
+    propagation : {"walk", "reachable"}, default="walk"
+        Random walks (``p = (P + ... + P^t) / t``) or a uniform draw from the points
+        reachable in 1..t hops.
+    perplexity : float, default=30.0
+        Of the Gaussian target of ``method="kmeans"``.
+    head : {"free", "linear", "mlp"}, tuple of int or torch.nn.Module, default="free"
+        What is learned: free per-point logits (``predict`` places a new point by its kNN
+        row), or a head on the standardised features mapping them to the C logits (a tuple:
+        an MLP's hidden widths; a module is copied).
+    init : {"auto", "embedding", "communities", "spectral", "kmeans", "kmeans++", "random"}, \
+default="auto"
+        The seed centres of the logits (:func:`~icongraph.seeding.seed_logits`): the clusters
+        of a 2-D UMAP-preset embedding of the same graph, the communities that
+        ``n_clusters=None`` counted, of spectral clustering of the graph, Lloyd's k-means on
+        the features (best of 10), or its k-means++ draw alone; ``"random"``: no seed, the
+        head's own random start. ``"auto"``: ``"communities"`` with ``n_clusters=None``, else
+        ``"embedding"``.
+    hidden : int, default=256
+        Width of the ``"mlp"`` head's hidden layer.
+    n_epochs, batch_size : int or None, default=None
+        None: full batch and at most 300 epochs while ``N x positives x C`` fits in 2^24
+        floats; above, mini-batches of 8,192 anchors and 600 Adam steps.
+    tol : float in [0, 1] or None, default=0.003
+        Training stops once at most this fraction of the points changed cluster over the
+        last 10 epochs (checked from epoch 150); None runs every epoch.
+    learning_rate : float or None, default=None
+        Adam's step (None: the head's default); 0 switches the optimiser off.
+    positives_per_anchor : int, default=4
+        Positives sampled from ``p~`` per anchor and step.
+    temperature : float, default=1.0
+        ``phi = softmax(logits / temperature)``.
+    n_init : int, default=1
+        Restarts from seeds ``random_state + r``; the lowest loss is kept.
+    metric, precomputed_knn, knn_method, knn_cache
+        As for the embeddings (:class:`~icongraph.UMAP`): the kNN search's distance, a given
+        kNN graph, the search method and a cache folder.
+    random_state, device, n_jobs, verbose
+        As for the embeddings (:class:`~icongraph.UMAP`): the seed, where the fit runs, the
+        CPU threads and progress output.
+    callbacks : list of callable or None, default=None
+        Each called as ``cb(epoch, loss, probabilities)`` after every epoch; returning True
+        stops the fit.
+
+    Attributes
+    ----------
+    labels_ : ndarray of int, shape (N,)
+        The cluster of each training point, ``argmax`` of ``probabilities_``.
+    probabilities_ : ndarray of float32, shape (N, C)
+        The soft assignments ``phi(c|i)``.
+    n_clusters_ : int
+        The number of clusters used (chosen with ``n_clusters=None``).
+    cluster_sizes_ : ndarray of int, shape (C,)
+        Points per cluster.
+    empty_clusters_ : ndarray of int
+        Clusters without a point (a warning names them).
+    loss_ : float
+        The loss on one shared sample of about a million (anchor, positive) pairs.
+    loss_history_ : list of (int, float)
+        ``(epoch, loss)`` of every epoch run.
+    n_epochs_ : int
+        The epochs run (fewer than ``n_epochs`` when the assignments settled, ``tol``).
+    hard_loss_ : float
+        The loss of ``labels_`` as a hard partition (one-hot assignments), on the same pairs.
+    partition_source_ : {"fit", "communities"}
+        Where ``labels_`` come from: the fit's argmax, or, with ``n_clusters=None``, the
+        communities it started from when their hard loss is lower (then ``probabilities_``
+        are one-hot).
+    kernel_ : ClusterKernel
+        The cluster kernel (temperature, ``q_alpha``).
+    head_ : torch.nn.Module
+        The learned logits (free, linear or MLP).
+    graph_ : scipy.sparse.csr_matrix, shape (N, N) or None
+        The target ``p`` before propagation and debiasing (None when labels alone gave the
+        positives).
+    knn_ : KNN or None
+        The kNN graph searched or given.
+    timings_ : dict of str to float
+        Seconds of each phase.
+    n_features_in_, feature_names_in_
+        As scikit-learn's.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph import metrics
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> model = icongraph.Clustering(n_clusters=10, random_state=0).fit(X)
+    >>> metrics.adjusted_rand_index(y, model.labels_) > 0.8
+    True
+    >>> model.predict(X[:3]).shape, model.predict_proba(X[:3]).shape
+    ((3,), (3, 10))
+    >>> icongraph.Clustering(n_clusters=None, random_state=0).fit(X).n_clusters_  # doctest: +SKIP
+    12
     """
 
     _pyg_x, _pyg_attributes = "probabilities_", {"cluster": "labels_"}

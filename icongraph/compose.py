@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .clustering import Clustering
-from .embedding import COMMON_PARAMS, SNE, TSNE, UMAP, _Embedding
+from .embedding import COMMON_PARAMS, SNE, TSNE, UMAP, _Embedding, _shared_docs
 from .kernels import KERNELS, ClusterKernel, Kernel, get_kernel
 from .objective import ESTIMATORS
 from .pyg import split_data
@@ -75,6 +75,7 @@ class _with_clusters:
         return self.method.__get__(estimator, owner)
 
 
+@_shared_docs
 class ICon(_Embedding):
     """The general I-Con estimator: ``p`` (target name, spec object or a graph), ``q`` (kernel
     name or :class:`~icongraph.kernels.Kernel`, or the cluster kernel ``"cluster"``) and, for
@@ -119,12 +120,46 @@ class ICon(_Embedding):
     ``clustering_``; ``predict_proba`` / ``predict`` (and ``transform``) place new points as
     ``Clustering`` does, from their rows of ``p`` (a kNN target) or the head.
 
-    >>> ICon(p="perplexity", q="student", estimator="global").fit_transform(X)  # t-SNE-like
-    >>> ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)  # SupCon
-    >>> ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3).fit(X)  # InfoNCE
-    >>> ICon(p="perplexity", q="student", estimator="global",
-    ...      q_params={"learn_dof": True}).fit(X).kernel_.dof  # t-SNE-like, dof learned
-    >>> ICon(p="fuzzy", q="cluster", n_components=10).fit(X).labels_  # clusters of UMAP's p
+    Parameters
+    ----------
+    p : str, Target, graph, default="fuzzy"
+        The target: ``"fuzzy"`` (UMAP's fuzzy simplicial set), ``"perplexity"`` (t-SNE's
+        calibrated Gaussian), ``"knn"`` (uniform over the k nearest neighbours), a target
+        object (:class:`~icongraph.targets.PerplexityTarget`, ...), or a graph: a scipy sparse
+        (N, N) matrix, a networkx graph, a torch ``edge_index`` with weights.
+    q : str or Kernel, default="umap"
+        The kernel: ``"gaussian"``, ``"student"``, ``"umap"``, ``"cosine"``,
+        ``"student-sphere"``, ``"cluster"``, or a :class:`~icongraph.kernels.Kernel`.
+    estimator : {"neg", "global", "per_anchor", "fft"} or None, default=None
+        How an embedding's normaliser is estimated: fixed (UMAP's negative sampling), one
+        running ``Z`` (t-SNE's joint ``q``), one ``Z_i`` per anchor (InfoNCE, conditional
+        ``q``), or all pairs by FFT interpolation (joint ``q``, 1-D and 2-D); None: ``"neg"``
+        (and must stay None with ``q="cluster"``). The optimiser's defaults are those of the
+        preset using the same estimator.
+    p_params : dict or None, default=None
+        Keyword arguments of the named target (e.g. ``{"n_neighbors": 15}``,
+        ``{"perplexity": 30}``).
+    q_params : dict or None, default=None
+        Keyword arguments of the named kernel (e.g. ``{"dof": 0.5}``, ``{"learn_dof": True}``,
+        ``{"temperature": 0.1, "learn_temperature": True}``, ``{"q_alpha": 0.2}`` for the
+        cluster kernel).
+    {common_parameters_and_attributes}
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> Y = icongraph.ICon(p="perplexity", q="student", estimator="global").fit_transform(X)
+    >>> icongraph.ICon(p="knn", q="student", estimator="per_anchor", target_weight=1).fit(X, y)
+    ICon(...)
+    >>> model = icongraph.ICon(p="knn", q="cosine", estimator="per_anchor", n_components=3)
+    >>> model.fit(X).embedding_.shape  # InfoNCE on kNN pairs, points on the sphere
+    (1797, 3)
+    >>> icongraph.ICon(p="perplexity", q="student", estimator="global",
+    ...                q_params={"learn_dof": True}).fit(X).kernel_.dof  # doctest: +SKIP
+    >>> icongraph.ICon(p="fuzzy", q="cluster", n_components=10).fit(X).labels_.shape
+    (1797,)
     """
 
     _own_params = {"p": "fuzzy", "q": "umap", "estimator": None, "p_params": None,

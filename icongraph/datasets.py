@@ -30,6 +30,12 @@ def cache_dir(*parts: str) -> Path:
     -------
     pathlib.Path
         ``$XDG_CACHE_HOME/icongraph/<parts>`` (``~/.cache/icongraph/<parts>`` by default).
+
+    Examples
+    --------
+    >>> from icongraph.datasets import cache_dir
+    >>> cache_dir("peers").name
+    'peers'
     """
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "icongraph"
     path = root.joinpath(*parts)
@@ -63,7 +69,22 @@ def _rdataset(package: str, item: str):
 
 
 def load_digits():
-    """scikit-learn's 8x8 digits: X (1797, 64) float32, y (1797,) int."""
+    """scikit-learn's 8x8 digits: X (1797, 64) float32, y (1797,) int.
+
+    Returns
+    -------
+    X : ndarray of float32, shape (1797, 64)
+        Pixel intensities 0-16.
+    y : ndarray of int, shape (1797,)
+        The digit 0-9.
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> X.shape, X.dtype, y[:5]
+    ((1797, 64), dtype('float32'), array([0, 1, 2, 3, 4]))
+    """
     from sklearn.datasets import load_digits as sk_digits
 
     X, y = sk_digits(return_X_y=True)
@@ -72,7 +93,22 @@ def load_digits():
 
 def load_pbmc68k():
     """scanpy's bundled pbmc68k_reduced: 700 cells, its 50-d PCA (``obsm['X_pca']``) and the
-    ``bulk_labels`` cell types. Needs scanpy (``pip install scanpy``)."""
+    ``bulk_labels`` cell types. Needs scanpy (``pip install scanpy``).
+
+    Returns
+    -------
+    X : ndarray of float32, shape (700, 50)
+        The PCA coordinates of the cells.
+    y : ndarray of int64, shape (700,)
+        Codes of the 10 ``bulk_labels`` cell types, in sorted order of their names.
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_pbmc68k
+    >>> X, y = load_pbmc68k()
+    >>> X.shape, len(set(y))
+    ((700, 50), 10)
+    """
     try:
         import scanpy as sc
     except ImportError as err:
@@ -109,6 +145,13 @@ def load_mnist1d(n_generate: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED):
     -------
     X : ndarray of float32, shape (n_generate, 40)
     y : ndarray of int64, shape (n_generate,)
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_mnist1d
+    >>> X, y = load_mnist1d()  # about 20 s the first time, then read from the cache
+    >>> X.shape
+    (70000, 40)
     """
     try:
         from importlib.metadata import version
@@ -150,6 +193,13 @@ def load_cells():
     -------
     X : ndarray of float32, shape (2019, 56)
     y : ndarray of int64, shape (2019,)
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_cells
+    >>> X, y = load_cells()
+    >>> X.shape, sorted(set(y))
+    ((2019, 56), [0, 1])
     """
     frame = _rdataset("modeldata", "cells")
     features = frame.drop(columns=["rownames", "case", "class"]).select_dtypes("number")
@@ -167,6 +217,13 @@ def load_tissue():
     -------
     X : ndarray of float32, shape (189, 500)
     y : ndarray of int64, shape (189,)
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_tissue
+    >>> X, y = load_tissue()
+    >>> X.shape
+    (189, 500)
     """
     frame = _rdataset("dslabs", "tissue_gene_expression")
     genes = [c for c in frame.columns if c.startswith("x.")]
@@ -189,6 +246,13 @@ def load_movies():
     -------
     X : ndarray of float32, shape (58788, 14)
     y : None
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load_movies
+    >>> X, y = load_movies()  # no labels: y is None
+    >>> X.shape, y
+    ((58788, 14), None)
     """
     return _standardised(_rdataset("ggplot2movies", "movies")[MOVIES_COLUMNS]), None
 
@@ -196,12 +260,47 @@ def load_movies():
 def make_manifolds(n_samples: int = 100_000, n_classes: int = 20, ambient_dim: int = 50,
                    intrinsic_dim: int = 2, n_superclasses: int = 4, noise: float = 0.05,
                    seed: int = 0, chunk: int = 200_000):
-    """Labelled points on curved manifolds: class ``c`` is a smooth random map of a
-    ``intrinsic_dim``-cube into ``ambient_dim`` dimensions (random Fourier features, so each
-    class is a bent, folded sheet, not a blob), placed around one of ``n_superclasses``
-    super-cluster centres (a two-level hierarchy, neighbouring classes overlapping at the
-    edges), plus isotropic noise. Returns X (n, ambient_dim) float32 and y (n,) int64.
-    Memory is O(n * ambient_dim); generated in chunks."""
+    """Labelled points on curved manifolds.
+
+    Class ``c`` is a smooth random map of a ``intrinsic_dim``-cube into ``ambient_dim``
+    dimensions (random Fourier features, so each class is a bent, folded sheet, not a blob),
+    placed around one of ``n_superclasses`` super-cluster centres (a two-level hierarchy,
+    neighbouring classes overlapping at the edges), plus isotropic noise. Memory is
+    O(n * ambient_dim); generated in chunks (see ``datasets/README.md``).
+
+    Parameters
+    ----------
+    n_samples : int, default=100000
+        Points, at least ``n_classes``.
+    n_classes : int, default=20
+        Sheets.
+    ambient_dim : int, default=50
+        Dimension of the data.
+    intrinsic_dim : int, default=2
+        Dimension of each sheet.
+    n_superclasses : int, default=4
+        Super-cluster centres the sheets are placed around.
+    noise : float, default=0.05
+        Standard deviation of the isotropic noise.
+    seed : int, default=0
+        Seed of the generator.
+    chunk : int, default=200000
+        Rows generated at a time (bounds the temporary memory).
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n_samples, ambient_dim)
+        The points, in a random order.
+    y : ndarray of int64, shape (n_samples,)
+        The sheet of each point.
+
+    Examples
+    --------
+    >>> from icongraph.datasets import make_manifolds
+    >>> X, y = make_manifolds(1_000_000, n_classes=100)  # 200 MB of float32
+    >>> X.shape, len(set(y))
+    ((1000000, 50), 100)
+    """
     if n_samples < n_classes:
         raise ValueError(f"n_samples={n_samples} is smaller than n_classes={n_classes}.")
     rng = np.random.default_rng(seed)
@@ -243,7 +342,37 @@ def make_many_clusters(n_samples: int = 100_000, n_classes: int = 1000, dim: int
     0.25 at 1.7). Class proportions are a Dirichlet draw with concentration ``size_concentration`` per
     class (sizes vary about +-1/sqrt(concentration)).
 
-    Returns X (n_samples, dim) float32 and y (n_samples,) int64 in a random order."""
+    Parameters
+    ----------
+    n_samples : int, default=100000
+        Points, at least ``n_classes``.
+    n_classes : int, default=1000
+        Classes C, at least 2 (every class gets a point).
+    dim : int, default=50
+        Dimension of the data.
+    overlap : float, default=1.0
+        The classes' spread relative to the distance between nearest centres (> 0).
+    n_superclasses : int or None, default=None
+        Super-clusters (None: ``round(sqrt C)``).
+    size_concentration : float, default=10.0
+        Dirichlet concentration of the class proportions (larger: more equal sizes).
+    seed : int, default=0
+        Seed of the generator.
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n_samples, dim)
+        The points, in a random order.
+    y : ndarray of int64, shape (n_samples,)
+        The class of each point.
+
+    Examples
+    --------
+    >>> from icongraph.datasets import make_many_clusters
+    >>> X, y = make_many_clusters(20_000, n_classes=200)
+    >>> X.shape, len(set(y))
+    ((20000, 50), 200)
+    """
     if n_samples < n_classes:
         raise ValueError(f"n_samples={n_samples} is smaller than n_classes={n_classes}.")
     if n_classes < 2:
@@ -293,6 +422,14 @@ def load(name: str, n_samples: int | None = None, seed: int = 0, n_classes: int 
     -------
     X : ndarray of float32, shape (N, D)
     y : ndarray of int, shape (N,), or None for unlabelled data ('movies')
+
+    Examples
+    --------
+    >>> from icongraph.datasets import load
+    >>> X, y = load("digits", n_samples=300)  # a seeded subsample, rows in their order
+    >>> X.shape
+    (300, 64)
+    >>> X, y = load("manifolds", n_samples=10_000, n_classes=20)
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")

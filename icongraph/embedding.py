@@ -155,6 +155,123 @@ COARSE_MIN_SAMPLE = 1000
 EMBEDDING_INITS = INITS + ("coarse",)
 
 
+#: numpydoc of the parameters every embedding shares (:data:`COMMON_PARAMS`), put at the end
+#: of each estimator's Parameters section (:func:`_shared_docs`)
+COMMON_PARAMETERS_DOC = """\
+    n_components : int, default=2
+        Dimension of the embedding (at least 2 for the kernels on the sphere).
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        Distance of the kNN search on ``X``.
+    n_epochs : int or None, default=None
+        Epochs of the optimisation; None: the preset's (UMAP 500 up to 10,000 points, 300 up
+        to 100,000, 200 above, 60 after ``init="coarse"``; t-SNE 750 with the exaggerated
+        ones; SNE 500 up to 10,000, 200 above).
+    learning_rate : float or None, default=None
+        The step; None: the preset's. With ``optimizer="gains"`` (t-SNE) it is in openTSNE's
+        and scikit-learn's units and None is openTSNE's ``"auto"`` (``N / exaggeration``).
+        0 switches the optimiser off.
+    optimizer : {"sgd", "adam", "gains"} or None, default=None
+        The step rule: SGD with momentum, Adam, or t-SNE's per-coordinate gains; None: the
+        preset's (with an encoder: Adam).
+    momentum : float in [0, 1) or None, default=None
+        Momentum of ``"sgd"`` and ``"gains"``; None: the preset's.
+    schedule : {"linear", "constant", "cosine"} or None, default=None
+        Decay of the learning rate over the epochs; None: the preset's.
+    n_negatives : int or None, default=None
+        Negatives sampled per anchor and epoch for the normaliser and the repulsion; 0 or
+        less enumerates every other point (exact, small data only); None: the preset's (UMAP
+        20 up to 10,000 points, umap-learn's own count up to 100,000, 10 above).
+    edge_sampling : bool or None, default=None
+        Visit an edge in ``w_e / max w`` of the epochs with weight ``max w`` (umap-learn's
+        edge sampling) instead of every epoch with weight ``w_e``; None: the preset's.
+    transform_epochs : int or None, default=None
+        Epochs of :meth:`transform`'s optimisation of new points against the frozen
+        embedding (None: ``TRANSFORM_EPOCHS``, 250, openTSNE's; 0: the ``p``-weighted mean of
+        their neighbours' positions).
+    init : {"pca", "spectral", "random", "coarse"}, array of shape (N, n_components) or None, \
+default=None
+        The start of a free embedding; None: the preset's (PCA with data, the spectral
+        layout of a graph without ``X``). ``"coarse"``: fit a twentieth of the rows (at least
+        20,000 points needed), spread the layout through ``p``, refine briefly.
+    encoder : {"linear", "mlp"}, tuple of int, torch.nn.Module or None, default=None
+        None: a free embedding (an (N, d) table). Otherwise a parametric embedding ``y = f(x)``
+        of the standardised features: a linear map, an MLP (hidden 128, 128), an MLP with
+        these hidden widths, or any module mapping (B, D) to (B, n_components) (copied; the
+        trained copy is ``encoder_``); :meth:`transform` is then ``f`` of new points.
+    alpha : float in [0, 1), default=0.0
+        Debiasing of ``p``: ``p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i``, ``m_i`` the
+        row's mass and ``U_i`` uniform on the other points.
+    target_weight : float in [0, 1], default=0.5
+        Used by ``fit(X, y)`` only: the share of a labelled row's mass given to its class
+        (0: the data graph only, 1: the label graph only; umap-learn's name and range).
+    precomputed_knn : tuple (indices, distances), KNN, sparse matrix or None, default=None
+        A kNN graph of ``X`` to use instead of searching: ``(indices, distances)`` arrays
+        (N, k), a fitted ``knn_``, :func:`~icongraph.knn.knn_search`'s result, or a sparse
+        kNN-distance matrix such as scanpy's ``obsp["distances"]``. Fewer neighbours than the
+        target needs are used with a warning.
+    knn_method : {"auto", "exact", "nndescent"}, default="auto"
+        The kNN search: exact blocked search (below 20,000 points, or on CUDA) or
+        pynndescent.
+    knn_cache : str, path or None, default=None
+        A folder where the kNN graph is stored, keyed by a fingerprint of the data, the
+        metric and the search, and read back by a later fit of the same data.
+    random_state : int, numpy RandomState or Generator, or None, default=None
+        Seed of every random draw; a given seed gives the same embedding on any number of
+        CPU threads. None: a fresh seed.
+    device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+        Where the optimisation runs; ``"auto"``: CUDA when available.
+    n_jobs : int, default=-1
+        CPU threads of numba and torch (-1: all cores).
+    verbose : bool, default=False
+        Progress output during the fit.
+    callbacks : list of callable or None, default=None
+        Each called as ``cb(epoch, loss, embedding)`` after every epoch; returning True
+        stops the fit. A bare function is refused: pass ``[f]``.
+"""
+
+#: numpydoc of the fitted attributes every embedding shares, the Attributes section after the
+#: parameters (:func:`_shared_docs`)
+COMMON_ATTRIBUTES_DOC = """\
+
+    Attributes
+    ----------
+    embedding_ : ndarray of float32, shape (N, n_components)
+        The embedding of the training points (unit rows for the kernels on the sphere).
+    graph_ : scipy.sparse.csr_matrix, shape (N, N)
+        The target ``p`` as fitted (row ``i`` is ``p(.|i)``, labels and debiasing aside).
+    knn_ : KNN or None
+        The kNN graph searched or given (None when ``p`` was a given graph).
+    kernel_ : Kernel
+        The kernel ``q`` as fitted (a learned temperature holds its fitted value).
+    target_ : Target
+        The fitted target, with the labels' mixture and the debiasing.
+    loss_ : float
+        The sampled objective ``L`` at the last epoch.
+    loss_history_ : list of (int, float)
+        ``(epoch, loss)`` pairs of the fit.
+    kl_divergence_ : float or None
+        The exact objective over the target's mass (for t-SNE openTSNE's ``KL(P || Q)``),
+        computed on first access, up to ``EXACT_LOSS_MAX_SAMPLES`` points (None above).
+    timings_ : dict of str to float
+        Seconds of each phase: ``"knn"``, ``"graph"``, ``"init"``, ``"optimize"``.
+    encoder_ : torch.nn.Module or None
+        The trained encoder (None for a free embedding).
+    n_features_in_ : int
+        Features of ``X`` seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names of a DataFrame ``X`` with string column names (absent otherwise).
+"""
+
+
+def _shared_docs(cls):
+    """Put :data:`COMMON_PARAMETERS_DOC` and :data:`COMMON_ATTRIBUTES_DOC` into the class
+    docstring at its placeholder ``{common_parameters_and_attributes}``: one text for what
+    the estimators share."""
+    cls.__doc__ = cls.__doc__.replace("    {common_parameters_and_attributes}\n",
+                                      COMMON_PARAMETERS_DOC + COMMON_ATTRIBUTES_DOC)
+    return cls
+
+
 class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, ParamsMixin):
     """Fit logic shared by every embedding estimator. Subclasses declare ``_own_params``
     (name -> default) and implement ``_composition() -> (target_spec, kernel, estimator)``."""
@@ -597,11 +714,28 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         return self._wrap_output(Y, data)
 
 
+@_shared_docs
 class SNE(_Embedding):
     """Stochastic Neighbour Embedding: conditional perplexity ``p``, Gaussian ``q``, per-anchor
     normaliser (Hinton & Roweis 2002). ``fit(X, y)`` with class labels (``-1``: unlabelled)
     mixes the same-class graph into ``p`` by ``target_weight`` (0-1, default 0.5; the module
-    docstring)."""
+    docstring).
+
+    Parameters
+    ----------
+    perplexity : float, default=30.0
+        The effective number of neighbours of each point's Gaussian ``p(.|i)``, calibrated
+        on its ``3 x perplexity`` nearest neighbours.
+    {common_parameters_and_attributes}
+
+    Examples
+    --------
+    >>> from icongraph import SNE
+    >>> from icongraph.datasets import make_manifolds
+    >>> X, y = make_manifolds(5000, n_classes=10)
+    >>> SNE(perplexity=30, random_state=0).fit_transform(X).shape
+    (5000, 2)
+    """
 
     _own_params = {"perplexity": 30.0}
     _own_rules = {"perplexity": number(0.0, low_open=True)}
@@ -615,6 +749,7 @@ class SNE(_Embedding):
                 "n_negatives": 20, "init_scale": 1e-2}
 
 
+@_shared_docs
 class TSNE(_Embedding):
     """t-SNE: symmetric perplexity ``p`` on ``3 x perplexity`` neighbours, Student-t ``q``
     (``dof=1`` is t-SNE; lower is heavier tailed), one global normaliser.
@@ -630,7 +765,32 @@ class TSNE(_Embedding):
 
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (0-1, default 0.5; the module docstring);
-    ``target_weight=1`` gives a SupCon-like t-SNE of the labelled points."""
+    ``target_weight=1`` gives a SupCon-like t-SNE of the labelled points.
+
+    Parameters
+    ----------
+    perplexity : float, default=30.0
+        The effective number of neighbours of each point's Gaussian ``p(.|i)``, calibrated
+        on its ``3 x perplexity`` nearest neighbours, then symmetrised (openTSNE's).
+    early_exaggeration : float, default=12.0
+        ``p`` is multiplied by this for the first 250 epochs (a third of ``n_epochs`` when
+        fewer), openTSNE's ``early_exaggeration``.
+    dof : float, default=1.0
+        Degrees of freedom of the Student-t kernel ``(1 + d^2 / dof)^(-(dof + 1) / 2)``: 1 is
+        t-SNE, lower is heavier tailed (openTSNE's ``dof``).
+    {common_parameters_and_attributes}
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> X, y = icongraph.datasets.load("digits")
+    >>> model = icongraph.TSNE(perplexity=30, random_state=0)
+    >>> Y = model.fit_transform(X)
+    >>> icongraph.metrics.knn_accuracy(Y, y) > 0.95
+    True
+    >>> model.kl_divergence_  # openTSNE's KL(P || Q)  # doctest: +SKIP
+    0.742
+    """
 
     _own_params = {"perplexity": 30.0, "early_exaggeration": 12.0, "dof": 1.0}
     _own_rules = {"perplexity": number(0.0, low_open=True),
@@ -661,6 +821,7 @@ class TSNE(_Embedding):
 
 
 
+@_shared_docs
 class UMAP(_Embedding):
     """UMAP-like: fuzzy simplicial set ``p``, kernel ``1/(1 + a d^2b)`` fitted from
     ``min_dist``/``spread``, fixed normaliser (NEG) with ``negative_sample_rate`` negatives per
@@ -675,7 +836,37 @@ class UMAP(_Embedding):
 
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (umap-learn's name and range, default 0.5), as
-    a mixture of the two graphs rather than umap-learn's fuzzy intersection (module docstring)."""
+    a mixture of the two graphs rather than umap-learn's fuzzy intersection (module docstring).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=15
+        Neighbours of each point's fuzzy set, the point itself counted (umap-learn's).
+    min_dist : float, default=0.1
+        The kernel's flat core: how tightly points may pack (umap-learn's).
+    spread : float, default=1.0
+        The kernel's scale, with ``min_dist`` fitted into ``a`` and ``b`` (umap-learn's).
+    negative_sample_rate : float, default=5.0
+        Negatives per edge update (umap-learn's); the negatives per anchor and epoch follow
+        from it (``n_negatives``).
+    local_connectivity : float, default=1.0
+        Nearest neighbours assumed connected at full strength (umap-learn's).
+    set_op_mix_ratio : float in [0, 1], default=1.0
+        1: fuzzy union of ``p`` and its transpose, 0: fuzzy intersection (umap-learn's).
+    {common_parameters_and_attributes}
+
+    Examples
+    --------
+    >>> from icongraph import UMAP, metrics
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> model = UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit(X)
+    >>> metrics.knn_accuracy(model.embedding_, y) > 0.95
+    True
+    >>> model.transform(X[:5]).shape  # new points against the fitted embedding
+    (5, 2)
+    >>> Y = UMAP(target_weight=0.5, random_state=0).fit_transform(X, y)  # with labels
+    """
 
     _own_params = {"n_neighbors": 15, "min_dist": 0.1, "spread": 1.0,
                    "negative_sample_rate": 5.0, "local_connectivity": 1.0,

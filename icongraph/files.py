@@ -56,6 +56,19 @@ class Input:
         (N,) values of the requested colour column.
     adata : anndata.AnnData or None
         The AnnData object of an .h5ad input, which results are written back into.
+
+    Parameters
+    ----------
+    X, labels, color, adata
+        As the attributes (:func:`read_input` builds it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph.files import Input
+    >>> source = Input(np.zeros((3, 2), np.float32), labels=np.array([0, 1, 1]))
+    >>> source.X.shape, source.adata
+    ((3, 2), None)
     """
 
     X: object
@@ -131,6 +144,13 @@ def read_input(path: str, *, key: str | None = None, label_column: str | None = 
         message lists those it has), has non-numeric feature columns, or holds no valid data
         matrix (:func:`~icongraph.validation.check_data`); also for options that do not apply
         to the file's format.
+
+    Examples
+    --------
+    >>> from icongraph.files import read_input
+    >>> source = read_input("cells.h5ad", use_rep="X_pca", label_column="cell_type")  # doctest: +SKIP
+    >>> source = read_input("table.csv", label_column="species")  # doctest: +SKIP
+    >>> source.X.shape, source.labels[:3]  # doctest: +SKIP
     """
     from .datasets import DATASETS, load
 
@@ -283,6 +303,13 @@ def check_output(path: str, force: bool, what: str = "output",
         For a suffix that names no format this command writes (or whose package is missing),
         a directory that does not exist or cannot be written, a path that is a directory, or an
         existing file without ``force``.
+
+    Examples
+    --------
+    >>> from icongraph.files import check_output
+    >>> path = check_output("embedding.parquet", force=False)  # before the fit
+    >>> path.suffix
+    '.parquet'
     """
     suffixes = OUTPUT_FORMATS if suffixes is None else suffixes
     p = Path(path)
@@ -323,6 +350,14 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> Path:
     -------
     pathlib.Path
         ``path``, the file written.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from icongraph.files import write_atomic
+    >>> write_atomic(Path("values.npy"), lambda tmp: np.save(tmp, np.arange(3)))
+    PosixPath('values.npy')
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
@@ -357,6 +392,14 @@ def write_result(path: Path, values: np.ndarray, source: Input | None = None) ->
     pathlib.Path
         ``path``, the file written (tables get the columns ``icon1``, ``icon2``, ... or
         ``icon_cluster``; .npy and .txt hold the bare numbers).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph.files import check_output, write_result
+    >>> path = check_output("embedding.csv", force=True)
+    >>> write_result(path, np.zeros((5, 2), np.float32))  # columns icon1, icon2
+    PosixPath('embedding.csv')
     """
     suffix = path.suffix.lower()
     labels = values.ndim == 1

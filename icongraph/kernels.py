@@ -69,7 +69,32 @@ GAUSSIAN, STUDENT, UMAP, SCALED_STUDENT = 0, 1, 2, 3
 
 
 class Kernel:
-    """Base class. Subclasses set ``name`` and ``code`` and implement :meth:`log_k_torch`."""
+    """Base class of the learned neighbourhood's kernel ``k(y_i, y_j)``, a function of the squared
+    distance ``d2``; ``q(j|i) = k_ij / Z``.
+
+    Subclasses (frozen dataclasses) set ``name`` and ``code`` and implement :meth:`log_k_torch`
+    and :meth:`slope_torch`; the estimators take one as ``q=`` (``ICon(q=StudentKernel(0.5))``).
+
+    Attributes
+    ----------
+    name : str
+        The name ``q=`` takes (``"gaussian"``, ``"student"``, ``"umap"``, ...).
+    code : int
+        The numba engine's kernel code (-1: no compiled path; the torch engine runs it).
+    params : tuple of float
+        The kernel's two parameters as the engines take them.
+    smooth : bool
+        Whether ``k`` is smooth at ``d2 = 0`` (needed by the ``"fft"`` estimator).
+    sphere : bool
+        Whether the kernel lives on the unit sphere (rows kept at norm 1).
+
+    Examples
+    --------
+    >>> from icongraph import StudentKernel
+    >>> kernel = StudentKernel(dof=1.0)
+    >>> float(kernel.log_k([0.0, 1.0])[1])  # log 1 / (1 + 1)
+    -0.6931471805599453
+    """
 
     name: str = ""
     code: int = -1
@@ -104,7 +129,24 @@ class Kernel:
 
 @dataclass(frozen=True)
 class GaussianKernel(Kernel):
-    """``k = exp(-d2 / (2 sigma^2))`` (SNE)."""
+    """Gaussian ``k = exp(-d2 / (2 sigma^2))`` (SNE).
+
+    Parameters
+    ----------
+    sigma : float, default=1.0
+        The width.
+
+    Attributes
+    ----------
+    sigma : float
+        As given.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> icongraph.ICon(p="perplexity", q=icongraph.GaussianKernel(1.0), estimator="per_anchor")
+    ICon(...)
+    """
 
     sigma: float = 1.0
     name = "gaussian"
@@ -171,7 +213,27 @@ class StudentKernel(_LearnableDof, Kernel):
     (seed 0): a lighter tail fits ``p`` better but separates the clusters less and keeps
     fewer neighbourhoods. From dof 10 it settles at 4.05 too (KL 0.92); from a heavier tail
     than Cauchy's (dof 0.5) the layout and the tail feed each other and dof runs to the floor
-    of :data:`~icongraph.optimize.DOF_RANGE` (0.01, KL 1.34): start the learning at dof >= 1."""
+    of :data:`~icongraph.optimize.DOF_RANGE` (0.01, KL 1.34): start the learning at dof >= 1.
+
+    Parameters
+    ----------
+    dof : float, default=1.0
+        Degrees of freedom, > 0.
+    learn_dof : bool, default=False
+        Fit ``dof`` with the embedding.
+
+    Attributes
+    ----------
+    dof : float
+        As given, or as learned (``kernel_.dof`` of a fit with ``learn_dof``).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> model = icongraph.ICon(p="perplexity", q=icongraph.StudentKernel(0.5), estimator="global")
+    >>> icongraph.ICon(p="perplexity", q="student", q_params={"dof": 0.5})  # the same kernel
+    ICon(...)
+    """
 
     dof: float = 1.0
     learn_dof: bool = False
@@ -202,7 +264,25 @@ class StudentKernel(_LearnableDof, Kernel):
 @dataclass(frozen=True)
 class UMAPKernel(Kernel):
     """UMAP's ``k = 1 / (1 + a d2^b)``; build it from ``min_dist``/``spread`` with
-    :meth:`from_min_dist` (the curve fit umap-learn does)."""
+    :meth:`from_min_dist` (the curve fit umap-learn does).
+
+    Parameters
+    ----------
+    a, b : float, default=1.577, 0.895
+        The curve's parameters (the defaults are ``min_dist=0.1``, ``spread=1``'s).
+
+    Attributes
+    ----------
+    a, b : float
+        As given.
+
+    Examples
+    --------
+    >>> from icongraph import UMAPKernel
+    >>> kernel = UMAPKernel.from_min_dist(min_dist=0.1, spread=1.0)
+    >>> round(kernel.a, 2), round(kernel.b, 2)  # doctest: +SKIP
+    (1.58, 0.9)
+    """
 
     a: float = 1.577
     b: float = 0.895

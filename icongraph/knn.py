@@ -31,7 +31,38 @@ EXACT_MAX_SAMPLES = 20_000
 
 @dataclass(frozen=True)
 class KNN:
-    """A kNN graph: row ``i`` lists the ``k`` nearest neighbours of point ``i`` (self excluded)."""
+    """A kNN graph: row ``i`` lists the ``k`` nearest neighbours of point ``i`` (self excluded).
+
+    Parameters
+    ----------
+    indices : ndarray of int32, shape (N, k)
+        The neighbours of each point, nearest first.
+    distances : ndarray of float32, shape (N, k)
+        Their distances, ascending along each row.
+    metric : str, default="euclidean"
+        The metric the distances are in.
+
+    Attributes
+    ----------
+    indices, distances, metric
+        As given.
+    n_samples : int
+        N.
+    n_neighbors : int
+        k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph import KNN, UMAP
+    >>> X = np.random.default_rng(0).normal(size=(100, 5))
+    >>> d = np.linalg.norm(X[:, None] - X[None], axis=2)
+    >>> order = np.argsort(d, axis=1)[:, 1:15]  # the point itself left out
+    >>> knn = KNN(order.astype(np.int32), np.take_along_axis(d, order, 1).astype(np.float32))
+    >>> knn.n_samples, knn.n_neighbors
+    (100, 14)
+    >>> Y = UMAP(precomputed_knn=knn, random_state=0).fit_transform(X)  # UMAP's 15 with itself
+    """
 
     indices: np.ndarray  # (N, k) int32
     distances: np.ndarray  # (N, k) float32, ascending along each row
@@ -524,16 +555,51 @@ def _resolve_method(method: str, X, device) -> str:
 def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", device=None,
                random_state: int | None = None, n_jobs: int = -1, verbose: bool | int = False,
                cache_dir: str | None = None) -> KNN:
-    """kNN by ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES`
-    points, or on CUDA where the blocked search is fast at any size).
+    """The k nearest neighbours of every row of ``X``.
+
+    ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES` points,
+    or on CUDA where the blocked search is fast at any size).
 
     With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
     and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later
     search for the same or a smaller ``k`` on the same data loads it instead, so trying several
     methods costs one kNN search.
 
-    ``verbose``: a bar over the search (blocks of the exact search, NN-descent iterations);
-    from 2, detail lines naming the method and a cache file loaded.
+    Parameters
+    ----------
+    X : array-like or sparse matrix of shape (N, D)
+        The data.
+    k : int
+        Neighbours per point, the point itself excluded (``1 <= k < N``).
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        The distance.
+    method : {"auto", "exact", "nndescent"}, default="auto"
+        The search (see above).
+    device : str, torch.device or None, default=None
+        Where the exact search runs (None: the CPU).
+    random_state : int or None, default=None
+        Seed of pynndescent.
+    n_jobs : int, default=-1
+        CPU threads (-1: all).
+    verbose : bool or int, default=False
+        A bar over the search (blocks of the exact search, NN-descent iterations); from 2,
+        detail lines naming the method and a cache file loaded.
+    cache_dir : str, path or None, default=None
+        The cache folder (see above).
+
+    Returns
+    -------
+    KNN
+        ``indices`` (N, k) and ``distances`` (N, k), nearest first.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> knn = icongraph.knn_search(X, 15, random_state=0)
+    >>> icongraph.Clustering(n_clusters=10, precomputed_knn=knn, random_state=0).fit(X)
+    Clustering(...)
     """
     n = X.shape[0]
     check_n_neighbors(k, n)

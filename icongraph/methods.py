@@ -42,6 +42,19 @@ class Method:
         as a graph: scipy sparse, networkx, a torch-geometric ``Data``, or a precomputed kNN).
     build : callable
         ``build(**params)`` -> the configured, unfitted estimator.
+
+    Parameters
+    ----------
+    name, p, q, learned, reference, needs, build
+        As the attributes.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> row = icongraph.methods()[1]
+    >>> row.name, row.needs
+    ('tsne', 'X')
+    >>> model = row.build(perplexity=50)  # the same as icongraph.method("tsne", perplexity=50)
     """
 
     name: str
@@ -185,7 +198,21 @@ _BY_NAME = {row.name: row for row in _ROWS}
 
 
 def methods() -> list[Method]:
-    """Every row of the table, in the order embeddings, clustering, classification, pairs."""
+    """Every row of the table, in the order embeddings, clustering, classification, pairs.
+
+    Returns
+    -------
+    list of Method
+        The rows (``icongraph table`` prints them; ``methods_markdown()`` as Markdown).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> [row.name for row in icongraph.methods()][:3]
+    ['sne', 'tsne', 'tsne-uniform']
+    >>> [row.name for row in icongraph.methods() if row.needs == "X, y"]
+    ['supcon', 't-supcon', 'supervised-clustering', 'cross-entropy', 'harmonic']
+    """
     return list(_ROWS)
 
 
@@ -194,13 +221,35 @@ def _key(name: str) -> str:
 
 
 def method(name: str, **params):
-    """The estimator of row ``name`` configured with ``params`` (the estimator's own
-    parameters; ``graph=`` for the graph rows). ``n_clusters`` is required by the clustering
-    rows, as by :class:`~icongraph.clustering.Clustering`.
+    """The estimator of row ``name`` configured with ``params``.
 
-    >>> method("tsne", perplexity=50).fit_transform(X)
+    Parameters
+    ----------
+    name : str
+        A row's name (:func:`methods`); case-insensitive, ``_`` and spaces read as ``-``.
+    **params
+        The estimator's own parameters; ``graph=`` for the graph rows. ``n_clusters`` is
+        required by the clustering rows, as by :class:`~icongraph.clustering.Clustering`.
+        ``encoder=`` is the ``head`` of the clustering and classifier rows.
+
+    Returns
+    -------
+    estimator
+        Unfitted: an :class:`~icongraph.ICon` or a preset, a
+        :class:`~icongraph.Clustering`, a :class:`~icongraph.PrototypeClassifier` or a
+        :class:`~icongraph.PairedEmbedding`.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the rows), or a graph row without ``graph=``.
+
+    Examples
+    --------
+    >>> from icongraph import method
+    >>> Y = method("tsne", perplexity=50).fit_transform(X)
     >>> method("t-SupCon", random_state=0).fit(X, y)
-    >>> method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
+    >>> labels = method("debiased_infonce_clustering", n_clusters=10).fit_predict(X)
     >>> method("harmonic", random_state=0).fit(X, y).predict(X_new)
     >>> method("clip", random_state=0).fit(X, X_pair).transform(X_new, X_pair_new)
     """

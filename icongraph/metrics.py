@@ -53,7 +53,35 @@ def _pair(X, Y):
 
 def knn_preservation(X, Y, k: int = 15, n_samples: int | None = 10_000, seed: int = 0) -> float:
     """Mean fraction of each point's k nearest neighbours in ``X`` that are also among its k
-    nearest in ``Y`` (recall@k), over ``n_samples`` random query points."""
+    nearest in ``Y`` (recall@k), over ``n_samples`` random query points.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, D)
+        High-dimensional data.
+    Y : array-like of shape (N, d)
+        Embedding of ``X``.
+    k : int, default=15
+        Neighbours compared.
+    n_samples : int or None, default=10000
+        Query points, drawn at random; their neighbours are looked up among all N points
+        (None: every point).
+    seed : int, default=0
+        Seed of the queries.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when every query keeps its k nearest neighbours.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph import metrics
+    >>> X = np.random.default_rng(0).normal(size=(500, 10))
+    >>> metrics.knn_preservation(X, X[:, :5] * 2, k=15) < metrics.knn_preservation(X, X * 2, k=15)
+    True
+    """
     X, Y = _pair(X, Y)
     q = _queries(X.shape[0], n_samples, seed)
     high = _neighbours_excluding_self(X, q, k)
@@ -99,14 +127,51 @@ def knn_preservation_within_sample(X, Y, k: int = 15, n_samples: int | None = 5_
     float
         Mean over the sampled points of the fraction of their k nearest sampled neighbours in
         ``X`` that are among their k nearest sampled neighbours in ``Y``.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load
+    >>> X, y = load("manifolds", n_samples=20_000)
+    >>> Y = icongraph.UMAP(random_state=0).fit_transform(X)
+    >>> icongraph.metrics.knn_preservation_within_sample(X, Y, k=15, n_samples=5000)  # doctest: +SKIP
+    0.72
     """
     return knn_preservation(*_within_sample(X, Y, n_samples, seed), k, n_samples=None)
 
 
 def trustworthiness(X, Y, k: int = 15, n_samples: int | None = 2_000, seed: int = 0) -> float:
-    """Venna & Kaski's trustworthiness: ``1 - 2/(n k (2N - 3k - 1)) sum_i sum_{j in U_i}
-    (r(i, j) - k)`` with ``U_i`` the embedding neighbours of ``i`` that are not among its k
-    nearest in ``X`` and ``r`` their rank in ``X``; ``n`` sampled queries (all: exact value)."""
+    """Venna & Kaski's trustworthiness of the embedding's neighbourhoods.
+
+    ``1 - 2/(n k (2N - 3k - 1)) sum_i sum_{j in U_i} (r(i, j) - k)`` with ``U_i`` the embedding
+    neighbours of ``i`` that are not among its k nearest in ``X`` and ``r`` their rank in ``X``;
+    ``n`` sampled queries (all: exact value).
+
+    Parameters
+    ----------
+    X, Y : array-like, shapes (N, D) and (N, d)
+        Data and its embedding.
+    k : int, default=15
+        Neighbourhood size.
+    n_samples : int or None, default=2000
+        Query points (None: all, the exact value).
+    seed : int, default=0
+        Seed of the queries.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when no embedding neighbour is a stranger in ``X``.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> Y = icongraph.TSNE(random_state=0).fit_transform(X)
+    >>> icongraph.metrics.trustworthiness(X, Y, k=15) > 0.9
+    True
+    """
     X, Y = _pair(X, Y)
     N = X.shape[0]
     if k >= N / 2:
@@ -150,13 +215,48 @@ def trustworthiness_within_sample(X, Y, k: int = 15, n_samples: int | None = 5_0
     -------
     float
         Trustworthiness in [0, 1] of the sampled points among themselves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph.metrics import trustworthiness_within_sample
+    >>> X = np.random.default_rng(0).normal(size=(300, 8))
+    >>> trustworthiness_within_sample(X, X[:, ::-1], k=10)  # the same distances
+    1.0
     """
     return trustworthiness(*_within_sample(X, Y, n_samples, seed), k, n_samples=None)
 
 
 def knn_accuracy(Y, labels, k: int = 10, n_samples: int | None = 10_000, seed: int = 0) -> float:
     """Leave-one-out k-NN classification accuracy of ``labels`` in the embedding ``Y``
-    (majority vote of the k nearest other points; ties to the smallest label)."""
+    (majority vote of the k nearest other points; ties to the smallest label).
+
+    Parameters
+    ----------
+    Y : array-like of shape (N, d)
+        Embedding.
+    labels : array-like of shape (N,)
+        Class labels (numbers or strings).
+    k : int, default=10
+        Neighbours that vote.
+    n_samples : int or None, default=10000
+        Points classified, drawn at random (None: all); their neighbours are all N points.
+    seed : int, default=0
+        Seed of the sample.
+
+    Returns
+    -------
+    float
+        The fraction classified correctly.
+
+    Examples
+    --------
+    >>> from icongraph import UMAP, metrics
+    >>> from icongraph.datasets import load
+    >>> X, y = load("pbmc68k")
+    >>> metrics.knn_accuracy(UMAP(random_state=0).fit_transform(X), y, k=10)  # doctest: +SKIP
+    0.82
+    """
     Y = check_data(Y, name="Y", allow_sparse=False)
     labels = check_labels(labels, Y.shape[0])
     _, codes = np.unique(labels, return_inverse=True)
@@ -192,6 +292,14 @@ def knn_accuracy_cv(Y, labels, k: int = 10, n_folds: int = 5, seed: int = 0) -> 
     -------
     float
         Mean test accuracy over the folds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph.metrics import knn_accuracy_cv
+    >>> Y = np.repeat([[0.0, 0.0], [9.0, 9.0]], 50, axis=0)  # two separated groups
+    >>> knn_accuracy_cv(Y, np.repeat([0, 1], 50), k=10, n_folds=5)
+    1.0
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
@@ -203,14 +311,51 @@ def knn_accuracy_cv(Y, labels, k: int = 10, n_folds: int = 5, seed: int = 0) -> 
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:
-    """Adjusted Rand index (scikit-learn)."""
+    """Adjusted Rand index (scikit-learn's ``adjusted_rand_score``).
+
+    Parameters
+    ----------
+    labels_true : array-like of shape (N,)
+        The reference classes.
+    labels_pred : array-like of shape (N,)
+        The clusters found (any labels; the numbering does not matter).
+
+    Returns
+    -------
+    float
+        1 for identical partitions, about 0 for random ones.
+
+    Examples
+    --------
+    >>> from icongraph import metrics
+    >>> metrics.adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0])
+    1.0
+    """
     from sklearn.metrics import adjusted_rand_score
 
     return float(adjusted_rand_score(labels_true, labels_pred))
 
 
 def normalized_mutual_info(labels_true, labels_pred) -> float:
-    """Normalised mutual information, arithmetic mean normalisation (scikit-learn)."""
+    """Normalised mutual information, arithmetic mean normalisation (scikit-learn's
+    ``normalized_mutual_info_score``).
+
+    Parameters
+    ----------
+    labels_true, labels_pred : array-like of shape (N,)
+        The reference classes and the clusters found (the numbering does not matter).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 for identical partitions.
+
+    Examples
+    --------
+    >>> from icongraph import metrics
+    >>> metrics.normalized_mutual_info([0, 0, 1, 1], [0, 0, 0, 0])  # one cluster: no information
+    0.0
+    """
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(labels_true, labels_pred))
@@ -218,7 +363,26 @@ def normalized_mutual_info(labels_true, labels_pred) -> float:
 
 def hungarian_accuracy(labels_true, labels_pred) -> float:
     """Unsupervised accuracy: the best one-to-one matching of predicted clusters to classes
-    (Hungarian algorithm on the contingency table, scipy)."""
+    (Hungarian algorithm on the contingency table, scipy).
+
+    Parameters
+    ----------
+    labels_true : array-like of shape (N,)
+        The classes (numbers or strings).
+    labels_pred : array-like of shape (N,)
+        The clusters, matched one to one to the classes (unmatched ones count as wrong).
+
+    Returns
+    -------
+    float
+        The fraction of points in a matched cluster, in [0, 1].
+
+    Examples
+    --------
+    >>> from icongraph.metrics import hungarian_accuracy
+    >>> hungarian_accuracy(["a", "a", "b", "b"], [5, 5, 5, 7])  # 5 -> "a", 7 -> "b"
+    0.75
+    """
     from scipy.optimize import linear_sum_assignment
 
     labels_true = np.asarray(labels_true)
@@ -253,6 +417,14 @@ def retrieval_accuracy(E_X, E_pair, k: int = 1) -> float:
     -------
     float
         In [0, 1]; ``k / N`` for random embeddings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icongraph import metrics
+    >>> E = np.eye(4)
+    >>> metrics.retrieval_accuracy(E, E, k=1)
+    1.0
     """
     E_X, E_pair = _pair(E_X, E_pair)
     n = E_X.shape[0]

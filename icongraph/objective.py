@@ -96,6 +96,42 @@ class Objective:
     With ``edge_sampling`` an edge is visited only in ``w_e / max w`` of the epochs (evenly
     spaced, deterministic) with weight ``max w``: the same expected gradient for a fraction of
     the work on graphs with many weak edges (UMAP's epochs-per-sample idea).
+
+    Parameters
+    ----------
+    target : Target
+        The fitted target ``p``.
+    kernel : Kernel
+        The kernel of ``q``.
+    estimator : {"per_anchor", "global", "fft", "neg"}, default="per_anchor"
+        How the normaliser is estimated.
+    n_negatives : int or None, default=5
+        Negatives per anchor and epoch (0 or less: every other point; None with ``"neg"``:
+        umap-learn's count, :func:`matched_negatives`).
+    negative_sample_rate : float, default=5.0
+        UMAP's negatives per edge update (``"neg"``).
+    clip : float, default=inf
+        Each pair's force clipped per coordinate (UMAP: 4).
+    edge_sampling : bool, default=False
+        Visit edges in proportion to their weight (see above).
+    n_label_partners : int, default=5
+        Class members drawn per labelled anchor and epoch.
+
+    Attributes
+    ----------
+    n : int
+        Points N.
+    total_mass : float
+        ``sum_ij p_ij``.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph import FuzzyTarget, Objective, UMAPKernel, knn_search
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> target = FuzzyTarget(15).build(knn_search(X, 14, random_state=0))
+    >>> objective = Objective(target, UMAPKernel(), estimator="neg", n_negatives=None)
     """
 
     target: Target
@@ -392,6 +428,35 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
     Differentiable in ``y`` (a torch tensor). For ``"neg"`` the attraction is
     ``-sum_ij p~_ij / w_max log k_ij`` and the repulsion moves only the anchor, as the sampled
     estimator does, so its autograd gradient is the estimator's expectation.
+
+    Parameters
+    ----------
+    target : Target
+        ``p`` (with its debiasing and labels).
+    kernel : Kernel
+        The kernel of ``q``.
+    y : array-like or torch.Tensor of shape (N, d)
+        The embedding.
+    estimator : {"per_anchor", "global", "fft", "neg"}, default="per_anchor"
+        Which objective: conditional ``q`` per anchor, joint ``q`` (``"global"`` and ``"fft"``),
+        or UMAP's binary cross-entropy.
+    negative_sample_rate : float, default=5.0
+        The repulsion's weight of ``"neg"``.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a float64 scalar (``M`` times ``kl_divergence_``, ``M`` the target's mass).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> model = icongraph.TSNE(random_state=0).fit(X[:500])
+    >>> loss = icongraph.exact_loss(model.target_, model.kernel_, model.embedding_, "fft")
+    >>> bool(abs(loss / model.target_.row_mass.sum() - model.kl_divergence_) < 1e-3)
+    True
     """
     y = torch.as_tensor(y, dtype=torch.float64)
     n = y.shape[0]

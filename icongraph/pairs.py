@@ -285,6 +285,21 @@ class PairedEmbedding(PersistenceMixin, ParamsMixin):
 
     Reproducibility: a fit with a given ``random_state`` gives identical embeddings from run
     to run on the CPU at the same thread count.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph import metrics
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> left, right = X.reshape(-1, 8, 8)[:, :, :4], X.reshape(-1, 8, 8)[:, :, 4:]
+    >>> left, right = left.reshape(-1, 32), right.reshape(-1, 32)  # two "modalities"
+    >>> model = icongraph.PairedEmbedding(kernel="cosine", random_state=0)
+    >>> u, v = model.fit_transform(left[:1200], right[:1200])
+    >>> u.shape, v.shape
+    ((1200, 32), (1200, 32))
+    >>> metrics.retrieval_accuracy(*model.transform(left[1200:], right[1200:]), k=10)  # doctest: +SKIP
+    0.42
     """
 
     @classmethod

@@ -412,6 +412,17 @@ def load(path, encoder=None, *, expected: type | None = None):
         The file is not a model file, is corrupt, has a newer format, holds a class that is
         not ``expected`` or not known here, or holds a user's module that ``encoder`` does not
         supply (or supplies with other shapes); ``encoder`` is not a module or a dict of them.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> model = icongraph.UMAP(random_state=0).fit(X)
+    >>> path = model.save("umap-digits.npz")  # doctest: +SKIP
+    >>> icongraph.load(path).transform(X[:5]).shape  # doctest: +SKIP
+    (5, 2)
+    >>> icongraph.load("net.npz", encoder=MyNet())  # a module of the user's  # doctest: +SKIP
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path must be a file path (str or os.PathLike); got {path!r}.")

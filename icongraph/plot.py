@@ -83,6 +83,12 @@ def categorical_palette(n: int) -> np.ndarray:
     np.ndarray
         (n, 3) RGB values in [0, 1]; the first ``n`` of ``categorical_palette(m)`` for any
         ``m >= n``.
+
+    Examples
+    --------
+    >>> from icongraph.plot import categorical_palette
+    >>> categorical_palette(25).shape  # tab10, then colours far apart in CIELAB
+    (25, 3)
     """
     if n < 1:
         raise ValueError(f"a palette needs at least 1 colour; got {n}.")
@@ -350,6 +356,17 @@ def plot_embeddings(panels, color=None, *, axes=None, ncols: int | None = None,
     -------
     matplotlib.figure.Figure
         The figure drawn into (a new one on an Agg canvas when ``axes`` is None).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> from icongraph.plot import plot_embeddings
+    >>> X, y = load_digits()
+    >>> panels = [(name, model.fit_transform(X)) for name, model in
+    ...           [("UMAP", icongraph.UMAP(random_state=0)), ("t-SNE", icongraph.TSNE(random_state=0))]]
+    >>> fig = plot_embeddings(panels, y, color_label="digit")
+    >>> fig.savefig("digits.png", dpi=150)
     """
     if not panels:
         raise ValueError("plot_embeddings needs at least one (title, Y) panel.")
@@ -445,6 +462,17 @@ def plot_loss(history, *, ax=None, title: str | None = None, label: str | None =
     -------
     matplotlib.figure.Figure
         The figure of ``ax``, or a new one on an Agg canvas.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.plot import plot_loss
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> fig = plot_loss(icongraph.UMAP(random_state=0).fit(X), label="UMAP")
+    >>> plot_loss(icongraph.SNE(random_state=0).fit(X), ax=fig.axes[0], label="SNE")  # same axes
+    Figure(500x340)
+    >>> fig.savefig("loss.png")
     """
     pairs = getattr(history, "loss_history_", history)
     values = np.asarray(pairs, dtype=np.float64)

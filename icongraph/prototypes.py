@@ -179,8 +179,9 @@ class PrototypeClassifier(PersistenceMixin, TransformerOutputMixin, ParamsMixin)
     n_components : int or None, default=None
         d, the dimension of the embedding ``f`` and of the prototypes; None: the number of
         classes C.
-    head : {"linear", "mlp"}, default="linear"
-        ``f`` (:func:`~icongraph.heads.make_head`) on the standardised features. ``"free"``
+    head : {"linear", "mlp"}, tuple of int or torch.nn.Module, default="linear"
+        ``f`` (:func:`~icongraph.heads.make_head`) on the standardised features: a linear map,
+        an MLP, an MLP of these hidden widths, or a module to (B, d) (copied). ``"free"``
         (one row per training point) is refused: it cannot apply to new points.
     hidden : int, default=256
         Width of the MLP's hidden layer.
@@ -220,6 +221,18 @@ class PrototypeClassifier(PersistenceMixin, TransformerOutputMixin, ParamsMixin)
 
     Reproducibility: a fit with a given ``random_state`` gives identical probabilities from
     run to run on the CPU at the same thread count.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> clf = icongraph.PrototypeClassifier(kernel="dot", random_state=0).fit(X[:1200], y[:1200])
+    >>> clf.score(X[1200:], y[1200:]) > 0.9
+    True
+    >>> clf.predict_proba(X[1200:1203]).shape, clf.transform(X[:3]).shape
+    ((3, 10), (3, 10))
+    >>> harmonic = icongraph.method("harmonic", random_state=0).fit(X, y)  # kernel="student"
     """
 
     def __sklearn_tags__(self):

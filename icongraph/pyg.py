@@ -42,7 +42,27 @@ __all__ = ["is_data", "data_graph", "split_data", "to_data", "GraphOutputMixin"]
 
 def is_data(obj) -> bool:
     """Whether ``obj`` is a ``torch_geometric.data.Data`` (without importing torch-geometric:
-    when it is not loaded, nothing can be one)."""
+    when it is not loaded, nothing can be one).
+
+    Parameters
+    ----------
+    obj : object
+        Anything.
+
+    Returns
+    -------
+    bool
+        True for a ``Data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from torch_geometric.data import Data
+    >>> from icongraph.pyg import is_data
+    >>> is_data(Data(x=torch.zeros(3, 2))), is_data(np.zeros((3, 2)))
+    (True, False)
+    """
     if "torch_geometric" not in sys.modules:
         return False
     from torch_geometric.data import Data
@@ -72,6 +92,17 @@ def data_graph(data, n_samples: int | None = None) -> sp.csr_matrix:
         No ``edge_index``, ``edge_attr`` with several columns, a node count that does not
         match, or what :func:`~icongraph.graph.as_csr_graph` refuses (negative or non-finite
         weights, a node without edges).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_geometric.data import Data
+    >>> from icongraph.pyg import data_graph
+    >>> edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    >>> data_graph(Data(edge_index=edges, num_nodes=3)).toarray()
+    array([[0., 1., 0.],
+           [1., 0., 1.],
+           [0., 1., 0.]], dtype=float32)
     """
     if data.edge_index is None:
         raise ValueError("the Data has no edge_index: a graph is needed as p (or pass data.x "
@@ -112,6 +143,16 @@ def split_data(X, y=None, has_graph: bool = False):
     graph : scipy.sparse.csr_matrix or None
         (N, N) :func:`data_graph`; None when ``X`` is not a ``Data`` or has no
         ``edge_index`` (the estimator then builds its kNN graph from ``x``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_geometric.data import Data
+    >>> from icongraph.pyg import split_data
+    >>> data = Data(x=torch.rand(3, 4), edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]))
+    >>> X, y, graph = split_data(data)
+    >>> tuple(X.shape), y, graph.shape
+    ((3, 4), None, (3, 3))
     """
     if not is_data(X):
         return X, y, None
@@ -130,7 +171,31 @@ def to_data(graph: sp.spmatrix, x=None, **attributes):
     """A ``torch_geometric.data.Data`` of ``graph`` (N, N): ``edge_index`` (2, E) int64 and
     ``edge_weight`` (E,) float32 by ``from_scipy_sparse_matrix``, ``x`` (N, d) a float32
     tensor (or None), ``num_nodes`` N, and any further node ``attributes`` (arrays, as
-    tensors)."""
+    tensors).
+
+    Parameters
+    ----------
+    graph : scipy sparse matrix of shape (N, N)
+        The edges and their weights.
+    x : array-like of shape (N, d) or None, default=None
+        Node features.
+    **attributes
+        Further node attributes (N, ...) by name.
+
+    Returns
+    -------
+    torch_geometric.data.Data
+        The graph as a ``Data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> from icongraph.pyg import to_data
+    >>> data = to_data(sp.eye(4, k=1, format="csr"), x=np.zeros((4, 2)), cluster=np.arange(4))
+    >>> data.num_nodes, data.edge_index.shape[1], tuple(data.cluster.shape)
+    (4, 3, (4,))
+    """
     import torch
     from torch_geometric.data import Data
     from torch_geometric.utils import from_scipy_sparse_matrix
@@ -145,7 +210,23 @@ def to_data(graph: sp.spmatrix, x=None, **attributes):
 class GraphOutputMixin:
     """``to_pyg()`` for an estimator with a fitted ``graph_``: the class names the learned
     rows given as ``x`` (``_pyg_x``) and the node attributes added (``_pyg_attributes``,
-    Data name -> fitted attribute)."""
+    Data name -> fitted attribute).
+
+    Attributes
+    ----------
+    graph_ : scipy.sparse.csr_matrix of shape (N, N)
+        Set by the estimator's ``fit``; :meth:`to_pyg` exports it.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> data = icongraph.UMAP(random_state=0).fit(X).to_pyg()  # x: the embedding
+    >>> tuple(data.x.shape)
+    (1797, 2)
+    >>> icongraph.Clustering(n_clusters=10).fit(X).to_pyg().cluster[:5]  # doctest: +SKIP
+    """
 
     _pyg_x: str = "embedding_"
     _pyg_attributes: dict = {}

@@ -60,7 +60,19 @@ def torch_threads(n: int | None):
 
 
 class DivergenceError(FloatingPointError):
-    """The optimisation produced a non-finite loss or embedding (it diverged)."""
+    """The optimisation produced a non-finite loss or embedding (it diverged).
+
+    A ``FloatingPointError``, raised by ``fit`` with a remedy in its message (a lower
+    ``learning_rate``, ...).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> try:
+    ...     icongraph.UMAP(learning_rate=1e30).fit(X)  # doctest: +SKIP
+    ... except icongraph.DivergenceError as err:
+    ...     print(err)
+    """
 
 
 def _n_jobs_rule(name, value):

@@ -73,6 +73,37 @@ class Target:
     weight: the objective uses ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)`` (j != i) with
     ``m_i = sum_j p(j|i)``, handled as a scalar. ``labels`` (N,) int (``-1``: unlabelled) and
     ``target_weight`` add the label part of the module's definition (:func:`with_labels`).
+
+    Parameters
+    ----------
+    graph : scipy.sparse.csr_matrix of float32, shape (N, N)
+        ``p``.
+    alpha : float, default=0.0
+        The debiasing weight.
+    labels : ndarray of int, shape (N,), or None, default=None
+        Class labels (``-1``: unlabelled).
+    target_weight : float, default=0.0
+        The labels' share of a labelled row.
+    spec : object, default=None
+        The spec that built the target (places new points in ``transform``).
+    index : KNNIndex or None, default=None
+        The kNN index of the training points (for new points).
+
+    Attributes
+    ----------
+    n_samples : int
+        N.
+    row_mass : ndarray of shape (N,)
+        ``m_i``.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> target = icongraph.PerplexityTarget(30).build(icongraph.knn_search(X, 90))
+    >>> target.graph.shape, icongraph.debias(target, 0.1).alpha
+    ((1797, 1797), 0.1)
     """
 
     graph: sp.csr_matrix
@@ -191,7 +222,29 @@ class Target:
 def debias(target: Target, alpha: float) -> Target:
     """alpha-debiasing ``p~(j|i) = (1 - alpha) p(j|i) + alpha m_i / (N - 1)`` (the paper's
     ``(1 - alpha) p + alpha / N`` over the N - 1 other points; label smoothing for any p), kept as a
-    scalar on the target: sampling draws a uniform ``j`` with probability ``alpha``."""
+    scalar on the target: sampling draws a uniform ``j`` with probability ``alpha``.
+
+    Parameters
+    ----------
+    target : Target
+        A fitted target.
+    alpha : float in [0, 1)
+        The uniform share.
+
+    Returns
+    -------
+    Target
+        A copy of ``target`` with ``alpha`` set (the graph is shared, not copied).
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> from icongraph.datasets import load_digits
+    >>> X, _ = load_digits()
+    >>> target = icongraph.UniformKNNTarget(15).build(icongraph.knn_search(X, 15))
+    >>> icongraph.debias(target, 0.2).alpha
+    0.2
+    """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1); got {alpha}.")
     return replace(target, alpha=float(alpha))
@@ -341,7 +394,29 @@ def new_lists(rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 class PerplexityTarget:
     """Gaussian ``p`` calibrated to a perplexity (SNE/t-SNE); ``symmetric`` gives
     ``(P + P^T) / 2`` (t-SNE's joint p, scaled so rows sum to about 1). Uses
-    ``neighbors_factor * perplexity`` neighbours (3, as openTSNE, by default)."""
+    ``neighbors_factor * perplexity`` neighbours (3, as openTSNE, by default).
+
+    Parameters
+    ----------
+    perplexity : float, default=30.0
+        The effective number of neighbours.
+    symmetric : bool, default=True
+        Symmetrise (t-SNE) or keep the conditional rows (SNE).
+    neighbors_factor : float, default=3.0
+        Neighbours searched per unit of perplexity.
+
+    Attributes
+    ----------
+    perplexity, symmetric, neighbors_factor
+        As given.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> model = icongraph.ICon(p=icongraph.PerplexityTarget(50), q="student", estimator="global")
+    >>> icongraph.ICon(p="perplexity", p_params={"perplexity": 50})  # the same target
+    ICon(...)
+    """
 
     perplexity: float = 30.0
     symmetric: bool = True
@@ -388,7 +463,26 @@ class PerplexityTarget:
 
 @dataclass(frozen=True)
 class UniformKNNTarget:
-    """``p(j|i) = 1/k`` on the k nearest neighbours (optionally symmetrised by the mean)."""
+    """``p(j|i) = 1/k`` on the k nearest neighbours (optionally symmetrised by the mean).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=15
+        k.
+    symmetric : bool, default=False
+        Symmetrise by the mean ``(P + P^T) / 2``.
+
+    Attributes
+    ----------
+    n_neighbors, symmetric
+        As given.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> model = icongraph.ICon(p=icongraph.UniformKNNTarget(10), q="cosine",
+    ...                        estimator="per_anchor", n_components=3)  # InfoNCE on 10-NN pairs
+    """
 
     n_neighbors: int = 15
     symmetric: bool = False
@@ -418,7 +512,27 @@ class UniformKNNTarget:
 @dataclass(frozen=True)
 class FuzzyTarget:
     """UMAP's fuzzy simplicial set: smooth-kNN memberships and the fuzzy union. ``n_neighbors``
-    counts the point itself, as in umap-learn (15 means 14 other points)."""
+    counts the point itself, as in umap-learn (15 means 14 other points).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=15
+        As umap-learn's.
+    local_connectivity : float, default=1.0
+        As umap-learn's.
+    set_op_mix_ratio : float in [0, 1], default=1.0
+        1: fuzzy union, 0: fuzzy intersection (umap-learn's).
+
+    Attributes
+    ----------
+    n_neighbors, local_connectivity, set_op_mix_ratio
+        As given.
+
+    Examples
+    --------
+    >>> import icongraph
+    >>> model = icongraph.ICon(p=icongraph.FuzzyTarget(30), q="umap", estimator="neg")
+    """
 
     n_neighbors: int = 15
     local_connectivity: float = 1.0
@@ -464,7 +578,30 @@ class FuzzyTarget:
 @dataclass(frozen=True)
 class PrecomputedTarget:
     """A user graph (scipy sparse, networkx, torch edge_index [+ weights], a torch-geometric
-    ``Data``); rows are normalised to ``p(.|i)`` unless ``normalize=False``."""
+    ``Data``); rows are normalised to ``p(.|i)`` unless ``normalize=False``.
+
+    Parameters
+    ----------
+    graph : scipy sparse matrix, networkx graph, (edge_index, weights) or Data
+        The graph, N nodes.
+    normalize : bool, default=True
+        Normalise each row to sum to 1.
+
+    Attributes
+    ----------
+    graph, normalize
+        As given.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> import icongraph
+    >>> G = nx.karate_club_graph()
+    >>> Y = icongraph.ICon(p=icongraph.PrecomputedTarget(G), q="student",
+    ...                    estimator="global").fit_transform(None)
+    >>> Y.shape
+    (34, 2)
+    """
 
     graph: object = field(repr=False)
     normalize: bool = True
