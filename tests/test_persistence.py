@@ -132,11 +132,18 @@ for name, (_, _, names) in CASES.items():
     np.savez({str(tmp_path)!r} + '/' + name + '-out.npz', **out)
 """
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    # this process's outputs come after the whole test suite has run in it, whose numerical
+    # state may differ from a fresh interpreter's: once, one coordinate of 100 differed in
+    # its last float32 bit (the in-process round trip above is exact); labels stay exact
     for name, (_, before) in fitted.items():
         with np.load(tmp_path / f"{name}-out.npz") as after:
             assert set(after.files) == set(before)
             for key in before:
-                np.testing.assert_array_equal(after[key], before[key], err_msg=name)
+                if before[key].dtype.kind == "f":
+                    np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-7,
+                                               err_msg=name)
+                else:
+                    np.testing.assert_array_equal(after[key], before[key], err_msg=name)
 
 
 @pytest.mark.parametrize("name, call", [("umap", "transform"), ("tsne", "transform"),
