@@ -106,8 +106,10 @@ class ICon(_Embedding):
 
     with ``p(.|i)`` the rows of ``p`` normalised (each anchor weighs 1, the clustering's
     convention) and ``p~ = (1 - alpha) p + alpha / N`` (``alpha``, the package's debiasing of
-    ``p``). ``q_params``: ``temperature`` ``T`` (default 1) and ``q_alpha`` ``a_q`` in [0, 1)
-    (default 0). The normaliser is the K cluster masses, exact: ``estimator`` must stay None.
+    ``p``; ``propagation_steps`` ``t`` gives ``p = (P + ... + P^t) / t`` by the clustering's
+    sampled walks, the same ``p`` the embeddings store as a matrix power). ``q_params``:
+    ``temperature`` ``T`` (default 1) and ``q_alpha`` ``a_q`` in [0, 1) (default 0). The
+    normaliser is the K cluster masses, exact: ``estimator`` must stay None.
     The fit is :class:`~icongraph.clustering.Clustering`'s on this ``p`` (its seeding from a
     2-D embedding of the kNN graph, Adam on the logits): ``encoder=None`` learns free
     per-point logits, ``encoder="linear"``, ``"mlp"``, a tuple or a module is the head on the
@@ -246,7 +248,8 @@ class ICon(_Embedding):
             given = spec.build(n_samples=len(X)).graph
         clustering = Clustering(
             n_clusters=self.n_components, method="infonce", alpha=self.alpha,
-            q_alpha=kernel.q_alpha, propagation_steps=1, temperature=kernel.temperature,
+            q_alpha=kernel.q_alpha, propagation_steps=self.propagation_steps,
+            temperature=kernel.temperature,
             head="free" if self.encoder is None else self.encoder, n_epochs=self.n_epochs,
             learning_rate=self.learning_rate, metric=self.metric,
             precomputed_knn=self.precomputed_knn, knn_method=self.knn_method,

@@ -24,6 +24,15 @@ kNN edge of a labelled row keeps ``1 - w`` of its weight, whatever the classes, 
 other members share ``w`` of the row's mass, so ``target_weight=1`` is SupCon-like (a labelled
 row attracts only its class) and unlabelled rows keep their kNN edges.
 
+``propagation_steps`` ``t`` (default 1: ``p`` as built) replaces the graph by the mean of the
+walks of 1..t steps on it, ``(P + ... + P^t) / t`` of the row-stochastic ``P = D^-1 G`` with each
+row keeping its mass and symmetric targets symmetrised again
+(:func:`~icongraph.targets.propagate`), before labels and ``alpha``. It is an explicit sparse
+matrix power (up to ``N x min(N, k^t)`` edges, checked against the memory before any work): a
+fit's work per epoch grows with those edges. ``transform`` places new points from their
+one-step rows. :class:`~icongraph.clustering.Clustering` takes the same parameter and draws
+the same walks instead of storing them.
+
 What is learned is the free embedding (``encoder=None``, an (N, d) table) or an encoder
 ``y = f_theta(x)`` of the standardised features ``x = (X - mean) / scale``
 (:func:`~icongraph.heads.standardisation`): ``encoder="linear"``, ``"mlp"``, a tuple of an
@@ -63,6 +72,8 @@ from .targets import (
     PrecomputedTarget,
     debias,
     new_lists,
+    propagate,
+    propagation_bytes,
     with_labels,
 )
 from .validation import (
@@ -95,6 +106,7 @@ COMMON_PARAMS = {
     "init": None,
     "encoder": None,
     "alpha": 0.0,
+    "propagation_steps": 1,
     "target_weight": 0.5,
     "precomputed_knn": None,
     "knn_method": "auto",
@@ -131,6 +143,7 @@ COMMON_RULES = {
     "init": _init_rule,
     "encoder": encoder_rule,
     "alpha": number(0.0, 1.0, high_open=True),
+    "propagation_steps": number(1, integer=True),
     "target_weight": number(0.0, 1.0),
     **KNN_RULES,
     **RUNTIME_RULES,
@@ -396,11 +409,13 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                                   getattr(spec, "neighbors_reason", "the target"))
         init = self._resolve_init(n, True)
         check_composition(estimator, kernel, n, self.n_components)
-        parts = self._memory_estimate(X, knn.n_neighbors if knn is not None else k,
-                                      init, estimator, kernel)
+        k = knn.n_neighbors if knn is not None else k
+        parts = self._memory_estimate(X, k, init, estimator, kernel)
+        parts["propagated p"] = propagation_bytes(n, k, self.propagation_steps)
         check_memory(f"{type(self).__name__} on {n} x {X.shape[1]}", parts,
                      "Lower n_neighbors (or perplexity: t-SNE keeps 3 x perplexity "
-                     "neighbours), or embed a subsample and place the rest with transform().")
+                     "neighbours) or propagation_steps, or embed a subsample and place the "
+                     "rest with transform().")
         return knn, init
 
     def _memory_estimate(self, X, k: int, init, estimator: str, kernel: Kernel) -> dict:
@@ -505,6 +520,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                         init = check_init_array(init, target.n_samples, self.n_components)
                 else:
                     target = spec.build(knn)
+                target = propagate(target, self.propagation_steps)
                 if self.alpha:
                     target = debias(target, self.alpha)
                 if y is not None:

@@ -21,6 +21,9 @@ class with at least 2 members, else 0) and ``n_c`` the size of its class ``c = y
     p~(j|i) = (1 - alpha) [(1 - w_i) p(j|i) + w_i m_i [y_j = y_i] / (n_c - 1)] + alpha m_i / (N - 1)
 
 (j != i): the row mass ``m_i`` is kept, and the objective samples same-class partners.
+
+Neighbour propagation (:func:`propagate`, ``propagation_steps`` ``t``) replaces the graph by
+the mean of the walks of 1..t steps on it, before labels and ``alpha`` apply (see there).
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from numba import njit, prange
 
 from .graph import as_csr_graph, edge_entropy, knn_to_csr, row_normalize, symmetrize
 from .knn import KNN, KNNIndex
+from .memory import check_memory
 from .pyg import data_graph, is_data
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
            "TARGETS", "get_target", "perplexity_weights",
-           "fuzzy_weights", "debias", "with_labels", "LabelClasses", "new_rows", "new_lists"]
+           "fuzzy_weights", "debias", "propagate", "propagation_bytes", "PROPAGATION_BYTES",
+           "with_labels", "LabelClasses", "new_rows", "new_lists"]
 
 
 class LabelClasses(NamedTuple):
@@ -248,6 +253,93 @@ def debias(target: Target, alpha: float) -> Target:
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1); got {alpha}.")
     return replace(target, alpha=float(alpha))
+
+
+#: bytes per stored entry of a propagated graph, counted by :func:`propagation_bytes`: the
+#: power and the running sum (float32 value + int32 column each), the result and its transpose
+#: while symmetrising, and the objective's symmetrised copy (8 + 8 + 16)
+PROPAGATION_BYTES = 32
+
+
+def propagation_bytes(n_samples: int, degree: float, steps: int) -> float:
+    """The bytes :func:`propagate` needs on a graph of ``n_samples`` rows with ``degree``
+    entries per row: ``N x min(N, degree^t)`` entries (the walks of ``t`` steps reach at most
+    ``degree^t`` points) at :data:`PROPAGATION_BYTES` each; 0 for ``t = 1`` (no power)."""
+    if steps <= 1:
+        return 0.0
+    width = min(float(n_samples), float(max(degree, 1.0)) ** steps)
+    return PROPAGATION_BYTES * n_samples * width
+
+
+def propagate(target: Target, steps: int) -> Target:
+    """Neighbour propagation: ``p`` replaced by the mean of the walks of 1..t steps on it, as
+    an explicit sparse matrix power (the embedding engines consume explicit edges).
+
+    With ``G`` the target's graph (N, N), ``m_i = sum_j G_ij`` its row masses,
+    ``D = diag(m)`` and ``P = D^-1 G`` the row-stochastic walk::
+
+        P_t = (P + P^2 + ... + P^t) / t
+        P'_t = offdiag(P_t) with rows renormalised to 1   (a walk back to i is no pair)
+        G_t = D P'_t                                       (row i keeps its mass m_i)
+        G_t <- (G_t + G_t^T) / 2                           (when G is symmetric)
+
+    A row-stochastic target (``PerplexityTarget(symmetric=False)``, ``UniformKNNTarget``, a
+    normalised precomputed graph) keeps rows summing to 1 exactly. A symmetric target (t-SNE's
+    joint ``p``, UMAP's fuzzy union) is symmetrised by the mean after the walk, as the target
+    itself symmetrises: ``G_t`` stays symmetric and keeps the total mass ``sum_i m_i`` exactly,
+    each row its mass up to that mean (as t-SNE's rows sum to about 1). Labels and
+    ``alpha`` then apply to ``G_t`` as to any graph. :class:`~icongraph.clustering.Clustering`
+    realises the same ``P_t`` by sampled random walks (:mod:`icongraph.positives`), never
+    storing it; its cluster kernel defines ``q(i|i)``, so there a walk back to ``i`` counts.
+
+    Parameters
+    ----------
+    target : Target
+        The built target; its ``alpha`` and labels are kept.
+    steps : int
+        ``t >= 1``; 1 returns ``target`` unchanged.
+
+    Returns
+    -------
+    Target
+        The target with ``graph`` = ``G_t`` (N, N) CSR float32, up to ``N x min(N, k^t)``
+        entries for ``k`` entries per row of ``G``.
+
+    Raises
+    ------
+    ValueError
+        ``steps`` not an integer >= 1.
+    ~icongraph.memory.InsufficientMemoryError
+        Before the power, when ``N x min(N, k^t)`` entries (``k`` the mean entries per row)
+        will not fit in memory.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"propagation_steps must be an integer >= 1; got {steps!r}.")
+    if steps == 1:
+        return target
+    graph = target.graph.tocsr()
+    n = graph.shape[0]
+    degree = graph.nnz / max(n, 1)
+    check_memory(f"propagation_steps={steps} on {n} points with {degree:.0f} edges each",
+                 {"propagated p": propagation_bytes(n, degree, steps)},
+                 "Lower propagation_steps or the neighbours (n_neighbors, perplexity); "
+                 "Clustering(propagation_steps=...) draws the same walks without the power.")
+    mass = np.asarray(graph.sum(axis=1), np.float64).ravel()
+    inverse = np.divide(1.0, mass, out=np.zeros_like(mass), where=mass > 0)
+    walk = (sp.diags(inverse) @ graph.astype(np.float64)).tocsr()
+    power, total = walk, walk
+    for _ in range(steps - 1):
+        power = (power @ walk).tocsr()
+        total = total + power
+    total.setdiag(0.0)
+    total.eliminate_zeros()
+    rows = np.asarray(total.sum(axis=1), np.float64).ravel()
+    scale = np.divide(mass, rows, out=np.zeros_like(mass), where=rows > 0)
+    result = (sp.diags(scale) @ total).tocsr()
+    if abs(graph - graph.T).max() <= 1e-6 * max(float(graph.data.max(initial=0.0)), 1e-30):
+        result = ((result + result.T) * 0.5).tocsr()
+    result.sort_indices()
+    return replace(target, graph=result.astype(np.float32))
 
 
 def with_labels(target: Target, labels: np.ndarray, target_weight: float) -> Target:

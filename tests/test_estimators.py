@@ -225,6 +225,30 @@ def test_debiasing_alpha_runs_and_changes_result(blobs):
     assert np.isfinite(b).all() and not np.allclose(a, b)
 
 
+@pytest.mark.parametrize("cls", [icongraph.TSNE, icongraph.UMAP, icongraph.SNE, icongraph.ICon])
+def test_propagation_steps_fit_the_propagated_target(blobs, cls):
+    from icongraph.targets import propagate
+
+    X, y = blobs
+    params = {"n_neighbors": 10} if cls in (icongraph.UMAP, icongraph.ICon) else {
+        "perplexity": 10}
+    if cls is icongraph.ICon:
+        params = {"p": "knn", "p_params": params, "q": "student", "estimator": "per_anchor"}
+    one = cls(random_state=0, n_epochs=20, **params).fit(X)
+    two = cls(random_state=0, n_epochs=20, propagation_steps=2, alpha=0.2, **params).fit(X, y)
+    expected = propagate(one.target_, 2).graph
+    assert abs(two.graph_ - expected).max() < 1e-6 and two.target_.alpha == 0.2
+    assert two.target_.labels is not None  # labels mix into the propagated graph
+    assert np.isfinite(two.embedding_).all() and np.isfinite(two.transform(X[:5])).all()
+
+
+def test_cluster_kernel_takes_propagation_steps(blobs):
+    X, _ = blobs
+    model = icongraph.ICon(p="knn", q="cluster", n_components=3, propagation_steps=2,
+                           n_epochs=20, random_state=0).fit(X)
+    assert model.clustering_.propagation_steps == 2
+
+
 def test_init_options(blobs):
     X, _ = blobs
     for init in ["pca", "spectral", "random", np.zeros((len(X), 2)) + np.arange(len(X))[:, None]]:

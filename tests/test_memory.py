@@ -38,6 +38,8 @@ def _data(n):
     (Clustering(n_clusters=10, propagation="reachable", propagation_steps=8), 500,
      "reachable lists"),
     (icongraph.TSNE(perplexity=5000), 20_000, "graph p"),
+    # 3-step walks on t-SNE's 90 neighbours: 20,000 x 20,000 propagated entries
+    (icongraph.TSNE(propagation_steps=3), 20_000, "propagated p 12.8 GB"),
 ])
 def test_fits_that_cannot_fit_are_refused_before_any_work(model, n, items, six_gb):
     with pytest.raises(memory.InsufficientMemoryError) as info:

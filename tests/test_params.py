@@ -32,6 +32,7 @@ COMMON_BAD = {
     "encoder": ("cnn", r"encoder must be None, one of \('linear', 'mlp'\), a tuple of hidden "
                        r"widths .*; got 'cnn'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
+    "propagation_steps": (0, r"propagation_steps must be an integer in \[1, inf\); got 0"),
     "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
     "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN, a tuple "
                                  r"\(indices, distances\) of \(N, k\) arrays or a sparse "

@@ -6,10 +6,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from icongraph import memory
+from icongraph import targets as T
 from icongraph.graph import as_csr_graph, row_normalize, symmetrize
 from icongraph.kernels import find_ab_params
 from icongraph.knn import as_knn, exact_knn, knn_search, nndescent_knn
-from icongraph.targets import FuzzyTarget, PerplexityTarget, Target, debias, perplexity_weights
 
 
 def test_exact_knn_matches_brute_force(blobs):
@@ -55,7 +56,7 @@ def test_knn_search_auto_and_precomputed(blobs):
 def test_perplexity_calibration_hits_target_entropy(blobs, perplexity):
     X, _ = blobs
     knn = exact_knn(X, int(3 * perplexity))
-    p = perplexity_weights(knn.distances, perplexity).astype(np.float64)
+    p = T.perplexity_weights(knn.distances, perplexity).astype(np.float64)
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
     entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(1)
     np.testing.assert_allclose(np.exp(entropy), perplexity, rtol=1e-3)
@@ -67,7 +68,7 @@ def test_fuzzy_set_matches_umap_learn():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 6)).astype(np.float32)
     knn = exact_knn(X, 14)
-    ours = FuzzyTarget(15).build(knn).graph
+    ours = T.FuzzyTarget(15).build(knn).graph
     idx = np.c_[np.arange(300), knn.indices]  # umap-learn lists each point first
     dist = np.c_[np.zeros(300, np.float32), knn.distances]
     ref, _, _ = fuzzy_simplicial_set(X, 15, 0, "euclidean", knn_indices=idx, knn_dists=dist)
@@ -96,13 +97,71 @@ def test_symmetrize_and_normalize():
 
 def test_debiased_entropy_term_matches_dense(blobs):
     X, _ = blobs
-    target = debias(PerplexityTarget(10, symmetric=False).build(exact_knn(X, 30)), 0.4)
+    target = T.debias(T.PerplexityTarget(10, symmetric=False).build(exact_knn(X, 30)), 0.4)
     n = target.n_samples
     p = target.graph.toarray().astype(np.float64)
     dense = (1 - 0.4) * p + 0.4 * p.sum(1, keepdims=True) / (n - 1)
     np.fill_diagonal(dense, 0)
     assert target.entropy_term() == pytest.approx(float((dense[dense > 0] * np.log(dense[dense > 0])).sum()), rel=1e-6)
     np.testing.assert_allclose(dense.sum(1), p.sum(1), rtol=1e-6)  # debiasing keeps row mass
+
+
+def _dense_propagation(graph, symmetric):
+    """``propagate``'s definition for 2 steps on dense arrays (float64)."""
+    g = graph.toarray().astype(np.float64)
+    mass = g.sum(1)
+    walk = g / mass[:, None]
+    total = (walk + walk @ walk) / 2
+    np.fill_diagonal(total, 0)
+    out = mass[:, None] * total / total.sum(1, keepdims=True)
+    return (out + out.T) / 2 if symmetric else out
+
+
+@pytest.mark.parametrize("spec, symmetric", [
+    (T.UniformKNNTarget(5), False), (T.PerplexityTarget(5, symmetric=False), False),
+    (T.PerplexityTarget(5), True), (T.FuzzyTarget(8), True)])
+def test_propagation_equals_the_dense_walk_sum(blobs, spec, symmetric):
+    X, _ = blobs
+    target = spec.build(exact_knn(X, spec.n_neighbors_for(len(X))))
+    target = T.debias(target, 0.3)
+    two = T.propagate(target, 2)
+    dense = _dense_propagation(target.graph, symmetric)
+    np.testing.assert_allclose(two.graph.toarray(), dense, atol=1e-6)
+    assert two.alpha == 0.3 and two.graph.dtype == np.float32
+    assert two.graph.diagonal().max() == 0 and two.graph.nnz > target.graph.nnz
+    mass, new_mass = target.row_mass, two.row_mass
+    if symmetric:  # symmetric again, total mass kept, rows about theirs
+        assert abs(two.graph - two.graph.T).max() < 1e-6
+        assert new_mass.sum() == pytest.approx(mass.sum(), rel=1e-5)
+    else:  # rows sum exactly as before (to 1 for these)
+        np.testing.assert_allclose(new_mass, mass, rtol=1e-5)
+    assert T.propagate(target, 1) is target
+    three = T.propagate(target, 3).graph
+    assert three.nnz >= two.graph.nnz
+
+
+def test_propagation_of_a_precomputed_graph_keeps_rows_stochastic():
+    ring = nx.cycle_graph(10)
+    target = T.PrecomputedTarget(ring).build(n_samples=10)
+    out = T.propagate(target, 2).graph.toarray()
+    np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-6)
+    # one step: 1/2 to each neighbour; two steps: 1/4 two away (the walk back is dropped)
+    np.testing.assert_allclose(out[0, [1, 2, 9, 8]], [1 / 3, 1 / 6, 1 / 3, 1 / 6], rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True, "2"])
+def test_bad_propagation_steps_are_refused(steps):
+    target = T.Target(sp.identity(3, format="csr", dtype=np.float32))
+    with pytest.raises(ValueError, match="propagation_steps must be an integer >= 1"):
+        T.propagate(target, steps)
+
+
+def test_propagation_checks_memory_before_the_power(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda: (1000, "test limit"))
+    monkeypatch.delenv(memory.OVERRIDE_ENV, raising=False)
+    target = T.PrecomputedTarget(nx.cycle_graph(50)).build(n_samples=50)
+    with pytest.raises(memory.InsufficientMemoryError, match="Lower propagation_steps"):
+        T.propagate(target, 3)
 
 
 def test_precomputed_graph_formats_agree():
@@ -122,7 +181,7 @@ def test_precomputed_graph_formats_agree():
 
 def test_target_row_mass():
     g = sp.csr_matrix(np.array([[0, 1, 1], [2, 0, 0], [0, 3, 0]], np.float32))
-    np.testing.assert_array_equal(Target(g).row_mass, [2, 2, 3])
+    np.testing.assert_array_equal(T.Target(g).row_mass, [2, 2, 3])
 
 
 def test_knn_cache_reuses_and_invalidates(tmp_path, blobs, monkeypatch):
