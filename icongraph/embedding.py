@@ -214,6 +214,12 @@ default=None
     alpha : float in [0, 1), default=0.0
         Debiasing of ``p``: ``p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i``, ``m_i`` the
         row's mass and ``U_i`` uniform on the other points.
+    propagation_steps : int, default=1
+        Neighbour propagation of ``p`` before the debiasing:
+        ``P_t = (P + ... + P^t) / t`` of the row-normalised target, its diagonal dropped, each
+        row keeping its mass (symmetrised again for a symmetric target;
+        :func:`~icongraph.targets.propagate`); an explicit sparse power, refused before any
+        work when it would not fit in memory. 1: ``p`` as built.
     target_weight : float in [0, 1], default=0.5
         Used by ``fit(X, y)`` only: the share of a labelled row's mass given to its class
         (0: the data graph only, 1: the label graph only; umap-learn's name and range).
