@@ -580,3 +580,21 @@ def test_n_clusters_none_keeps_the_lower_hard_loss_of_the_fit_and_its_communitie
         assert (model.labels_ == communities).all()
         assert (model.probabilities_.argmax(1) == model.labels_).all()
         assert set(np.unique(model.probabilities_)) == {0.0, 1.0}
+
+
+def test_row_adam_is_adam_on_the_touched_rows_and_leaves_the_others():
+    from icongraph.optimize import RowAdam
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(6, 3, generator=gen)
+    reference = torch.nn.Parameter(table[:4].clone())
+    torch_adam = torch.optim.Adam([reference], lr=0.1)
+    rows_adam = RowAdam(table, 0.1)
+    untouched = table[4:].clone()
+    for _ in range(5):  # rows 0-3 touched every step: exactly torch's Adam on them
+        grad = torch.randn(4, 3, generator=gen)
+        reference.grad = grad.clone()
+        torch_adam.step()
+        rows_adam.step(torch.arange(4), grad)
+    torch.testing.assert_close(table[:4], reference.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(table[4:], untouched)
