@@ -445,7 +445,9 @@ default="auto"
         batch, _ = self._schedule(n, n_clusters)
         rows = n if batch >= n else batch * (1 + ppa)  # rows of phi in one step
         transient["training step (N x C tensors)"] = f32 * c * (2 * rows + ppa * batch)
-        transient["final probabilities"] = 3 * f32 * n * c
+        # the probabilities on the device and as numpy, their argmax's one-hot for hard_loss_
+        # (and the communities' one-hot with n_clusters=None)
+        transient["final probabilities"] = 4 * f32 * n * c
         if self.propagation == "reachable" and preset["target"] != "labels":
             width = sum(k ** s for s in range(1, preset["steps"] + 1))
             entries = max(min(REACHABLE_CHUNK, n * width), width)
@@ -703,7 +705,8 @@ default="auto"
               else self.learning_rate)
         full = batch >= n
         # a mini-batch touches B (1 + R) of the N rows of free logits: Adam on those rows only
-        # (RowAdam), not a dense N x C update per step (1 s a step at 1M points, 100 clusters)
+        # (RowAdam), not a dense N x C update per step (1 s a step at 1M points, 100 clusters);
+        # on CUDA, finding the distinct rows (torch.unique) waits for the device once a step
         rows_adam = RowAdam(head.weight.data, lr) if (
             self.head == "free" and not full and lr > 0) else None
         opt = None if rows_adam else torch.optim.Adam(head.parameters(), lr=lr)
