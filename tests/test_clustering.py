@@ -547,12 +547,13 @@ def test_training_stops_when_the_assignments_settle(separated):
     assert settled.loss_ <= full.loss_ + 0.01
 
 
-@pytest.mark.parametrize("n, source", [(300, "fit"), (1797, "communities")])
-def test_n_clusters_none_keeps_the_lower_hard_loss_of_the_fit_and_its_communities(n, source):
-    # on 300 digits the fit's partition has the lower hard loss, on all 1797 the communities
+@pytest.mark.parametrize("n", [300, 1797])
+def test_n_clusters_none_keeps_the_refined_candidate_of_lowest_exact_hard_loss(n):
+    # the candidates are the fit's argmax and the communities it started from, each refined
     from conftest import digits_subset
 
     from icongraph.clustering import LEIDEN_SEEDS, MERGE_CONNECTIVITY
+    from icongraph.refine import HardLoss, walk_target
 
     X, _ = digits_subset(n)
     knn = knn_search(X, 15, random_state=0)
@@ -562,24 +563,18 @@ def test_n_clusters_none_keeps_the_lower_hard_loss_of_the_fit_and_its_communitie
     model = Clustering(n_clusters=None, precomputed_knn=knn, random_state=0, n_jobs=1).fit(X)
     linear = Clustering(n_clusters=None, head="linear", precomputed_knn=knn, random_state=0,
                         n_jobs=1).fit(X)
-    assert linear.partition_source_ == "fit"  # a head's predict must agree with labels_
-    # the hard loss of both candidates on the fit's own evaluation pairs, recomputed
+    # a head's predict must agree with labels_: no refinement, no communities
+    assert linear.partition_source_ == "fit" and not linear.refined_
+    assert (linear.labels_ == linear.probabilities_.argmax(1)).all()
     preset = model._preset()
-    sampler = PositiveSampler(model.graph_, n, torch.device("cpu"), preset["steps"],
-                              preset["alpha"], propagation=model.propagation)
-    evaluation = model._evaluation_pairs(sampler, n, 0, torch.device("cpu"))
-
-    def hard(labels):
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(labels).long()).float()
-        return model._evaluation_loss(onehot, None, model.kernel_, evaluation)
-
-    assert model.hard_loss_ == pytest.approx(hard(model.labels_), rel=1e-6)
-    assert model.hard_loss_ <= hard(communities) + 1e-9
-    assert model.partition_source_ == source
-    if source == "communities":
-        assert (model.labels_ == communities).all()
-        assert (model.probabilities_.argmax(1) == model.labels_).all()
-        assert set(np.unique(model.probabilities_)) == {0.0, 1.0}
+    exact = HardLoss(walk_target(model.graph_, preset["steps"]), preset["alpha"],
+                     preset["q_alpha"])
+    k = model.n_clusters_
+    fit_argmax = model.head_.weight.detach().argmax(1).numpy()
+    assert model.refined_ and model.partition_source_ in ("fit", "communities")
+    assert model.hard_loss_ == pytest.approx(exact(model.labels_, k), rel=1e-9)
+    assert model.hard_loss_ < min(exact(fit_argmax, k), exact(communities, k))
+    assert (model.labels_ == model.probabilities_.argmax(1)).all()
 
 
 def test_row_adam_is_adam_on_the_touched_rows_and_leaves_the_others():

@@ -22,6 +22,7 @@ LAYERS = [
     ("targets",),
     ("persistence",),
     ("communities",),
+    ("refine",),
     ("positives",),
     ("init",),
     ("heads",),
