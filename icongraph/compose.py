@@ -118,9 +118,11 @@ class ICon(_Embedding):
     :data:`CLUSTER_UNUSED` must stay None, and labels ``y`` are refused
     (``Clustering(method="supervised")`` clusters with labels). Fitted: ``labels_`` (N,),
     ``probabilities_`` (N, K) (also ``embedding_``), ``n_clusters_``, ``cluster_sizes_``,
-    ``empty_clusters_``, ``loss_``, ``loss_history_``, ``graph_``, ``kernel_`` and the fitted
-    ``clustering_``; ``predict_proba`` / ``predict`` (and ``transform``) place new points as
-    ``Clustering`` does, from their rows of ``p`` (a kNN target) or the head.
+    ``empty_clusters_``, ``loss_``, ``loss_history_``, ``hard_loss_``, ``refined_`` (refined on
+    the exact hard loss when ``q_params={"q_alpha": a}`` with ``a > 0``, see ``Clustering``),
+    ``graph_``, ``kernel_`` and the fitted ``clustering_``; ``predict_proba`` / ``predict``
+    (and ``transform``) place new points as ``Clustering`` does, from their rows of ``p`` (a
+    kNN target) or the head.
 
     Parameters
     ----------
@@ -260,7 +262,7 @@ class ICon(_Embedding):
         self.clustering_ = clustering
         for name in ("n_features_in_", "labels_", "probabilities_", "n_clusters_",
                      "cluster_sizes_", "empty_clusters_", "loss_", "loss_history_",
-                     "hard_loss_", "partition_source_", "n_epochs_", "graph_",
+                     "hard_loss_", "partition_source_", "refined_", "n_epochs_", "graph_",
                      "knn_", "kernel_", "timings_", "data_scale_", "_fit_X"):
             setattr(self, name, getattr(clustering, name))
         if hasattr(clustering, "feature_names_in_"):
