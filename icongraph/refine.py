@@ -17,9 +17,11 @@ closed form::
 
 (``eps = 1e-12``, as :meth:`~icongraph.kernels.ClusterKernel.pair_loss`). Moving point ``i``
 from cluster ``a`` to ``b`` changes only ``V_a, V_b, M_a, M_b``, by the edges of ``i``: one
-move costs O(degree), as in Leiden's local moving (Traag et al. 2019). :func:`refine` runs
-passes of such moves in a seeded random order (never emptying a cluster) until none lowers the
-loss, then re-splits the union of each cluster with its most connected neighbours (by its
+move costs O(degree), as in Leiden's local moving (Traag et al. 2019). :func:`local_moving`
+visits the points in a seeded random order, moving each to the neighbouring cluster that lowers
+the loss most (never emptying a cluster), and queues again the neighbours of every point moved
+(Leiden's fast local moving) until no move lowers the loss. :func:`refine` then re-splits the
+union of each cluster with its most connected neighbour (by its
 connected components, else by the sign of the Fiedler vector of the graph restricted to the
 union), refines the split by local moves and keeps it only if the loss went down: the move that
 undoes two clusters each cut across the same two groups, which no single-point move can. The
@@ -287,7 +289,8 @@ def refine(loss: HardLoss, graph: sp.csr_matrix, labels: np.ndarray, n_clusters:
     graph : scipy.sparse.csr_matrix
         The graph (N, N) whose Fiedler vectors split a pair's union (its pattern, symmetrised).
     labels : numpy.ndarray
-        The partition to start from (N,), in ``[0, n_clusters)``, every cluster non-empty.
+        The partition to start from (N,), in ``[0, n_clusters)`` (an empty cluster stays
+        empty: no point has a neighbour in it).
     n_clusters : int
         C; no cluster is emptied.
     seed : int
@@ -324,7 +327,7 @@ def refine(loss: HardLoss, graph: sp.csr_matrix, labels: np.ndarray, n_clusters:
             saved_sizes, saved_within = sizes.copy(), within.copy()
             loss.reassign(labels, sizes, within, union, np.where(upper, y, x).astype(np.int64))
             loss.local_moves(labels, sizes, within, rng.permutation(union))
-            if sizes.min() >= 1 and loss.value(sizes, within) < before - 1e-12 * abs(before):
+            if loss.value(sizes, within) < before - 1e-12 * abs(before):
                 improved += 1
             else:
                 labels[:], sizes[:], within[:] = saved, saved_sizes, saved_within
