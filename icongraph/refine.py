@@ -57,12 +57,12 @@ def target_edges(graph: sp.csr_matrix, steps: int) -> int:
     """An upper bound on the stored edges of ``P_t`` for the CSR ``graph`` (N, N): for t = 1
     its edges, for t = 2 ``sum_i sum_{j in N(i)} (1 + deg j)``, and so on (the walks of
     1..t steps), doubled for the symmetrised copy. O(edges), nothing of ``P_t`` is built."""
-    degree = np.diff(graph.indptr).astype(np.float64)
+    pattern = graph.astype(bool).astype(np.float64)
     walks, total = np.ones(graph.shape[0]), 0.0
     for _ in range(steps):
-        walks = graph.astype(bool).astype(np.float64) @ walks  # walks of one more step
+        walks = pattern @ walks  # the walks of one more step from each point
         total += walks.sum()
-    return int(2 * min(total, float(graph.shape[0]) ** 2)) if degree.size else 0
+    return int(2 * min(total, float(graph.shape[0]) ** 2))
 
 
 def walk_target(graph: sp.csr_matrix, steps: int, propagation: str = "walk") -> sp.csr_matrix:
