@@ -440,7 +440,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     if interpolated:
         z_prev, g_scale = None, 0.0
     elif debias_q:  # a first evaluation for Z, a second for S with that Z (both lag one epoch)
-        z_prev = evaluate(-2, 1.0, zsums[1], 1.0, False)[1]
+        z_prev = evaluate(-2, 1.0, zsums[-1], 1.0, False)[1]
         q_state["s_prev"], q_state["level"], g_scale = objective.q_state(
             z_prev, q_state["s_prev"])
         z_prev = evaluate(-1, 1.0, z_prev, g_scale, False)[1]
