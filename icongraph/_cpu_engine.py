@@ -68,6 +68,11 @@ class EngineArrays(NamedTuple):
         The attraction per unit of ``p~``: 1 for the KL estimators, ``1 / w_max`` for NEG.
     clip : float
         Each pair's force is clipped at this, per coordinate (``inf``: no clipping).
+    edge_share : np.ndarray
+        (E,) float32, ``p_ij / (p_ij + p_ji)`` of each stored edge ``(i, j)`` (row ``i``'s
+        share of its weight) when ``q_alpha > 0``; (0,) otherwise.
+    q_alpha : float
+        The debiasing weight of ``q`` (:func:`sampled_gradient_q`; 0: :func:`sampled_gradient`).
     """
 
     indptr: np.ndarray
@@ -91,6 +96,8 @@ class EngineArrays(NamedTuple):
     alpha: float
     p_scale: float
     clip: float
+    edge_share: np.ndarray
+    q_alpha: float
 
 
 @njit(inline="always", cache=True)
@@ -522,6 +529,159 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
                 for t in range(n_forces):
                     pair = wts[t] * coef[t] * dof_ratio(code, d2[t if t < count else t - m], a, b)
                     acc += 2.0 * pair if estimator == NEG and n_att <= t < count else pair
+                dof_rows[i] = acc
+
+
+@njit(inline="always", cache=True)
+def q_ratio(k, level, keep, mix):
+    """``rho = (1 - a_q) q / q~ = keep k / (keep k + mix level)`` (``keep = 1 - a_q``,
+    ``mix = a_q``, ``level = Z_i / (N - 1)`` per anchor or ``Z / (N (N - 1))`` global): the
+    share of the debiased ``q~`` that moves with the kernel, in (0, 1]."""
+    return keep * k / (keep * k + mix * level)
+
+
+@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+def sampled_gradient_q(y, arrays, epoch, exaggeration, seed, z_prev, s_prev, q_level,
+                       global_scale, with_loss, grad, zsum, s_rows, loss_rows, dof_rows):
+    """:func:`sampled_gradient` with the debiasing of ``q`` (``arrays.q_alpha = a_q > 0``;
+    the KL estimators only)::
+
+        q~_ij = (1 - a_q) q_ij + a_q U_ij,   L = -sum_ij p~_ij log q~_ij (+ const)
+        dL = -sum_ij p~_ij rho_ij d log k_ij + sum_i S_i sum_l q_il d log k_il
+
+    with ``rho_ij = (1 - a_q) q_ij / q~_ij`` (:func:`q_ratio`) and ``S_i = sum_j p~_ij
+    rho_ij``; ``U`` uniform on the N - 1 other points per anchor (``q_ij = k_ij / Z_i``) or on
+    the ``N (N - 1)`` pairs (global, ``q_ij = k_ij / Z``, ``S = sum_i S_i``). Every attracting
+    pair (edge, same-class partner, uniform part of ``p~``) is weighted by ``rho`` of each
+    direction, row ``i``'s part of an edge by ``edge_share``; the normaliser's weight ``m_i``
+    becomes ``S_i``. Per anchor ``rho_ij`` reads ``Z_i / (N - 1) ~ z_prev[i] / m`` (lagged,
+    as the q-shares), the other direction ``z_prev[j]`` and ``s_prev[j]`` (``S_j`` of the
+    previous evaluation); ``S_i`` is summed over the anchor's own pairs before its negatives
+    are weighted. Global: ``q_level`` is the lagged ``Z / (N (N - 1))`` and ``global_scale``
+    ``2 S / sum_i zsum_i`` (:meth:`~icongraph.objective.Objective.q_state`). Fills ``s_rows``
+    (N,) with this evaluation's ``S_i`` (global: row ``i``'s part of ``S``) and adds
+    ``p~_ij log(rho_ij / (1 - a_q))`` per pair to ``loss_rows``, so that the loss estimate
+    stays ``constant + sum(loss_rows) + normaliser terms``. Each thread writes only its
+    anchors' rows: deterministic at any thread count. Other arguments as
+    :func:`sampled_gradient`.
+    """
+    indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
+    learn_dof = dof_rows.shape[0] > 0
+    edge_rate, edge_phase, share = arrays.edge_rate, arrays.edge_phase, arrays.edge_share
+    n_neg, estimator, code = arrays.n_neg, arrays.estimator, arrays.code
+    p0, p1, alpha, clip = arrays.p0, arrays.p1, arrays.alpha, arrays.clip
+    n = y.shape[0]
+    exact = n_neg <= 0
+    m = n - 1 if exact else n_neg
+    per_anchor = estimator == PER_ANCHOR
+    scheduled = edge_rate.shape[0] > 0
+    keep = np.float32(1.0 - arrays.q_alpha)
+    mix = np.float32(arrays.q_alpha)
+    log_keep = np.float32(np.log(1.0 - arrays.q_alpha))
+    inv_m = np.float32(1.0 / m)
+    level_global = np.float32(q_level)
+    uniform = np.float32(alpha / m)
+    a = np.float32(p0)
+    b = np.float32(p1)
+    clip32 = np.float32(clip)
+    two = np.float32(2.0)
+    exag2 = np.float32(2.0 * exaggeration)
+    row_mass, label_class, label_scale = arrays.row_mass, arrays.label_class, arrays.label_scale
+    n_label = arrays.n_label
+    per_label = np.float32(1.0 / max(n_label, 1))
+    max_degree = np.max(np.diff(indptr)) if n > 0 else 0
+    width = max_degree + n_label + (2 if alpha > 0.0 else 1) * m
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        part = np.empty(width, np.int64)
+        d2 = np.empty(width, np.float32)
+        k = np.empty(width, np.float32)
+        g = np.empty(width, np.float32)
+        coef = np.empty(width, np.float32)
+        wts = np.empty(width, np.float32)
+        own = np.empty(width, np.float32)  # an edge's share of row i
+        diffs = np.empty((y.shape[1], width), y.dtype)
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            n_pos = 0
+            for e in range(indptr[i], indptr[i + 1]):
+                if scheduled and not edge_active(edge_rate[e], edge_phase[e], epoch):
+                    continue
+                part[n_pos] = indices[e]
+                wts[n_pos] = weights[e]
+                own[n_pos] = share[e] if per_anchor else HALF
+                n_pos += 1
+            base = hash32(seed ^ hash32(i))
+            m_i = row_mass[i]
+            n_att = n_pos
+            if n_label > 0 and label_class[i] >= 0:
+                for t in range(n_label):
+                    part[n_pos + t] = label_partner(arrays, base, t, i)
+                n_att += n_label
+            for t in range(m):
+                part[n_att + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+            count = n_att + m
+            gather_diffs(y, i, part, count, diffs, d2)
+            kernels_and_slopes(code, d2, k, g, count, a, b)
+            level_i = z_prev[i] * inv_m if per_anchor else level_global
+            loss = 0.0
+            s_i = 0.0
+            for t in range(n_pos):  # edges: row i's part p_ij, row j's part p_ji
+                r_i = q_ratio(k[t], level_i, keep, mix)
+                r_j = q_ratio(k[t], z_prev[part[t]] * inv_m, keep, mix) if per_anchor else r_i
+                w_i = wts[t] * own[t]
+                s_i += w_i * r_i
+                if with_loss:
+                    loss += (w_i * (fast_ln(max(r_i, TINY)) - log_keep)
+                             - HALF * wts[t] * log_kernel(code, d2[t], a, b))
+                wts[t] = w_i * r_i + (wts[t] - w_i) * r_j
+                coef[t] = -exag2 * g[t]
+            if n_att > n_pos:  # same-class partners, weight label_scale[i] (m_i + m_j) / L
+                lab_i = label_scale[i] * per_label
+                for t in range(n_pos, n_att):
+                    j = part[t]
+                    r_i = q_ratio(k[t], level_i, keep, mix)
+                    r_j = q_ratio(k[t], z_prev[j] * inv_m, keep, mix) if per_anchor else r_i
+                    s_i += lab_i * m_i * r_i
+                    if with_loss:
+                        loss += lab_i * m_i * (fast_ln(max(r_i, TINY)) - log_keep
+                                               - log_kernel(code, d2[t], a, b))
+                    wts[t] = lab_i * (m_i * r_i + row_mass[j] * r_j)
+                    coef[t] = -exag2 * g[t]
+            z = 0.0
+            for t in range(n_att, count):
+                z += k[t]
+                if alpha > 0.0:  # uniform part of the debiased p, both directions
+                    j = part[t]
+                    r_i = q_ratio(k[t], level_i, keep, mix)
+                    r_j = q_ratio(k[t], z_prev[j] * inv_m, keep, mix) if per_anchor else r_i
+                    u = t + m
+                    part[u] = j
+                    for c in range(y.shape[1]):
+                        diffs[c, u] = diffs[c, t]
+                    coef[u] = -exag2 * g[t]
+                    wts[u] = uniform * (m_i * r_i + row_mass[j] * r_j)
+                    s_i += uniform * m_i * r_i
+                    if with_loss:
+                        loss += uniform * m_i * (fast_ln(max(r_i, TINY)) - log_keep
+                                                 - log_kernel(code, d2[t], a, b))
+            s32 = np.float32(s_i)
+            for t in range(n_att, count):  # the normaliser, S_i in place of m_i
+                j = part[t]
+                if per_anchor:
+                    coef[t] = two * g[t]
+                    wts[t] = (s32 * min(k[t] / z_prev[i], ONE)
+                              + s_prev[j] * min(k[t] / z_prev[j], ONE))
+                else:
+                    coef[t] = two * k[t] * g[t]
+                    wts[t] = np.float32(global_scale)
+            n_forces = count + m if alpha > 0.0 else count
+            add_forces(grad, i, diffs, coef, wts, n_forces, clip32)
+            zsum[i] = max(z, 1e-12)
+            s_rows[i] = s32
+            loss_rows[i] = loss
+            if learn_dof:
+                acc = 0.0
+                for t in range(n_forces):
+                    acc += wts[t] * coef[t] * dof_ratio(code, d2[t if t < count else t - m], a, b)
                 dof_rows[i] = acc
 
 

@@ -16,6 +16,7 @@ from . import _cpu_engine as cpu
 from .kernels import Kernel, UMAPKernel
 
 __all__ = ["hash_negatives", "hash_label_partners", "sampled_gradient_torch",
+           "sampled_gradient_torch_q",
            "edge_forces_torch", "label_forces_torch", "torch_arrays"]
 
 
@@ -232,6 +233,103 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
     return grad, zsum, loss_rows
 
 
+def sampled_gradient_torch_q(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
+                             exaggeration: float, z_prev: torch.Tensor, s_prev: torch.Tensor,
+                             q_level, global_scale, with_loss: bool = False,
+                             dof_rows: torch.Tensor | None = None):
+    """The torch twin of :func:`icongraph._cpu_engine.sampled_gradient_q`: the sampled
+    gradient with the debiasing of ``q`` (``obj.q_alpha > 0``, the KL estimators), the same
+    pairs and weights. ``s_prev`` (N,) is the previous evaluation's ``S``, ``q_level`` the
+    global estimator's lagged ``Z / (N (N - 1))`` (a 0-d tensor on CUDA: no sync); other
+    arguments as :func:`sampled_gradient_torch`.
+
+    Returns
+    -------
+    grad, zsum, s_rows, loss_rows : torch.Tensor
+        (N, d), (N,), (N,), (N,): as :func:`sampled_gradient_torch`, with ``s_rows`` this
+        evaluation's ``S_i`` (global: row ``i``'s part of ``S``).
+    """
+    n, d = y.shape
+    kernel, clip = obj.kernel, obj.clip
+    grad = torch.zeros_like(y)
+    zsum = torch.zeros(n, dtype=y.dtype, device=y.device)
+    s_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
+    loss_rows = torch.zeros(n, dtype=y.dtype, device=y.device)
+    mass = arrays["row_mass"]
+    m = obj.m
+    keep, mix = 1.0 - obj.q_alpha, obj.q_alpha
+    log_keep = float(np.log(keep))
+    per_anchor = obj.estimator == "per_anchor"
+    level = z_prev / m if per_anchor else None
+
+    def ratios(k, a, j):
+        """``(rho_ij, rho_ji)`` of pairs ``(a, j)``: :func:`~icongraph._cpu_engine.q_ratio`."""
+        r_i = keep * k / (keep * k + mix * (level[a] if per_anchor else q_level))
+        return r_i, (keep * k / (keep * k + mix * level[j]) if per_anchor else r_i)
+
+    def add(a, diff, d2, g, coef, weight):
+        grad.index_add_(0, a, (coef[:, None] * diff).clamp(-clip, clip) * weight[:, None])
+        _add_dof(kernel, dof_rows, a, d2, g, coef * weight)
+
+    def attract(a, j, diff, d2, k, g, own, other, cross):
+        """Pairs whose row-``a`` part of ``p~`` is ``own`` and row-``j`` part ``other``; row
+        ``a``'s loss counts ``-cross log k`` (an edge: half its weight, as the numba engine)."""
+        r_i, r_j = ratios(k, a, j)
+        s_rows.index_add_(0, a, own * r_i)
+        add(a, diff, d2, g, -2.0 * exaggeration * g, own * r_i + other * r_j)
+        if with_loss:
+            loss_rows.index_add_(0, a, own * (torch.log(r_i.clamp_min(1e-38)) - log_keep)
+                                 - cross * kernel.log_k_torch(d2))
+
+    if dof_rows is not None:
+        dof_rows.zero_()
+    for start, stop, e0, e1 in arrays["chunks"]:
+        rows, cols = arrays["rows"][e0:e1], arrays["cols"][e0:e1]
+        w = arrays["weights"][e0:e1]
+        if obj.edge_sampling:
+            rate = arrays["edge_rate"][e0:e1].double()
+            phase = arrays["edge_phase"][e0:e1].double()
+            w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
+        own = w * arrays["edge_share"][e0:e1] if per_anchor else 0.5 * w
+        diff = y[rows] - y[cols]
+        d2 = (diff * diff).sum(1)
+        k, g = _kernel_and_slope(kernel, d2)
+        attract(rows, cols, diff, d2, k, g, own, w - own, 0.5 * w)
+        anchors = torch.arange(start, stop, device=y.device)
+        if obj.n_label > 0:
+            partners = hash_label_partners(arrays, anchors, obj.n_label, seed)
+            a = anchors[:, None].expand_as(partners).reshape(-1)
+            j = partners.reshape(-1)
+            scale = torch.where(arrays["label_class"][a] >= 0, arrays["label_scale"][a],
+                                0.0) / obj.n_label
+            diff = y[a] - y[j]
+            d2 = (diff * diff).sum(1)
+            k, g = _kernel_and_slope(kernel, d2)
+            attract(a, j, diff, d2, k, g, scale * mass[a], scale * mass[j], scale * mass[a])
+        if obj.n_negatives <= 0:
+            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
+            negs = negs + (negs >= anchors[:, None]).long()
+        else:
+            negs = hash_negatives(anchors, m, seed, n)
+        a = anchors[:, None].expand_as(negs).reshape(-1)
+        j = negs.reshape(-1)
+        diff = y[a] - y[j]
+        d2 = (diff * diff).sum(1)
+        k, g = _kernel_and_slope(kernel, d2)
+        zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
+        if obj.alpha > 0:
+            uniform = obj.alpha / m
+            attract(a, j, diff, d2, k, g, uniform * mass[a], uniform * mass[j],
+                    uniform * mass[a])
+        if per_anchor:  # S_i of this chunk is complete: its edges come before its negatives
+            share = (s_rows[a] * (k / z_prev[a]).clamp_max(1.0)
+                     + s_prev[j] * (k / z_prev[j]).clamp_max(1.0))
+            add(a, diff, d2, g, 2.0 * g, share)
+        else:
+            add(a, diff, d2, g, 2.0 * k * g, torch.ones_like(k) * global_scale)
+    return grad, zsum, s_rows, loss_rows
+
+
 def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
                        epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
                        loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None) -> None:
@@ -321,7 +419,8 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
         ``rows``, ``cols`` (E,) int64 edge endpoints; ``weights`` (E,); ``row_mass`` (N,);
         ``neg_scale`` (N,) or (1,); ``edge_rate``, ``edge_phase`` (E,) or (0,); the label
         arrays of :class:`~icongraph._cpu_engine.EngineArrays` (``label_class``,
-        ``class_ptr``, ``class_members``, ``class_position``, ``label_scale``); ``chunks``, a
+        ``class_ptr``, ``class_members``, ``class_position``, ``label_scale``); ``edge_share``
+        (E,) or (0,); ``chunks``, a
         list of ``(start, stop, e0, e1)``: anchors ``start:stop`` and their edges ``e0:e1``.
     """
     indptr = obj.indptr
@@ -348,5 +447,6 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
         "class_members": torch.as_tensor(obj.class_members, device=dev),
         "class_position": torch.as_tensor(obj.class_position, device=dev),
         "label_scale": torch.as_tensor(obj.label_scale, device=dev, dtype=dtype),
+        "edge_share": torch.as_tensor(obj.edge_share, device=dev, dtype=dtype),
         "chunks": chunks,
     }

@@ -102,7 +102,8 @@ def partial_arrays(rows: sp.csr_matrix, kernel: Kernel, estimator: str, n_negati
         class_position=no_class, label_scale=empty, n_label=0,
         n_neg=int(n_negatives), estimator=int(cpu.NEG if neg else cpu.PER_ANCHOR),
         code=int(kernel.code), p0=float(p0), p1=float(p1), alpha=alpha,
-        p_scale=float(1.0 / w_max if neg else 1.0), clip=float(clip))
+        p_scale=float(1.0 / w_max if neg else 1.0), clip=float(clip),
+        edge_share=empty, q_alpha=0.0)  # new points are placed without the debiasing of q
 
 
 @njit(parallel=True, cache=True)

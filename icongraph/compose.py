@@ -17,7 +17,7 @@ import numpy as np
 from .clustering import Clustering
 from .embedding import COMMON_PARAMS, SNE, TSNE, UMAP, _Embedding, _shared_docs
 from .kernels import KERNELS, ClusterKernel, Kernel, get_kernel
-from .objective import ESTIMATORS
+from .objective import ESTIMATORS, check_q_alpha
 from .pyg import split_data
 from .targets import TARGETS, PrecomputedTarget, get_target
 from .validation import check_is_fitted, check_params, choice, mapping
@@ -108,7 +108,8 @@ class ICon(_Embedding):
     convention) and ``p~ = (1 - alpha) p + alpha / N`` (``alpha``, the package's debiasing of
     ``p``; ``propagation_steps`` ``t`` gives ``p = (P + ... + P^t) / t`` by the clustering's
     sampled walks, the same ``p`` the embeddings store as a matrix power). ``q_params``:
-    ``temperature`` ``T`` (default 1) and ``q_alpha`` ``a_q`` in [0, 1) (default 0). The
+    ``temperature`` ``T`` (default 1); ``a_q`` is ``q_alpha`` (the parameter, or in
+    ``q_params``, in [0, 1), default 0). The
     normaliser is the K cluster masses, exact: ``estimator`` must stay None.
     The fit is :class:`~icongraph.clustering.Clustering`'s on this ``p`` (its seeding from a
     2-D embedding of the kNN graph, Adam on the logits): ``encoder=None`` learns free
@@ -145,8 +146,8 @@ class ICon(_Embedding):
         ``{"perplexity": 30}``).
     q_params : dict or None, default=None
         Keyword arguments of the named kernel (e.g. ``{"dof": 0.5}``, ``{"learn_dof": True}``,
-        ``{"temperature": 0.1, "learn_temperature": True}``, ``{"q_alpha": 0.2}`` for the
-        cluster kernel).
+        ``{"temperature": 0.1, "learn_temperature": True}``). ``{"q_alpha": 0.2}`` is the
+        same as the parameter ``q_alpha=0.2`` (give it once), for every kernel.
     {common_parameters_and_attributes}
 
     Examples
@@ -178,8 +179,26 @@ class ICon(_Embedding):
             tags.estimator_type = "clusterer"
         return tags
 
+    def _q_params(self) -> tuple[dict, float]:
+        """``(q_params without q_alpha, q_alpha)``: the debiasing of ``q`` is given once, as
+        the parameter ``q_alpha`` or in ``q_params`` (the cluster kernel's own argument)."""
+        q_params = dict(self.q_params or {})
+        if "q_alpha" not in q_params:
+            return q_params, self.q_alpha
+        if self.q_alpha:
+            raise ValueError(f"q_alpha is given twice (q_alpha={self.q_alpha!r} and "
+                             f"q_params={self.q_params!r}); give it once.")
+        q_alpha = q_params.pop("q_alpha")
+        check_q_alpha(q_alpha, "per_anchor")
+        return q_params, q_alpha
+
+    def _q_alpha(self) -> float:
+        """The debiasing of ``q``: ``q_alpha``, or ``q_params["q_alpha"]``."""
+        return self._q_params()[1]
+
     def _composition(self):
-        p_params, q_params = self.p_params or {}, self.q_params or {}
+        p_params = self.p_params or {}
+        q_params, q_alpha = self._q_params()
         try:
             if isinstance(self.p, str) or hasattr(self.p, "build"):
                 spec = get_target(self.p, **p_params)
@@ -189,9 +208,12 @@ class ICon(_Embedding):
             raise ValueError(f"p_params={p_params!r} do not fit p={self.p!r}: {err}") from None
         try:
             if isinstance(self.q, ClusterKernel):
+                if q_alpha:
+                    raise ValueError(f"q={self.q!r} carries its own q_alpha; set it there, not "
+                                     f"as q_alpha={q_alpha!r}.")
                 kernel = self.q
             elif self.q == ClusterKernel.name:
-                kernel = ClusterKernel(**q_params)
+                kernel = ClusterKernel(**q_params, q_alpha=q_alpha)
             else:
                 kernel = get_kernel(self.q, **q_params)
         except TypeError as err:

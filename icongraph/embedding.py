@@ -106,6 +106,7 @@ COMMON_PARAMS = {
     "init": None,
     "encoder": None,
     "alpha": 0.0,
+    "q_alpha": 0.0,
     "propagation_steps": 1,
     "target_weight": 0.5,
     "precomputed_knn": None,
@@ -143,6 +144,7 @@ COMMON_RULES = {
     "init": _init_rule,
     "encoder": encoder_rule,
     "alpha": number(0.0, 1.0, high_open=True),
+    "q_alpha": number(0.0, 1.0, high_open=True),
     "propagation_steps": number(1, integer=True),
     "target_weight": number(0.0, 1.0),
     **KNN_RULES,
@@ -214,6 +216,16 @@ default=None
     alpha : float in [0, 1), default=0.0
         Debiasing of ``p``: ``p~(.|i) = (1 - alpha) p(.|i) + alpha m_i U_i``, ``m_i`` the
         row's mass and ``U_i`` uniform on the other points.
+    q_alpha : float in [0, 1), default=0.0
+        Debiasing of ``q``, the same mixture: ``q~(.|i) = (1 - q_alpha) q(.|i) + q_alpha U_i``
+        (per-anchor normaliser; with a global one ``q~ = (1 - q_alpha) q + q_alpha U``, ``U``
+        uniform on the pairs), and the loss is ``KL(p~ || q~)``. Each attracting pair is
+        weighted by ``rho = (1 - q_alpha) q / q~`` and the normaliser by ``S_i = sum_j p~_ij
+        rho_ij``: attraction fades where ``q`` is already below the uniform floor. Only with
+        a sampled normaliser (estimators ``"per_anchor"`` and ``"global"``): refused by UMAP's
+        ``"neg"`` (no normaliser) and by ``"fft"`` (TSNE in 1-D and 2-D; use
+        ``ICon(p="perplexity", q="student", estimator="global")``). :meth:`transform` places
+        new points without it.
     propagation_steps : int, default=1
         Neighbour propagation of ``p`` before the debiasing:
         ``P_t = (P + ... + P^t) / t`` of the row-normalised target, its diagonal dropped, each
@@ -320,6 +332,10 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
     def _composition(self):
         raise NotImplementedError
 
+    def _q_alpha(self) -> float:
+        """The debiasing of ``q`` as fitted."""
+        return self.q_alpha
+
     def _auto_init(self, n_samples: int, has_data: bool) -> str:
         """The init used when ``init=None``."""
         return "pca" if has_data else "spectral"
@@ -383,7 +399,8 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         estimator)``."""
         check_params(self, self._param_rules())
         spec, kernel, estimator = self._composition()
-        check_composition(estimator, kernel, n_components=self.n_components)
+        check_composition(estimator, kernel, n_components=self.n_components,
+                          q_alpha=self._q_alpha())
         if self.encoder is not None:
             if self.optimizer == "gains":
                 raise ValueError("optimizer='gains' is t-SNE's per-coordinate rule for a free "
@@ -414,7 +431,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             knn = precomputed_knn(self.precomputed_knn, k, n, self.metric,
                                   getattr(spec, "neighbors_reason", "the target"))
         init = self._resolve_init(n, True)
-        check_composition(estimator, kernel, n, self.n_components)
+        check_composition(estimator, kernel, n, self.n_components, self._q_alpha())
         k = knn.n_neighbors if knn is not None else k
         parts = self._memory_estimate(X, k, init, estimator, kernel)
         parts["propagated p"] = propagation_bytes(n, k, self.propagation_steps)
@@ -541,7 +558,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
                                   settings["negative_sample_rate"], settings["clip"],
-                                  settings["edge_sampling"])
+                                  settings["edge_sampling"], q_alpha=self._q_alpha())
             coarse = encoder is None and isinstance(init, str) and init == "coarse"
             how = ("encoder" if encoder is not None
                    else f"1/{COARSE_FACTOR} of the points" if coarse
@@ -593,7 +610,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         self._fit_X = X
         self.data_scale_ = data_scale
         self._target_spec = spec
-        self._loss_spec = (estimator, settings["negative_sample_rate"])
+        self._loss_spec = (estimator, settings["negative_sample_rate"], objective.q_alpha)
         self._kl_divergence = None
         self._transform_settings = self._new_point_settings(settings, objective, learning_rate,
                                                             seed)
@@ -609,10 +626,10 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         ``EXACT_LOSS_MAX_SAMPLES`` points (None above)."""
         check_is_fitted(self, "embedding_")
         if self._kl_divergence is None and self.target_.n_samples <= EXACT_LOSS_MAX_SAMPLES:
-            estimator, rate = self._loss_spec
+            estimator, rate, q_alpha = (*self._loss_spec, 0.0)[:3]  # older pickles: 2
             with torch.no_grad():
                 value = float(exact_loss(self.target_, self.kernel_, self.embedding_,
-                                         estimator, rate))
+                                         estimator, rate, q_alpha))
             self._kl_divergence = value / float(self.target_.row_mass.sum(dtype=np.float64))
         return self._kl_divergence
 

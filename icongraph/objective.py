@@ -53,6 +53,7 @@ EXACT_PAIRS_MAX_SAMPLES = 10_000
 N_LABEL_PARTNERS = 5
 
 __all__ = ["EXACT_PAIRS_MAX_SAMPLES", "N_LABEL_PARTNERS", "ESTIMATORS", "Objective", "check_composition",
+           "check_q_alpha",
            "epoch_seed", "matched_negatives", "exact_loss", "all_pair_sums",
            "all_pairs_gradient"]
 
@@ -116,6 +117,13 @@ class Objective:
         Visit edges in proportion to their weight (see above).
     n_label_partners : int, default=5
         Class members drawn per labelled anchor and epoch.
+    q_alpha : float in [0, 1), default=0.0
+        Debiasing of ``q``: ``q~ = (1 - q_alpha) q + q_alpha U`` (``U`` uniform on the anchor's
+        N - 1 others, or on the pairs for the global estimators), loss ``-sum p~ log q~``;
+        ``"per_anchor"`` and ``"global"`` only. The engines then run
+        :func:`~icongraph._cpu_engine.sampled_gradient_q` (attraction weighted by ``rho =
+        (1 - q_alpha) q / q~``, normaliser by ``S_i = sum_j p~_ij rho_ij``) with its lagged
+        state from :meth:`q_state`; 0 runs today's engine unchanged.
 
     Attributes
     ----------
@@ -142,9 +150,11 @@ class Objective:
     clip: float = np.inf
     edge_sampling: bool = False
     n_label_partners: int = N_LABEL_PARTNERS
+    q_alpha: float = 0.0
 
     def __post_init__(self):
-        check_composition(self.estimator, self.kernel)
+        check_composition(self.estimator, self.kernel, q_alpha=self.q_alpha)
+        self.q_alpha = float(self.q_alpha)
         if self.n_negatives is None and self.estimator == "neg":
             self.n_negatives = matched_negatives(self.negative_sample_rate, self.target)
         if not isinstance(self.n_negatives, (int, np.integer)) or isinstance(self.n_negatives, bool):
@@ -172,6 +182,12 @@ class Objective:
             self.p_scale = 1.0
             self.neg_scale = np.zeros(1, np.float32)
         sym = sym * ((1.0 - self.alpha) * self.p_scale)
+        if self.q_alpha > 0.0:  # p_ij / (p_ij + p_ji) of each stored edge (i, j): row i's share
+            rows = np.repeat(np.arange(self.n), np.diff(sym.indptr))
+            own = np.asarray(p[rows, sym.indices]).ravel() * ((1.0 - self.alpha) * self.p_scale)
+            self.edge_share = (own / np.maximum(sym.data, 1e-30)).astype(np.float32)
+        else:
+            self.edge_share = np.zeros(0, np.float32)
         self.indptr = sym.indptr.astype(np.int64)
         self.indices = sym.indices.astype(np.int32)
         self.weights = sym.data.astype(np.float32)
@@ -208,7 +224,8 @@ class Objective:
             class_members=self.class_members, class_position=self.class_position,
             label_scale=self.label_scale, n_label=self.n_label, n_neg=int(self.n_negatives),
             estimator=int(self.code), code=int(self.kernel.code), p0=float(p0), p1=float(p1),
-            alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip))
+            alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip),
+            edge_share=self.edge_share, q_alpha=self.q_alpha)
 
     def set_kernel(self, kernel: Kernel) -> None:
         """Swap in ``kernel`` of the same form with other parameters (a learned temperature):
@@ -243,6 +260,17 @@ class Objective:
         if not hasattr(self, "_constant"):
             self._constant = 0.0 if self.estimator == "neg" else self.target.entropy_term()
         return self._constant
+
+    def q_state(self, zsum, s_rows):
+        """``(s_prev, q_level, global_scale)`` for the next evaluation with ``q_alpha > 0``
+        from this one's ``zsum`` and ``s_rows`` (:func:`~icongraph._cpu_engine.
+        sampled_gradient_q`): per anchor, ``S_j`` lagged one evaluation (``s_prev``); global,
+        the mean kernel value ``Z / (N (N - 1))`` (``q_level``) and the pair coefficient
+        ``2 S / sum_i zsum_i`` with ``S = sum_i s_rows[i]`` (0-d tensors on CUDA: no sync)."""
+        if self.estimator == "global":
+            total = zsum.sum()
+            return s_rows, total / (self.n * self.m), 2.0 * s_rows.sum() / total
+        return s_rows, 0.0, 0.0
 
     def normaliser_state(self, zsum):
         """``(z_prev, global_scale)`` for the next evaluation from this one's ``zsum``."""
@@ -293,7 +321,7 @@ def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | No
 
 
 def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = None,
-                      n_components: int | None = None) -> None:
+                      n_components: int | None = None, q_alpha: float = 0.0) -> None:
     """Refuse a normaliser ``estimator`` that cannot work with this kernel or layout, before
     any work.
 
@@ -306,16 +334,21 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
     n_samples, n_components : int, optional
         The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
         grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points; the sphere needs 2 dimensions.
+    q_alpha : float, default=0.0
+        The debiasing of ``q`` (:class:`Objective`): in [0, 1), and > 0 only with the
+        sampled KL estimators ``"per_anchor"`` and ``"global"``.
 
     Raises
     ------
     ValueError
         An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, lives on the
         sphere or learns its degrees of freedom, or in 3-D and above on more than
-        ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel on the sphere in fewer than 2 dimensions.
+        ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel on the sphere in fewer than 2 dimensions;
+        ``q_alpha`` not a number in [0, 1), or > 0 with ``"neg"`` or ``"fft"``.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
+    check_q_alpha(q_alpha, estimator)
     if kernel.sphere and estimator == "fft":
         raise ValueError(f"the 'fft' estimator interpolates on a planar grid and cannot serve "
                          f"the {kernel.name!r} kernel on the sphere; use estimator='per_anchor' "
@@ -337,6 +370,25 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
         raise ValueError(f"the 'fft' estimator interpolates on a 1-D or 2-D grid above "
                          f"{EXACT_PAIRS_MAX_SAMPLES} points; use estimator='global' (sampled "
                          f"negatives) for a {n_components}-D embedding of {n_samples} points.")
+
+
+def check_q_alpha(q_alpha, estimator: str) -> None:
+    """``q_alpha`` is a number in [0, 1), and 0 unless ``estimator`` normalises ``q`` over
+    sampled negatives (``"per_anchor"``, ``"global"``); a ValueError otherwise."""
+    if (isinstance(q_alpha, bool) or not isinstance(q_alpha, (int, float, np.integer, np.floating))
+            or not 0.0 <= q_alpha < 1.0):
+        raise ValueError(f"q_alpha must be a number in [0, 1); got {q_alpha!r}.")
+    if q_alpha > 0 and estimator == "neg":
+        raise ValueError(f"q_alpha={q_alpha!r} debiases a normalised q, but the 'neg' estimator "
+                         "(UMAP's negative sampling) has no normaliser: q is a Bernoulli "
+                         "probability there. Use q_alpha=0, or estimator='per_anchor' or "
+                         "'global'.")
+    if q_alpha > 0 and estimator == "fft":
+        raise ValueError(f"q_alpha={q_alpha!r} is not implemented for the 'fft' estimator (the "
+                         "grid would need the debiased weights of every pair); use "
+                         "estimator='global' (sampled negatives, the same joint q), e.g. "
+                         "ICon(p='perplexity', q='student', estimator='global', "
+                         "q_alpha=...), or TSNE in 3-D and above.")
 
 
 def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
@@ -422,7 +474,7 @@ def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, gra
 
 
 def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
-               negative_sample_rate: float = 5.0) -> torch.Tensor:
+               negative_sample_rate: float = 5.0, q_alpha: float = 0.0) -> torch.Tensor:
     """The objective by brute force on dense (N, N) matrices (float64; small N only).
 
     Differentiable in ``y`` (a torch tensor). For ``"neg"`` the attraction is
@@ -442,6 +494,11 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
         or UMAP's binary cross-entropy.
     negative_sample_rate : float, default=5.0
         The repulsion's weight of ``"neg"``.
+    q_alpha : float in [0, 1), default=0.0
+        The debiasing of ``q``: ``q~ = (1 - q_alpha) q + q_alpha U`` with ``U`` uniform on the
+        N - 1 other points of the anchor (``"per_anchor"``) or on the ``N (N - 1)`` pairs
+        (``"global"``, ``"fft"``); the loss is ``sum p~ log p~ - sum p~ log q~`` (the global
+        one on ``p~ / M``, times ``M``). Not with ``"neg"``.
 
     Returns
     -------
@@ -458,6 +515,7 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
     >>> bool(abs(loss / model.target_.row_mass.sum() - model.kl_divergence_) < 1e-3)
     True
     """
+    check_q_alpha(q_alpha, "global" if estimator == "fft" else estimator)
     y = torch.as_tensor(y, dtype=torch.float64)
     n = y.shape[0]
     p = torch.as_tensor(target.graph.toarray(), dtype=torch.float64)
@@ -486,9 +544,15 @@ def exact_loss(target: Target, kernel: Kernel, y, estimator: str = "per_anchor",
     ent = (p_t[p_t > 0] * torch.log(p_t[p_t > 0])).sum()
     if estimator == "per_anchor":
         log_z = torch.logsumexp(log_k.masked_fill(~off, -torch.inf), dim=1)
+        if q_alpha > 0:  # q~(j|i) = (1 - a_q) k_ij / Z_i + a_q / (N - 1)
+            q_t = (1 - q_alpha) * torch.exp(log_k - log_z[:, None]) + q_alpha / (n - 1)
+            return ent - (p_t * torch.log(q_t))[off].sum()
         return ent + cross + (mass * log_z).sum()
     if estimator in ("global", "fft"):
         total = mass.sum()
         log_z = torch.logsumexp(log_k[off], dim=0)
+        if q_alpha > 0:  # q~_ij = (1 - a_q) k_ij / Z + a_q / (N (N - 1))
+            q_t = (1 - q_alpha) * torch.exp(log_k - log_z) + q_alpha / (n * (n - 1))
+            return ent - (p_t * torch.log(q_t))[off].sum() - total * torch.log(total)
         return ent + cross + total * log_z - total * torch.log(total)
     raise ValueError(f"unknown estimator {estimator!r}.")

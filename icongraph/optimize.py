@@ -21,6 +21,7 @@ from ._torch_engine import (
     edge_forces_torch,
     label_forces_torch,
     sampled_gradient_torch,
+    sampled_gradient_torch_q,
     torch_arrays,
 )
 from ._transform_engine import (
@@ -369,6 +370,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         grad_np = np.zeros_like(y_np)
         grad_t = torch.from_numpy(grad_np)
         zsums = [np.ones(n, np.float32), np.ones(n, np.float32)]  # written / read alternately
+        s_bufs = [np.zeros(n, np.float32), np.zeros(n, np.float32)]  # the same, S (q_alpha)
         loss_rows = np.zeros(n, np.float32)
         dof_rows = np.zeros(n if learn_dof else 0, np.float32)
     else:
@@ -376,13 +378,30 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         zsums = [torch.ones(n, device=device, dtype=y.dtype)]
         dof_rows = torch.zeros(n, device=device, dtype=y.dtype) if learn_dof else None
 
+    debias_q = objective.q_alpha > 0 and not interpolated
+    # the debiasing of q's lagged state: S of the previous evaluation, the global Z / (N (N-1))
+    q_state = {"s_prev": (np.array(objective.row_mass) if use_numba else torch.as_tensor(
+        objective.row_mass, device=device, dtype=y.dtype)), "level": 1.0, "s_new": None}
+
     def evaluate(epoch: int, exag: float, z_prev, g_scale: float, with_loss: bool):
         """``(grad, zsum, loss)``: ``loss`` is None unless ``with_loss``."""
         seed_e = epoch_seed(seed, epoch)
         if interpolated:
             grad, loss = _interpolated(exag, seed_e, with_loss)
             return grad, None, loss
-        if use_numba:
+        if debias_q and use_numba:
+            zsum, s_new = zsums[epoch % 2], s_bufs[epoch % 2]
+            cpu.sampled_gradient_q(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
+                                   q_state["s_prev"], float(q_state["level"]), float(g_scale),
+                                   with_loss, grad_np, zsum, s_new, loss_rows, dof_rows)
+            grad, rows = grad_t, loss_rows
+            q_state["s_new"] = s_new
+        elif debias_q:
+            with torch.no_grad():
+                grad, zsum, q_state["s_new"], rows = sampled_gradient_torch_q(
+                    objective, arrays, y, seed_e, epoch, exag, z_prev, q_state["s_prev"],
+                    q_state["level"], g_scale, with_loss, dof_rows)
+        elif use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
                                  float(g_scale), with_loss, grad_np, zsum, loss_rows, dof_rows)
@@ -420,6 +439,13 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     grid_cache: dict = {}  # the interpolation grid and its kernel transforms, across epochs
     if interpolated:
         z_prev, g_scale = None, 0.0
+    elif debias_q:  # a first evaluation for Z, a second for S with that Z (both lag one epoch)
+        z_prev = evaluate(-2, 1.0, zsums[-1], 1.0, False)[1]
+        q_state["s_prev"], q_state["level"], g_scale = objective.q_state(
+            z_prev, q_state["s_prev"])
+        z_prev = evaluate(-1, 1.0, z_prev, g_scale, False)[1]
+        q_state["s_prev"], q_state["level"], g_scale = objective.q_state(z_prev,
+                                                                         q_state["s_new"])
     else:  # one evaluation to seed the normaliser estimates (they lag one epoch)
         z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
 
@@ -433,7 +459,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         nonlocal z_prev, g_scale
         exag = exaggeration if epoch < exaggeration_epochs else 1.0
         grad, z_new, loss = evaluate(epoch, exag, z_prev, g_scale, with_loss)
-        if not interpolated:
+        if debias_q:
+            z_prev = z_new
+            q_state["s_prev"], q_state["level"], g_scale = objective.q_state(z_new,
+                                                                             q_state["s_new"])
+        elif not interpolated:
             z_prev, g_scale = objective.normaliser_state(z_new)
         lr = lr_at(epoch) * lr_factor(schedule, epoch, n_epochs)
         learned = learner.step(y, grad, lr) if learner is not None else None

@@ -18,13 +18,16 @@ def small():
     return digits_subset(300)
 
 
-@pytest.mark.parametrize("alpha, q_alpha", [(0.0, 0.0), (0.2, 0.2)])
-def test_icon_cluster_equals_clustering_with_the_same_p(small, alpha, q_alpha):
+@pytest.mark.parametrize("alpha, q_alpha, as_param", [(0.0, 0.0, False), (0.2, 0.2, False),
+                                                      (0.2, 0.2, True)])
+def test_icon_cluster_equals_clustering_with_the_same_p(small, alpha, q_alpha, as_param):
     """Uniform 15-NN ``p``: ``ICon(q="cluster")`` is ``Clustering(method="infonce")``, to the
-    bit (the same graph, seed, sampler and training loop)."""
+    bit (the same graph, seed, sampler and training loop); ``q_alpha`` the parameter is
+    ``q_params={"q_alpha": ...}``."""
     X, _ = small
-    icon = icongraph.ICon(p="knn", q="cluster", n_components=10, alpha=alpha,
-                          q_params={"q_alpha": q_alpha}, **FAST).fit(X)
+    given = {"q_alpha": q_alpha} if as_param else {"q_params": {"q_alpha": q_alpha}}
+    icon = icongraph.ICon(p="knn", q="cluster", n_components=10, alpha=alpha, **given,
+                          **FAST).fit(X)
     ref = Clustering(method="infonce", n_clusters=10, alpha=alpha, q_alpha=q_alpha,
                      **FAST).fit(X)
     np.testing.assert_array_equal(icon.probabilities_, ref.probabilities_)
@@ -67,6 +70,8 @@ def test_predict_is_only_on_the_cluster_kernel():
     ({"optimizer": "gains"}, r"trains the assignments with Adam; got optimizer='gains'"),
     ({"q_params": {"dof": 2}}, r"q_params=\{'dof': 2\} do not fit q='cluster'"),
     ({"q_params": {"q_alpha": 1.0}}, r"q_alpha must be a number in \[0, 1\); got 1.0"),
+    ({"q_params": {"q_alpha": 0.2}, "q_alpha": 0.2}, r"q_alpha is given twice"),
+    ({"q": ClusterKernel(1.0, 0.1), "q_alpha": 0.2}, r"carries its own q_alpha"),
     ({"q_params": {"temperature": 0}}, r"temperature must be a number in \(0, inf\); got 0"),
     ({"n_components": 301}, r"n_clusters=301 exceeds the 300 points"),
 ])
@@ -92,3 +97,27 @@ def test_the_embedding_kernels_keep_their_estimator_default(no_work):
     assert estimator == "neg"
     with pytest.raises(ValueError, match="unknown kernel 'clusters'"):
         icongraph.ICon(q="clusters").fit(np.zeros((5, 2)))
+
+
+def test_q_alpha_on_the_embeddings(small):
+    """``q_alpha`` debiases q in the KL embeddings: the parameter and ``q_params`` are the same
+    fit, ``kl_divergence_`` is the exact debiased objective, and q_alpha=0 is the plain fit."""
+    import torch
+
+    from icongraph.objective import exact_loss
+
+    X, _ = small
+    common = {"p": "perplexity", "q": "student", "estimator": "per_anchor", "n_jobs": 1, **FAST}
+    by_param = icongraph.ICon(q_alpha=0.2, **common).fit(X)
+    by_q_params = icongraph.ICon(q_params={"q_alpha": 0.2}, **common).fit(X)
+    np.testing.assert_array_equal(by_param.embedding_, by_q_params.embedding_)
+    plain = icongraph.ICon(**common).fit(X)
+    assert np.isfinite(by_param.embedding_).all() and np.isfinite(by_param.loss_)
+    assert not np.allclose(plain.embedding_, by_param.embedding_)
+    with torch.no_grad():
+        exact = float(exact_loss(by_param.target_, by_param.kernel_, by_param.embedding_,
+                                 "per_anchor", q_alpha=0.2))
+    assert by_param.kl_divergence_ == pytest.approx(
+        exact / by_param.target_.row_mass.sum(dtype=np.float64), rel=1e-6)
+    # the sampled loss estimate tracks the exact one (both the mass times the KL)
+    assert by_param.loss_ == pytest.approx(exact, rel=0.1)

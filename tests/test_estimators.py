@@ -114,7 +114,15 @@ class _Cauchy(icongraph.kernels.Kernel):
     # scikit-learn's k-means
     lambda jobs: icongraph.Clustering(n_clusters=3, init="random", random_state=0, n_epochs=10,
                                       n_jobs=jobs),
-], ids=["UMAP", "TSNE", "torch-engine", "Clustering"])
+    # the debiasing of q: S_j lagged, each anchor's row written by its own thread
+    lambda jobs: icongraph.SNE(q_alpha=0.3, alpha=0.1, random_state=0, n_epochs=10,
+                               n_jobs=jobs),  # numba, per anchor
+    lambda jobs: icongraph.ICon(p="perplexity", q="student", estimator="global", q_alpha=0.3,
+                                random_state=0, n_epochs=10, n_jobs=jobs),  # numba, global
+    lambda jobs: icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+                                q_alpha=0.3, random_state=0, n_epochs=10, n_jobs=jobs),
+], ids=["UMAP", "TSNE", "torch-engine", "Clustering", "SNE-q_alpha", "global-q_alpha",
+        "torch-q_alpha"])
 def test_same_result_with_one_or_two_threads(slabs_4200, make, monkeypatch):
     """The numba engine is bit-identical on any thread count (each anchor is owned by one
     thread); torch paths agree to summation order."""

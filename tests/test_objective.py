@@ -7,7 +7,12 @@ import torch
 from numba import njit
 
 from icongraph import _cpu_engine as cpu
-from icongraph._torch_engine import hash_negatives, sampled_gradient_torch, torch_arrays
+from icongraph._torch_engine import (
+    hash_negatives,
+    sampled_gradient_torch,
+    sampled_gradient_torch_q,
+    torch_arrays,
+)
 from icongraph.kernels import (
     CosineKernel,
     GaussianKernel,
@@ -17,7 +22,7 @@ from icongraph.kernels import (
 )
 from icongraph.knn import exact_knn
 from icongraph.objective import Objective, exact_loss, matched_negatives
-from icongraph.targets import FuzzyTarget, PerplexityTarget, debias
+from icongraph.targets import FuzzyTarget, PerplexityTarget, debias, with_labels
 
 #: the sphere kernels' formulas hold for any d2 (tests/test_sphere.py tests them on the sphere)
 #: the engines' ``dof_rows`` when the degrees of freedom are not learned
@@ -234,3 +239,128 @@ def test_stepper_matches_torch_optim(kind, momentum):
         opt.step()
         stepper.step(grad, 0.1)
     np.testing.assert_allclose(y.numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+# -- the debiasing of q (q_alpha) --------------------------------------------------------------
+def _q_eval(obj, y, z_prev, s_prev, level, g_scale, seed=7, epoch=0, engine="numba", arrays=None):
+    """One evaluation of the q-debiased engine: ``(grad, zsum, s_rows, loss_rows)``."""
+    n = len(y)
+    if engine == "torch":
+        out = sampled_gradient_torch_q(obj, arrays, torch.tensor(y), seed, epoch, 1.0,
+                                       torch.as_tensor(z_prev, dtype=torch.float32),
+                                       torch.as_tensor(s_prev, dtype=torch.float32), level,
+                                       g_scale, with_loss=True)
+        return tuple(t.numpy() for t in out)
+    grad, zsum, s_rows, rows = (np.zeros_like(y), np.zeros(n, np.float32),
+                                np.zeros(n, np.float32), np.zeros(n, np.float32))
+    cpu.sampled_gradient_q(y, obj.engine, epoch, 1.0, seed, np.asarray(z_prev, np.float32),
+                           np.asarray(s_prev, np.float32), float(level), float(g_scale), True,
+                           grad, zsum, s_rows, rows, NO_DOF)
+    return grad, zsum, s_rows, rows
+
+
+def _q_exact_eval(obj, y, engine):
+    """Exact mode: Z of the current y, then S with that Z, then the gradient (as ``optimize``
+    seeds its lagged estimates)."""
+    arrays = torch_arrays(obj, "cpu", chunk_edges=97) if engine == "torch" else None
+    _, z, _, _ = _q_eval(obj, y, np.ones(len(y)), obj.row_mass, 1.0, 1.0, engine=engine,
+                         arrays=arrays)
+    s_prev, level, g_scale = obj.q_state(z, obj.row_mass)
+    _, z, s, _ = _q_eval(obj, y, z, s_prev, level, g_scale, engine=engine, arrays=arrays)
+    s_prev, level, g_scale = obj.q_state(z, s)
+    return _q_eval(obj, y, z, s_prev, level, g_scale, engine=engine, arrays=arrays)
+
+
+@pytest.mark.parametrize("engine", ["numba", "torch"])
+@pytest.mark.parametrize("kernel", [GaussianKernel(1.3), StudentKernel(1.0), StudentKernel(2.5)],
+                         ids=lambda k: f"{k.name}{k.params[0]:.1f}")
+@pytest.mark.parametrize("estimator", ["per_anchor", "global"])
+@pytest.mark.parametrize("alpha, labelled", [(0.0, False), (0.3, False), (0.2, True)])
+def test_q_alpha_gradient_and_loss_match_dense_autograd(blobs, engine, kernel, estimator,
+                                                         alpha, labelled):
+    """With q~ = (1 - a_q) q + a_q U the engines' exact-mode gradient is the autograd gradient
+    of the dense -sum p~ log q~ (debiased p, labels' same-class part), and their loss its
+    value."""
+    spec = PerplexityTarget(10, symmetric=estimator == "global")
+    target, y = _problem(blobs, spec, alpha)
+    if labelled:
+        target = with_labels(target, np.repeat(np.arange(3), 30) * (np.arange(90) % 4 > 0)
+                             - (np.arange(90) % 4 == 0), 0.5)
+    obj = Objective(target, kernel, estimator, n_negatives=0, q_alpha=0.3)
+    grad, zsum, _, rows = _q_exact_eval(obj, y, engine)
+    sparse_loss = obj.constant() + rows.astype(np.float64).sum() + obj.normaliser_terms(zsum)
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    dense = exact_loss(target, kernel, yt, estimator, q_alpha=0.3)
+    dense.backward()
+    if not labelled:  # the same-class partners are sampled: only the gradient's expectation
+        assert sparse_loss == pytest.approx(dense.item(), rel=1e-4)
+        np.testing.assert_allclose(grad, yt.grad.numpy(), rtol=2e-3,
+                                   atol=2e-4 * np.abs(grad).max())
+    plain = exact_loss(target, kernel, torch.tensor(y, dtype=torch.float64), estimator)
+    assert dense.item() != pytest.approx(plain.item(), rel=1e-3)  # q_alpha changes the loss
+
+
+@pytest.mark.parametrize("estimator", ["per_anchor", "global"])
+def test_q_alpha_label_gradient_expectation_is_the_dense_gradient(blobs, estimator):
+    """The same-class partners are drawn: averaged over seeds the gradient with q_alpha is
+    the dense one (the label part included)."""
+    spec = PerplexityTarget(10, symmetric=estimator == "global")
+    target, y = _problem(blobs, spec, 0.2)
+    labels = np.repeat(np.arange(3), 30)
+    labels[::4] = -1
+    target = with_labels(target, labels, 0.5)
+    obj = Objective(target, StudentKernel(1.0), estimator, n_negatives=0, n_label_partners=5,
+                    q_alpha=0.3)
+    _, z, _, _ = _q_eval(obj, y, np.ones(len(y)), obj.row_mass, 1.0, 1.0)
+    s_prev, level, g_scale = obj.q_state(z, obj.row_mass)
+    _, z, s, _ = _q_eval(obj, y, z, s_prev, level, g_scale)
+    grads = []
+    for seed in range(300):  # S_i is a sum over sampled partners: average it too
+        _, _, s, _ = _q_eval(obj, y, z, s_prev, level, g_scale, seed=seed)
+        grads.append(s)
+    s_prev, level, g_scale = obj.q_state(z, np.mean(grads, 0).astype(np.float32))
+    g = np.mean([_q_eval(obj, y, z, s_prev, level, g_scale, seed=seed)[0]
+                 for seed in range(300)], 0)
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    exact_loss(target, StudentKernel(1.0), yt, estimator, q_alpha=0.3).backward()
+    dense = yt.grad.numpy()
+    np.testing.assert_allclose(g, dense, rtol=0.05, atol=0.03 * np.abs(dense).max())
+
+
+@pytest.mark.parametrize("estimator", ["per_anchor", "global"])
+@pytest.mark.parametrize("edge_sampling", [False, True])
+def test_q_alpha_numba_and_torch_engines_agree(blobs, estimator, edge_sampling):
+    """Sampled negatives, labels, alpha, clipping and the edge schedule: the two engines draw
+    the same pairs and give the same gradient, normalisers, S and loss rows."""
+    target, y = _problem(blobs, PerplexityTarget(5), alpha=0.2)
+    labels = np.repeat(np.arange(3), 30)
+    labels[::5] = -1
+    target = with_labels(target, labels, 0.4)
+    obj = Objective(target, StudentKernel(1.0), estimator, n_negatives=6, clip=4.0,
+                    edge_sampling=edge_sampling, q_alpha=0.2)
+    rng = np.random.default_rng(1)
+    z_prev = rng.uniform(5, 10, len(y)).astype(np.float32)
+    s_prev = rng.uniform(0.5, 1.0, len(y)).astype(np.float32)
+    numba = _q_eval(obj, y, z_prev, s_prev, 0.8, 0.37, seed=11, epoch=3)
+    arrays = torch_arrays(obj, "cpu", chunk_edges=97)
+    torch_ = _q_eval(obj, y, z_prev, s_prev, 0.8, 0.37, seed=11, epoch=3, engine="torch",
+                     arrays=arrays)
+    for a, b in zip(numba, torch_):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(a).max()))
+
+
+def test_q_alpha_zero_is_todays_engine_and_bad_values_are_refused(blobs):
+    """q_alpha=0 keeps today's engine (no edge shares, the plain kernel); a bad q_alpha or one
+    the estimator cannot take is a ValueError when the objective is made."""
+    target, _ = _problem(blobs, PerplexityTarget(5))
+    plain = Objective(target, StudentKernel(1.0), "per_anchor")
+    assert plain.q_alpha == 0.0 and plain.edge_share.shape == (0,)
+    for bad in (-0.1, 1.0, True, "0.2", float("nan")):
+        with pytest.raises(ValueError, match=r"q_alpha must be a number in \[0, 1\)"):
+            Objective(target, StudentKernel(1.0), "per_anchor", q_alpha=bad)
+    with pytest.raises(ValueError, match="'neg' estimator .* has no normaliser"):
+        Objective(target, StudentKernel(1.0), "neg", q_alpha=0.2)
+    with pytest.raises(ValueError, match="not implemented for the 'fft' estimator"):
+        Objective(target, StudentKernel(1.0), "fft", q_alpha=0.2)
+    with pytest.raises(ValueError, match="has no normaliser"):
+        exact_loss(target, StudentKernel(1.0), np.zeros((90, 2)), "neg", q_alpha=0.2)

@@ -32,6 +32,7 @@ COMMON_BAD = {
     "encoder": ("cnn", r"encoder must be None, one of \('linear', 'mlp'\), a tuple of hidden "
                        r"widths .*; got 'cnn'"),
     "alpha": (1.5, r"alpha must be in \[0, 1\); got 1.5"),
+    "q_alpha": (1.0, r"q_alpha must be in \[0, 1\); got 1.0"),
     "propagation_steps": (0, r"propagation_steps must be an integer in \[1, inf\); got 0"),
     "target_weight": (1.5, r"target_weight must be in \[0, 1\]; got 1.5"),
     "precomputed_knn": ("graph", r"precomputed_knn must be None, a KNN, a tuple "
@@ -205,11 +206,34 @@ def test_verbose_is_a_bool_or_a_level(cls, no_work):
      r"q_params=\{'learn_dof': True\} do not fit q='gaussian'"),
     ({"q": "student", "estimator": "fft", "q_params": {"learn_dof": True}}, 60,
      r"learn_dof needs the gradient of the normaliser .* estimator='global'"),
+    # the debiasing of q: a sampled KL normaliser only, given once
+    ({"q_alpha": 0.2}, 60, r"q_alpha=0.2 debiases a normalised q, but the 'neg' estimator"),
+    ({"q": "student", "estimator": "fft", "q_alpha": 0.2}, 60,
+     r"q_alpha=0.2 is not implemented for the 'fft' estimator"),
+    ({"q": "student", "estimator": "global", "q_params": {"q_alpha": 0.2}, "q_alpha": 0.1}, 60,
+     r"q_alpha is given twice"),
+    ({"q": "student", "estimator": "global", "q_params": {"q_alpha": True}}, 60,
+     r"q_alpha must be a number in \[0, 1\); got True"),
+    ({"q": "gaussian", "estimator": "per_anchor", "q_alpha": True}, 60,
+     r"q_alpha must be in \[0, 1\); got True"),
+    ({"q": "gaussian", "estimator": "per_anchor", "q_alpha": -0.1}, 60,
+     r"q_alpha must be in \[0, 1\); got -0.1"),
 ])
 def test_bad_combinations_are_refused_before_any_work(params, n, match, no_work):
     X = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     with pytest.raises(ValueError, match=match):
         icongraph.ICon(**params).fit(X)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: icongraph.UMAP(q_alpha=0.2), r"'neg' estimator \(UMAP's negative sampling\) has "
+                                          r"no normaliser"),
+    (lambda: icongraph.TSNE(q_alpha=0.2), r"not implemented for the 'fft' estimator"),
+])
+def test_q_alpha_where_it_cannot_apply_is_refused_before_any_work(make, match, no_work):
+    X = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        make().fit(X)
 
 
 def test_min_dist_above_spread_is_refused_before_any_work(no_work):
