@@ -133,6 +133,20 @@ class Group:
         return out.view(self.world, *local.shape)
 
 
+    def check_same(self, what: str, values) -> None:
+        """Raise ``ValueError`` unless every rank passes the same ``values`` (integers or
+        floats): a fit in a group is collective, every rank calling it with the same data and
+        parameters. Nothing to check in a single process."""
+        if not self.active:
+            return
+        local = torch.as_tensor(np.asarray(values, np.float64).ravel())
+        every = self.stack(local).cpu()
+        if not bool((every == every[0]).all()):
+            raise ValueError(f"the ranks of the process group disagree on {what}: "
+                             f"{every.tolist()}; every rank must fit the same data with the "
+                             "same parameters.")
+
+
 SINGLE = Group()
 
 
@@ -150,7 +164,8 @@ def _collective(fn, *args) -> None:
     except (RuntimeError, ValueError) as err:  # gloo and NCCL raise RuntimeError subclasses
         raise DistributedError(
             f"a torch.distributed collective ({fn.__name__}) failed: another rank probably "
-            f"died or stopped answering within the group's timeout ({err})") from err
+            f"died or stopped answering within the group's timeout, or the ranks are not "
+            f"running the same fit ({err})") from err
 
 
 def current() -> Group:

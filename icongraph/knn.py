@@ -396,6 +396,7 @@ def sharded_knn(X, k: int, metric: str, group, *, method: str = "exact", device=
     """
     n = X.shape[0]
     check_n_neighbors(k, n)
+    group.check_same("the kNN search's (N, D, k)", (n, X.shape[1], k))
     lo, hi = group.bounds(n)
     if method == "exact":
         kk = min(k + 1, n)
@@ -652,6 +653,9 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
 
     ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES` points,
     or on CUDA where the blocked search is fast at any size).
+
+    Inside an initialised torch.distributed group every rank calls this with the whole ``X``
+    and the search is split between them (:func:`sharded_knn`; rank 0 writes the cache).
 
     With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
     and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later

@@ -334,6 +334,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     Each callback is called as ``cb(epoch, loss, embedding)`` after every epoch (``loss`` is the
     latest estimate, refreshed every ``loss_every`` epochs; ``embedding`` a torch tensor view
     that must not be modified); returning ``True`` stops the optimisation early.
+
+    Inside an initialised torch.distributed group (:mod:`icongraph.distributed`) every rank
+    calls this with the same arguments: each computes its shard's gradient rows, they are
+    all-gathered once per evaluation, and every rank takes the same step, returning the same
+    embedding as one process.
     """
     check_optimizer_params(n_epochs=n_epochs, learning_rate=learning_rate, momentum=momentum,
                            optimizer=optimizer, schedule=schedule, max_step=max_step,
@@ -369,6 +374,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     # the loss and dof rows), all-gathered once per evaluation; the step then runs on the
     # whole embedding on every rank, so all ranks hold the same y (icongraph.distributed)
     group = distributed.current()
+    group.check_same("(N, d, n_epochs, seed, learning_rate, edges)",
+                     (n, y.shape[1], n_epochs, seed, learning_rate, len(objective.indices)))
     lo, hi = group.bounds(n)
     if use_numba:
         y_np = y.numpy()

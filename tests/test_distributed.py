@@ -50,6 +50,14 @@ def _worker(rank: int, world: int, port: int, task: str, n: int, out: str) -> No
                 message = str(err)
             np.savez(f"{out}-{rank}.npz", message=np.array(message))
             return
+        if task == "mismatch":  # the ranks fit different data: a clear error, no hang
+            try:
+                icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=10).fit(X[:n - rank])
+                message = "no error"
+            except ValueError as err:
+                message = str(err)
+            np.savez(f"{out}-{rank}.npz", message=np.array(message))
+            return
         if task == "fit":
             assert distributed.current().world == world
             result = {}
@@ -165,6 +173,14 @@ def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
         message = str(data["message"])
     assert "another rank probably died" in message
     assert time.monotonic() - start < TIMEOUT + 30
+
+
+def test_ranks_fitting_different_data_are_refused(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), "mismatch", 300, str(tmp_path / "m")), nprocs=2,
+             join=True)
+    for rank in range(2):
+        with np.load(tmp_path / f"m-{rank}.npz") as data:
+            assert "disagree" in str(data["message"])
 
 
 def test_torchrun_cli_writes_the_single_process_embedding(tmp_path):
