@@ -620,7 +620,8 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k):
+def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k,
+                  lo=0, hi=-1):
     """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),
     with ``s = -dk/dd2`` and ``r = -d log k / dd2``: ``force_s[i] = sum_j s_ij (y_i - y_j)``,
     ``row_z[i] = sum_{j != i} k_ij`` and, when ``with_alpha``, ``force_r[i] = sum_j r_ij
@@ -638,16 +639,20 @@ def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, for
         Whether to fill ``force_r`` and ``force_rm``, and ``log_k``.
     force_s, row_z, force_r, force_rm, log_k : np.ndarray
         (N, d), (N,), (N, d), (N, d), (N,) float32 outputs, overwritten where filled.
+    lo, hi : int
+        Only the points ``lo <= i < hi`` are filled (a rank's shard,
+        :mod:`icongraph.distributed`; ``hi < 0``: up to N); each still sums over every ``j``.
     """
     code, p0, p1, row_mass = arrays.code, arrays.p0, arrays.p1, arrays.row_mass
     dim, n = yt.shape
     a = np.float32(p0)
     b = np.float32(p1)
-    for block in prange((n + BLOCK - 1) // BLOCK):
+    stop = n if hi < 0 else hi
+    for block in prange((stop - lo + BLOCK - 1) // BLOCK):
         d2 = np.empty(n, np.float32)
         k = np.empty(n, np.float32)
         g = np.empty(n, np.float32)
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+        for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             d2[:] = 0.0
             for c in range(dim):
                 y_ic = yt[c, i]

@@ -24,8 +24,11 @@ empty, so N need not divide by W), and:
   stay equal on every rank without exchanging them, and equal to one process's (bitwise on
   the CPU engine).
 
-Not sharded yet (computed whole on every rank, still correct): the ``"fft"`` estimator's
-all-pair sums, the init, an encoder's forward and backward passes, the clustering.
+The ``"fft"`` estimator's exact all-pair sums (up to
+:data:`~icongraph.objective.EXACT_PAIRS_MAX_SAMPLES` points) are sharded the same way, one
+more all-gather of their rows per epoch. Not sharded yet (computed whole on every rank, still
+correct): the grid-interpolated sums above that size, the init, an encoder's forward and
+backward passes, the clustering.
 
 The collectives are torch.distributed's own (``all_gather_single``, formerly
 ``all_gather_into_tensor``), on tensors of the group's device (CUDA for NCCL, the CPU for

@@ -97,15 +97,20 @@ class _Cauchy(icongraph.kernels.Kernel):
 
         return -torch.log1p(d2 / 2.0)
 
+    def slope_torch(self, d2):
+        return -1.0 / (2.0 + d2)
+
 
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
-    the all-pair sums), and the per-anchor estimator on the torch engine."""
+    all-pair sums), and the per-anchor and exact all-pairs estimators on the torch engine."""
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
             "torch": icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
-                                    random_state=0, n_epochs=30, n_jobs=1)}
+                                    random_state=0, n_epochs=30, n_jobs=1),
+            "torch-fft": icongraph.ICon(q=_Cauchy(), estimator="fft", random_state=0,
+                                        n_epochs=30, n_jobs=1)}
 
 
 def test_two_ranks_give_the_single_process_embedding(tmp_path):
