@@ -384,7 +384,7 @@ BLOCK = 512
 # fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
 def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale, with_loss,
-                     grad, zsum, loss_rows, dof_rows):
+                     grad, zsum, loss_rows, dof_rows, lo=0, hi=-1):
     """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, (when
     ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate, and
     (when ``dof_rows`` has N entries) the degrees of freedom's gradient per anchor.
@@ -418,6 +418,12 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
         (N,) float32, overwritten with ``sum_t w_t c_t u(d2_t)`` over the anchor's pairs
         (:func:`dof_ratio`; a NEG negative, which moves its anchor only, counts twice), so
         that ``dL/dnu = 1/4 sum_i dof_rows[i]`` (forces unclipped); or (0,): not computed.
+    lo, hi : int
+        The anchors ``lo <= i < hi`` whose rows are filled (a rank's shard,
+        :mod:`icongraph.distributed`; ``hi < 0``: up to N); the other rows are left as they
+        are.
+        A row depends only on ``y``, ``z_prev`` and the anchor, so shards give the rows of
+        the whole.
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
     learn_dof = dof_rows.shape[0] > 0
@@ -442,7 +448,8 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     # (alpha > 0) the negatives again for the uniform part of the debiased p
     max_degree = np.max(np.diff(indptr)) if n > 0 else 0
     width = max_degree + n_label + (2 if alpha > 0.0 else 1) * m
-    for block in prange((n + BLOCK - 1) // BLOCK):
+    stop = n if hi < 0 else hi
+    for block in prange((stop - lo + BLOCK - 1) // BLOCK):
         part = np.empty(width, np.int64)  # partner j of each pair
         d2 = np.empty(width, np.float32)
         k = np.empty(width, np.float32)
@@ -450,7 +457,7 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
         coef = np.empty(width, np.float32)  # force = wts * clip(coef * (y_i - y_j))
         wts = np.empty(width, np.float32)
         diffs = np.empty((y.shape[1], width), y.dtype)  # y_i - y_j of each pair, per coordinate
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+        for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             n_pos = 0
             for e in range(indptr[i], indptr[i + 1]):
                 if scheduled and not edge_active(edge_rate[e], edge_phase[e], epoch):
@@ -686,7 +693,7 @@ def sampled_gradient_q(y, arrays, epoch, exaggeration, seed, z_prev, s_prev, q_l
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
+def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=0, hi=-1):
     """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
     the stored edges ``e = (i, j)`` of row ``i`` and (``with_loss``) ``loss_rows[i] =
     -1/2 sum_e w_e log k(d2_e)`` (the weights are symmetrised, so each pair counts once in
@@ -709,7 +716,8 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
     with_loss : bool
         Whether to fill ``loss_rows``.
     grad, loss_rows : np.ndarray
-        (N, d), (N,) float32 outputs, overwritten.
+        (N, d), (N,) float32 outputs, overwritten on the rows ``lo <= i < hi`` (``hi < 0``:
+        up to N; a rank's shard, :mod:`icongraph.distributed`).
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
     code, p0, p1 = arrays.code, arrays.p0, arrays.p1
@@ -720,9 +728,10 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
     b = np.float32(p1)
     exag2 = np.float32(2.0 * exaggeration)
     cauchy = code == STUDENT and a == ONE
-    for block in prange((n + BLOCK - 1) // BLOCK):
+    stop = n if hi < 0 else hi
+    for block in prange((stop - lo + BLOCK - 1) // BLOCK):
         force = np.empty(dim, np.float32)
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+        for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             force[:] = 0.0
             loss = 0.0
             # t-SNE's case (Cauchy kernel, 2-D, no loss) unrolled with no branch in the loop:
@@ -771,7 +780,8 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows):
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k):
+def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k,
+                  lo=0, hi=-1):
     """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),
     with ``s = -dk/dd2`` and ``r = -d log k / dd2``: ``force_s[i] = sum_j s_ij (y_i - y_j)``,
     ``row_z[i] = sum_{j != i} k_ij`` and, when ``with_alpha``, ``force_r[i] = sum_j r_ij
@@ -789,16 +799,20 @@ def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, for
         Whether to fill ``force_r`` and ``force_rm``, and ``log_k``.
     force_s, row_z, force_r, force_rm, log_k : np.ndarray
         (N, d), (N,), (N, d), (N, d), (N,) float32 outputs, overwritten where filled.
+    lo, hi : int
+        Only the points ``lo <= i < hi`` are filled (a rank's shard,
+        :mod:`icongraph.distributed`; ``hi < 0``: up to N); each still sums over every ``j``.
     """
     code, p0, p1, row_mass = arrays.code, arrays.p0, arrays.p1, arrays.row_mass
     dim, n = yt.shape
     a = np.float32(p0)
     b = np.float32(p1)
-    for block in prange((n + BLOCK - 1) // BLOCK):
+    stop = n if hi < 0 else hi
+    for block in prange((stop - lo + BLOCK - 1) // BLOCK):
         d2 = np.empty(n, np.float32)
         k = np.empty(n, np.float32)
         g = np.empty(n, np.float32)
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+        for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             d2[:] = 0.0
             for c in range(dim):
                 y_ic = yt[c, i]

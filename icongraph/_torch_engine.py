@@ -398,7 +398,8 @@ def _kernel_and_slope(kernel: Kernel, d2: torch.Tensor):
         return log_k.detach().exp(), g
 
 
-def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -> dict:
+def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20,
+                 rows: tuple[int, int] | None = None) -> dict:
     """The objective's arrays on ``device``, with anchor chunks computed once on the host, so
     the loop never syncs to find chunk boundaries.
 
@@ -412,6 +413,9 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
         The dtype of the weights and masses.
     chunk_edges : int
         About how many pairs (edges and negatives) one chunk of anchors holds.
+    rows : (int, int), optional
+        Only the anchors ``lo <= i < hi`` are chunked (a rank's shard,
+        :mod:`icongraph.distributed`): the gradient's other rows stay 0. None: all.
 
     Returns
     -------
@@ -425,12 +429,13 @@ def torch_arrays(obj, device, dtype=torch.float32, chunk_edges: int = 1 << 20) -
     """
     indptr = obj.indptr
     degree = np.diff(indptr)
+    start, end = (0, obj.n) if rows is None else rows
     rows = np.repeat(np.arange(obj.n, dtype=np.int64), degree)
-    chunks, start = [], 0
+    chunks = []
     per_row = max(1, int(degree.mean()) + obj.m + obj.n_label)
     step = max(1, chunk_edges // per_row)
-    while start < obj.n:
-        stop = min(obj.n, start + step)
+    while start < end:
+        stop = min(end, start + step)
         chunks.append((start, stop, int(indptr[start]), int(indptr[stop])))
         start = stop
     dev = torch.device(device)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .clustering import CLUSTER_METHODS
+from .distributed import DistributedError
 from .files import FORMATS, OUTPUT_FORMATS, check_output, read_input, write_atomic, write_result
 from .heads import HEADS
 from .seeding import INITS
@@ -101,12 +102,31 @@ def _verbose(args) -> int:
 
 
 def _embed(args) -> int:
+    """``icongraph embed``; under ``torchrun`` with several ranks every rank joins the process
+    group (:func:`~icongraph.distributed.init_from_env`), fits its shard, and rank 0 alone
+    reports, plots and writes the output."""
+    from . import distributed
+
+    created = distributed.init_from_env(args.device)
+    try:
+        return _embed_in_group(args, distributed.current())
+    finally:
+        if created:
+            distributed.finish()
+
+
+def _embed_in_group(args, group) -> int:
     import icongraph
 
     output, plot = _check_outputs(args, args.n_components)
     data = _read(args, "embed")
     params = {"n_components": args.n_components, "random_state": args.seed,
-              "device": args.device, "verbose": _verbose(args), "metric": args.metric}
+              "device": args.device, "verbose": _verbose(args) if group.rank == 0 else 0,
+              "metric": args.metric}
+    if group.active:
+        from .distributed import local_jobs
+
+        params["n_jobs"] = local_jobs()
     if args.n_epochs is not None:
         params["n_epochs"] = args.n_epochs
     if args.method == "umap":
@@ -116,6 +136,8 @@ def _embed(args) -> int:
     name = METHODS[args.method]
     model = getattr(icongraph, name)(**params)
     Y = model.fit_transform(data.X)
+    if group.rank != 0:  # every rank holds the same embedding; rank 0 writes it
+        return 0
     fig = (None if plot is None
            else _figure(args, Y, data, f"{name} of {Path(args.input).name}", name))
     _write(output, Y, data, plot, fig)
@@ -329,7 +351,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, ImportError, OSError) as err:  # bad input, a missing package, a disk
+    except (ValueError, ImportError, OSError, DistributedError) as err:  # bad input, a
+        # missing package, a disk, another rank that died under torchrun
         print(f"icongraph: error: {err}", file=sys.stderr)
         return 2
 

@@ -17,11 +17,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import distributed
 from .progress import detail, level, progress
 from .validation import check_n_neighbors, choice, path_or_none
 
 __all__ = ["KNN", "KNNIndex", "PairDistances", "exact_knn", "nndescent_knn", "knn_search", "as_knn",
-           "precomputed_knn", "sparse_knn_lists", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES"]
+           "precomputed_knn", "sparse_knn_lists", "EXACT_MAX_SAMPLES", "data_fingerprint", "KNN_RULES",
+           "sharded_knn", "shard_candidates", "merge_candidates"]
 
 METRICS = ("euclidean", "cosine")
 KNN_METHODS = ("auto", "exact", "nndescent")
@@ -374,6 +376,98 @@ def _drop_self(idx: np.ndarray, dist: np.ndarray, metric: str) -> KNN:
     return KNN(idx, dist, metric)
 
 
+def sharded_knn(X, k: int, metric: str, group, *, method: str = "exact", device=None,
+                random_state: int | None = None, n_jobs: int = -1,
+                verbose: bool | int = False) -> KNN:
+    """The kNN graph of ``X`` (N, D) searched by the ranks of ``group``
+    (:class:`~icongraph.distributed.Group`), every rank given the whole ``X``; every rank
+    returns the whole graph.
+
+    * ``"exact"``: each rank searches the neighbours of its own rows
+      (:meth:`~icongraph.distributed.Group.bounds`) among all rows (:func:`exact_knn` with
+      ``queries``, ``k + 1`` found and the point itself dropped), and the rows are
+      all-gathered: the same graph as one process's (a query's result does not depend on the
+      other queries).
+    * ``"nndescent"``: each rank indexes its shard of rows with pynndescent (the exact search
+      for a shard of at most ``k + 1`` rows) and queries every row of ``X`` against it; the
+      ``k + 1`` candidates per row and shard are all-gathered, and each row keeps the ``k``
+      nearest other points among them (ties to the lower index). Queries cost N per rank
+      and the candidates ``W N (k + 1)`` ints and floats on every rank: simple, not minimal.
+    """
+    n = X.shape[0]
+    check_n_neighbors(k, n)
+    group.check_same("the kNN search's (N, D, k)", (n, X.shape[1], k))
+    lo, hi = group.bounds(n)
+    if method == "exact":
+        kk = min(k + 1, n)
+        part = exact_knn(X, kk, metric, queries=X[lo:hi], device=device, verbose=verbose)
+        own = _drop_self_rows(part.indices, part.distances, np.arange(lo, hi), k)
+        # indices and distances in one collective: the int32 bits travel as float32
+        packed = np.stack([own[0].view(np.float32), own[1]], axis=2)  # (hi - lo, k, 2)
+        full = group.gather_rows(torch.from_numpy(packed), n).cpu().numpy()
+        return KNN(np.ascontiguousarray(full[:, :, 0]).view(np.int32),
+                   np.ascontiguousarray(full[:, :, 1]), metric)
+    candidates = shard_candidates(X, k, metric, lo, hi, device=device,
+                                  random_state=random_state, n_jobs=n_jobs)
+    every = group.stack(torch.from_numpy(candidates)).cpu().numpy()  # (W, N, k + 1, 2)
+    return merge_candidates(list(every), metric)
+
+
+def shard_candidates(X, k: int, metric: str, lo: int, hi: int, *, device=None,
+                     random_state: int | None = None, n_jobs: int = -1) -> np.ndarray:
+    """One rank's part of :func:`sharded_knn`'s pynndescent search: the ``k + 1`` nearest
+    rows of ``X[lo:hi]`` to every row of ``X`` (N, D), by a pynndescent index of the shard
+    (the exact search for a shard of at most ``k + 1`` rows; missing ones index -1 at
+    distance inf), packed as (N, k + 1, 2) float32: the global indices' int32 bits, then the
+    distances (one collective carries both)."""
+    n, kk = X.shape[0], k + 1
+    indices = np.full((n, kk), -1, np.int32)
+    distances = np.full((n, kk), np.inf, np.float32)
+    size = hi - lo
+    if size > kk:
+        from pynndescent import NNDescent
+
+        n_trees, n_iters = nndescent_schedule(size)
+        shard = X[lo:hi] if sp.issparse(X) else np.ascontiguousarray(X[lo:hi])
+        index = NNDescent(shard, n_neighbors=kk, metric=metric,
+                          random_state=random_state, n_trees=n_trees, n_iters=n_iters,
+                          max_candidates=60, low_memory=True, n_jobs=n_jobs, compressed=False)
+        idx, dist = index.query(X, k=kk)
+        indices[:], distances[:] = idx + lo, dist
+    elif size > 0:
+        part = exact_knn(X[lo:hi], size, metric, queries=X, device=device)
+        indices[:, :size], distances[:, :size] = part.indices + lo, part.distances
+    return np.stack([indices.view(np.float32), distances], axis=2)
+
+
+def merge_candidates(candidates: list[np.ndarray], metric: str) -> KNN:
+    """The kNN graph from every shard's :func:`shard_candidates` (each (N, k + 1, 2)): per
+    row the ``k`` nearest candidates other than the point itself, ties to the lower index."""
+    n, kk = candidates[0].shape[:2]
+    k = kk - 1
+    both = np.concatenate(candidates, axis=1)  # (N, W (k + 1), 2)
+    cand_idx = np.ascontiguousarray(both[..., 0]).view(np.int32)
+    cand_dist = np.where((cand_idx < 0) | (cand_idx == np.arange(n)[:, None]), np.inf,
+                         both[..., 1])
+    order = np.lexsort((cand_idx, cand_dist), axis=1)[:, :k]
+    idx = np.take_along_axis(cand_idx, order, 1)
+    dist = np.take_along_axis(cand_dist, order, 1)
+    if (idx < 0).any() or np.isinf(dist).any():
+        raise ValueError("the sharded kNN search found fewer than k neighbours for some "
+                         "points; the data may have too few distinct points for n_neighbors.")
+    return KNN(idx.astype(np.int32), dist.astype(np.float32), metric)
+
+
+def _drop_self_rows(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From (M, k+1) neighbour lists of the points ``rows`` (which may list the point itself),
+    keep ``k`` others per row: the self entry dropped, or else the farthest."""
+    is_self = idx == rows[:, None]
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return (np.take_along_axis(idx, order, 1).astype(np.int32),
+            np.take_along_axis(dist, order, 1).astype(np.float32))
+
+
 def sparse_knn_lists(distances, n_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour lists from a sparse kNN-distance matrix: scanpy's ``obsp['distances']``
     (``n_neighbors - 1`` entries per row, the point itself left out) or scikit-learn's
@@ -560,6 +654,9 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     ``method`` 'exact', 'nndescent' or 'auto' (exact below :data:`EXACT_MAX_SAMPLES` points,
     or on CUDA where the blocked search is fast at any size).
 
+    Inside an initialised torch.distributed group every rank calls this with the whole ``X``
+    and the search is split between them (:func:`sharded_knn`; rank 0 writes the cache).
+
     With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
     and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later
     search for the same or a smaller ``k`` on the same data loads it instead, so trying several
@@ -621,11 +718,16 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
                     return KNN(data["indices"], data["distances"], metric).truncate(k)
         knn = knn_search(X, k, metric, method=resolved, device=device,
                          random_state=random_state, n_jobs=n_jobs, verbose=verbose)
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
+        if distributed.current().rank == 0:  # in a process group every rank has the graph
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
         return knn
     method = _resolve_method(method, X, device)
     detail(verbose, "%s search of %d points, k=%d", method, n, k)
+    group = distributed.current()
+    if group.active and method in ("exact", "nndescent"):
+        return sharded_knn(X, k, metric, group, method=method, device=device,
+                           random_state=random_state, n_jobs=n_jobs, verbose=verbose)
     if method == "exact":
         return exact_knn(X, k, metric, device=device, verbose=verbose)
     if method == "nndescent":

@@ -43,6 +43,7 @@ import scipy.sparse as sp
 import torch
 
 from . import _cpu_engine as cpu
+from . import distributed
 from .kernels import Kernel
 from .targets import Target
 
@@ -403,11 +404,15 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
 
     Up to :data:`EXACT_PAIRS_MAX_SAMPLES` points they are exact (the numba engine on CPU,
     blocked torch elsewhere); above, from grid interpolation (:func:`_grid_sums`, 1-D and 2-D).
+    In a process group (:mod:`icongraph.distributed`) each rank sums the rows of its shard
+    and they are all-gathered (the grid's sums are computed whole on every rank).
     """
     n = y.shape[0]
     if n > EXACT_PAIRS_MAX_SAMPLES:
         return _grid_sums(obj, y, with_log, cache)
     alpha = obj.alpha > 0
+    group = distributed.current()
+    lo, hi = group.bounds(n)
     if y.device.type == "cpu" and obj.kernel.code >= 0:
         y32 = y.detach().float().numpy()
         out = {"force_s": np.zeros_like(y32), "row_z": np.zeros(n, np.float32),
@@ -415,15 +420,19 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
                "log_k": np.zeros(n, np.float32)}
         cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.engine, alpha, with_log,
                           out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
-                          out["log_k"])
+                          out["log_k"], lo, hi)
+        filled = ["force_s", "row_z"] + (["force_r", "force_rm"] if alpha else []) \
+            + (["log_k"] if with_log else [])
+        group.gather_numpy_rows([out[key] for key in filled], lo, hi)
         return {key: torch.from_numpy(value).double() for key, value in out.items()}
     kernel = obj.kernel
     yd = y.detach().double()
     mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
     sums = {key: [] for key in ("force_s", "row_z", "force_r", "force_rm", "log_k")}
     block = max(1, (1 << 22) // max(n, 1))
-    for start in range(0, n, block):
-        diff = yd[start:start + block, None, :] - yd[None, :, :]  # (B, N, d)
+    for start in range(lo, hi, block):
+        stop = min(start + block, hi)
+        diff = yd[start:stop, None, :] - yd[None, :, :]  # (B, N, d)
         d2 = (diff * diff).sum(-1)
         log_k = kernel.log_k_torch(d2)
         g = kernel.slope_torch(d2)
@@ -435,7 +444,22 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
             sums["force_rm"].append(((-g * mass)[..., None] * diff).sum(1))
         if with_log:
             sums["log_k"].append(log_k.sum(1))
-    return {key: torch.cat(parts) for key, parts in sums.items() if parts}
+    keys = ["force_s", "row_z"] + (["force_r", "force_rm"] if alpha else []) \
+        + (["log_k"] if with_log else [])
+    shapes = {"force_s": (0, yd.shape[1]), "row_z": (0,), "force_r": (0, yd.shape[1]),
+              "force_rm": (0, yd.shape[1]), "log_k": (0,)}  # an empty shard's
+    sums = {key: torch.cat(sums[key]) if sums[key] else yd.new_zeros(shapes[key])
+            for key in keys}
+    if group.active:  # one collective of the shard's rows, packed side by side
+        cols = [v.reshape(v.shape[0], -1) for v in sums.values()]
+        full = group.gather_rows(torch.cat(cols, 1), n).to(y.device)
+        at, out = 0, {}
+        for (key, value), col in zip(sums.items(), cols):
+            part = full[:, at:at + col.shape[1]]
+            out[key] = part[:, 0].contiguous() if value.dim() == 1 else part.contiguous()
+            at += col.shape[1]
+        sums = out
+    return sums
 
 
 def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, grad,

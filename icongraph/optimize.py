@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
+from . import distributed
 from ._torch_engine import (
     edge_forces_torch,
     label_forces_torch,
@@ -334,6 +335,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     Each callback is called as ``cb(epoch, loss, embedding)`` after every epoch (``loss`` is the
     latest estimate, refreshed every ``loss_every`` epochs; ``embedding`` a torch tensor view
     that must not be modified); returning ``True`` stops the optimisation early.
+
+    Inside an initialised torch.distributed group (:mod:`icongraph.distributed`) every rank
+    calls this with the same arguments: each computes its shard's gradient rows, they are
+    all-gathered once per evaluation, and every rank takes the same step, returning the same
+    embedding as one process.
     """
     check_optimizer_params(n_epochs=n_epochs, learning_rate=learning_rate, momentum=momentum,
                            optimizer=optimizer, schedule=schedule, max_step=max_step,
@@ -365,6 +371,13 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         stepper = Stepper(y, optimizer, momentum, max_step=max_step)
     else:
         stepper = EncoderStepper(*encoder, y, optimizer, momentum, sphere)
+    # in a process group each rank computes its shard's rows of the gradient (and of zsum,
+    # the loss and dof rows), all-gathered once per evaluation; the step then runs on the
+    # whole embedding on every rank, so all ranks hold the same y (icongraph.distributed)
+    group = distributed.current()
+    group.check_same("(N, d, n_epochs, seed, learning_rate, edges)",
+                     (n, y.shape[1], n_epochs, seed, learning_rate, len(objective.indices)))
+    lo, hi = group.bounds(n)
     if use_numba:
         y_np = y.numpy()
         grad_np = np.zeros_like(y_np)
@@ -374,7 +387,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         loss_rows = np.zeros(n, np.float32)
         dof_rows = np.zeros(n if learn_dof else 0, np.float32)
     else:
-        arrays = torch_arrays(objective, device)
+        arrays = torch_arrays(objective, device, rows=(lo, hi))
         zsums = [torch.ones(n, device=device, dtype=y.dtype)]
         dof_rows = torch.zeros(n, device=device, dtype=y.dtype) if learn_dof else None
 
@@ -404,13 +417,19 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         elif use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,
-                                 float(g_scale), with_loss, grad_np, zsum, loss_rows, dof_rows)
+                                 float(g_scale), with_loss, grad_np, zsum, loss_rows, dof_rows,
+                                 lo, hi)
+            group.gather_numpy_rows([grad_np, zsum, loss_rows, dof_rows]
+                                    if learn_dof else [grad_np, zsum, loss_rows], lo, hi)
             grad, rows = grad_t, loss_rows
         else:
             with torch.no_grad():
                 grad, zsum, rows = sampled_gradient_torch(objective, arrays, y, seed_e, epoch,
                                                           exag, z_prev, g_scale, with_loss,
                                                           dof_rows)
+                if group.active:
+                    grad, zsum, rows = _gather_torch(group, n, lo, hi, grad, zsum, rows,
+                                                     dof_rows)
         loss = None
         if with_loss:
             loss = (objective.constant() + float(rows.sum())
@@ -422,7 +441,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         normaliser."""
         if use_numba:
             cpu.edge_gradient(y_np, objective.engine, float(exag), seed_e, with_loss, grad_np,
-                              loss_rows)
+                              loss_rows, lo, hi)
+            group.gather_numpy_rows([grad_np, loss_rows], lo, hi)
             grad, rows = grad_t, torch.from_numpy(loss_rows)
         else:
             grad = torch.zeros_like(y)
@@ -433,7 +453,9 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                                        rows)
                     label_forces_torch(objective, arrays, y, start, stop, seed_e, exag,
                                        with_loss, grad, rows)
-        with torch.no_grad():
+                if group.active:
+                    grad, _, rows = _gather_torch(group, n, lo, hi, grad, None, rows, None)
+        with torch.no_grad():  # over all pairs, on every rank (not sharded yet)
             return all_pairs_gradient(objective, y, exag, grad, rows, with_loss, grid_cache)
 
     grid_cache: dict = {}  # the interpolation grid and its kernel transforms, across epochs
@@ -493,6 +515,27 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                       loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
                       verbose=verbose)
     return y.cpu().numpy(), state.losses
+
+
+def _gather_torch(group, n: int, lo: int, hi: int, grad: torch.Tensor, zsum, rows, dof_rows):
+    """The torch engine's shard rows ``lo:hi`` of ``grad`` (N, d), ``zsum``, ``rows`` and
+    ``dof_rows`` (N,) (each may be None) all-gathered from every rank, packed side by side in
+    one collective on the device: ``(grad, zsum, rows)`` whole; ``dof_rows`` in place."""
+    parts = [grad] + [v[:, None] for v in (zsum, rows, dof_rows) if v is not None]
+    local = torch.cat([p[lo:hi].to(grad.dtype) for p in parts], 1)
+    full = group.gather_rows(local, n).to(grad.device)
+    d = grad.shape[1]
+    grad = full[:, :d].contiguous()
+    at, out = d, []
+    for v in (zsum, rows, dof_rows):
+        if v is None:
+            out.append(None)
+            continue
+        out.append(full[:, at].to(v.dtype).contiguous())
+        at += 1
+    if dof_rows is not None:
+        dof_rows.copy_(out[2])
+    return grad, out[0], out[1]
 
 
 def optimize_new(arrays: cpu.EngineArrays, kernel: Kernel, y0: np.ndarray, reference: np.ndarray,

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "icongraph"
 LAYERS = [
     ("validation", "scaling", "params", "progress", "memory", "datasets", "files"),
     ("runtime",),
+    ("distributed",),
     ("graph",),
     ("pyg",),
     ("kernels",),
@@ -46,6 +47,7 @@ LAYERS = [
     ("bench",),
     ("cli",),
     ("__init__",),
+    ("__main__",),
 ]
 ROW = {name: row for row, names in enumerate(LAYERS) for name in names}
 
