@@ -411,9 +411,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
             q_state["s_new"] = s_new
         elif debias_q:
             with torch.no_grad():
-                grad, zsum, q_state["s_new"], rows = sampled_gradient_torch_q(
+                grad, zsum, s_new, rows = sampled_gradient_torch_q(
                     objective, arrays, y, seed_e, epoch, exag, z_prev, q_state["s_prev"],
                     q_state["level"], g_scale, with_loss, dof_rows)
+                if group.active:  # the chunks cover this rank's shard: every row gathered
+                    grad, zsum, rows = _gather_torch(group, n, lo, hi, grad, zsum, rows,
+                                                     dof_rows)
+                    s_new = group.gather_rows(s_new[lo:hi, None], n)[:, 0].to(grad.device)
+                q_state["s_new"] = s_new
         elif use_numba:
             zsum = zsums[epoch % 2]
             cpu.sampled_gradient(y_np, objective.engine, epoch, float(exag), seed_e, z_prev,

@@ -103,14 +103,18 @@ class _Cauchy(icongraph.kernels.Kernel):
 
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
-    all-pair sums), and the per-anchor and exact all-pairs estimators on the torch engine."""
+    all-pair sums), the per-anchor and exact all-pairs estimators on the torch engine, and the
+    debiasing of q (``q_alpha``) on both engines."""
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
             "torch": icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
                                     random_state=0, n_epochs=30, n_jobs=1),
             "torch-fft": icongraph.ICon(q=_Cauchy(), estimator="fft", random_state=0,
-                                        n_epochs=30, n_jobs=1)}
+                                        n_epochs=30, n_jobs=1),
+            "torch-q": icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+                                      q_alpha=0.2, random_state=0, n_epochs=30, n_jobs=1),
+            "sne-q": icongraph.SNE(q_alpha=0.2, random_state=0, n_jobs=1, n_epochs=30)}
 
 
 def test_two_ranks_give_the_single_process_embedding(tmp_path):
