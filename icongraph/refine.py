@@ -40,6 +40,8 @@ import scipy.sparse as sp
 from numba import njit
 from scipy.sparse.csgraph import connected_components
 
+from .targets import walk_sum
+
 __all__ = ["HardLoss", "local_moving", "refine", "target_edges", "REFINE_MAX_EDGES"]
 
 #: most edges of the explicit target (float64 weights and int32 indices: about 12 bytes each,
@@ -70,14 +72,7 @@ def walk_target(graph: sp.csr_matrix, steps: int, propagation: str = "walk") -> 
     PositiveSampler` samples without alpha: ``(P + ... + P^t) / t`` with ``P`` the
     row-normalised ``graph`` (``'walk'``; a walk back to ``i`` is a pair), or uniform over the
     distinct points within 1..t hops, ``i`` excluded (``'reachable'``; ``i`` itself when none)."""
-    sums = np.asarray(graph.sum(axis=1), dtype=np.float64).ravel()
-    walk = sp.diags(1.0 / np.maximum(sums, np.finfo(np.float64).tiny)) @ graph.astype(np.float64)
-    walk = sp.csr_matrix(walk)
-    power, total = walk, walk
-    for _ in range(steps - 1):
-        power = power @ walk
-        total = total + power
-    total = sp.csr_matrix(total / steps)
+    total = sp.csr_matrix(walk_sum(graph, steps) / steps)
     if propagation == "reachable":
         total.setdiag(0)
         total.eliminate_zeros()

@@ -43,7 +43,7 @@ from .pyg import data_graph, is_data
 
 __all__ = ["Target", "PerplexityTarget", "UniformKNNTarget", "FuzzyTarget", "PrecomputedTarget",
            "TARGETS", "get_target", "perplexity_weights",
-           "fuzzy_weights", "debias", "propagate", "propagation_bytes", "PROPAGATION_BYTES",
+           "fuzzy_weights", "debias", "propagate", "walk_sum", "propagation_bytes", "PROPAGATION_BYTES",
            "with_labels", "LabelClasses", "new_rows", "new_lists"]
 
 
@@ -271,6 +271,21 @@ def propagation_bytes(n_samples: int, degree: float, steps: int) -> float:
     return PROPAGATION_BYTES * n_samples * width
 
 
+def walk_sum(graph: sp.spmatrix, steps: int) -> sp.csr_matrix:
+    """``P + P^2 + ... + P^t`` (N, N) CSR float64 for ``t = steps`` and ``P = D^-1 G`` the
+    row-stochastic walk on ``graph`` ``G`` (a row without mass stays empty): the explicit
+    sparse power that :func:`propagate` and :func:`~icongraph.refine.walk_target` share."""
+    graph = sp.csr_matrix(graph)
+    mass = np.asarray(graph.sum(axis=1), np.float64).ravel()
+    inverse = np.divide(1.0, mass, out=np.zeros_like(mass), where=mass > 0)
+    walk = (sp.diags(inverse) @ graph.astype(np.float64)).tocsr()
+    power, total = walk, walk
+    for _ in range(steps - 1):
+        power = (power @ walk).tocsr()
+        total = total + power
+    return sp.csr_matrix(total)
+
+
 def propagate(target: Target, steps: int) -> Target:
     """Neighbour propagation: ``p`` replaced by the mean of the walks of 1..t steps on it, as
     an explicit sparse matrix power (the embedding engines consume explicit edges).
@@ -325,12 +340,7 @@ def propagate(target: Target, steps: int) -> Target:
                  "Lower propagation_steps or the neighbours (n_neighbors, perplexity); "
                  "Clustering(propagation_steps=...) draws the same walks without the power.")
     mass = np.asarray(graph.sum(axis=1), np.float64).ravel()
-    inverse = np.divide(1.0, mass, out=np.zeros_like(mass), where=mass > 0)
-    walk = (sp.diags(inverse) @ graph.astype(np.float64)).tocsr()
-    power, total = walk, walk
-    for _ in range(steps - 1):
-        power = (power @ walk).tocsr()
-        total = total + power
+    total = walk_sum(graph, steps)
     total.setdiag(0.0)
     total.eliminate_zeros()
     rows = np.asarray(total.sum(axis=1), np.float64).ravel()
