@@ -11,6 +11,8 @@ in a comment what it scores with the optimiser off and on.
 import numpy as np
 import pytest
 
+import icongraph.kernels
+
 #: the learning rate of ``--optimiser-off`` (0 is accepted: it switches the optimiser off)
 OFF_RATE = 0.0
 
@@ -137,3 +139,22 @@ def no_work(monkeypatch):
     monkeypatch.setattr(clustering, "knn_search", no_search)
     monkeypatch.setattr(prototypes, "make_head", no_search)  # the classifier has no kNN
     monkeypatch.setattr(pairs.PairedEmbedding, "_train", no_search)  # nor the pairs
+
+
+class TorchOnlyCauchy(icongraph.kernels.Kernel):
+    """A kernel without a numba form (``code = -1``), ``k = 1 / (1 + d2 / 2)``: a fit runs the
+    torch engine on the CPU (the slope written out, as the grid-interpolated sums need it)."""
+
+    name = "cauchy2"
+
+    @property
+    def params(self):
+        return (2.0, 0.0)
+
+    def log_k_torch(self, d2):
+        import torch
+
+        return -torch.log1p(d2 / 2.0)
+
+    def slope_torch(self, d2):
+        return -1.0 / (2.0 + d2)

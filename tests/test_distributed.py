@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import TorchOnlyCauchy
 
 import icongraph
 from icongraph import distributed
@@ -83,24 +84,6 @@ def _spawn(task: str, n: int, tmp_path, world: int = 2) -> list[dict]:
     return results
 
 
-class _Cauchy(icongraph.kernels.Kernel):
-    """A kernel without a numba form: the fit runs the torch engine on the CPU."""
-
-    name = "cauchy2"
-
-    @property
-    def params(self):
-        return (2.0, 0.0)
-
-    def log_k_torch(self, d2):
-        import torch
-
-        return -torch.log1p(d2 / 2.0)
-
-    def slope_torch(self, d2):
-        return -1.0 / (2.0 + d2)
-
-
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
     all-pair sums), the per-anchor and exact all-pairs estimators on the torch engine, and the
@@ -108,11 +91,11 @@ def _models(n: int) -> dict:
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
-            "torch": icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+            "torch": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                     random_state=0, n_epochs=30, n_jobs=1),
-            "torch-fft": icongraph.ICon(q=_Cauchy(), estimator="fft", random_state=0,
+            "torch-fft": icongraph.ICon(q=TorchOnlyCauchy(), estimator="fft", random_state=0,
                                         n_epochs=30, n_jobs=1),
-            "torch-q": icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+            "torch-q": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                       q_alpha=0.2, random_state=0, n_epochs=30, n_jobs=1),
             "sne-q": icongraph.SNE(q_alpha=0.2, random_state=0, n_jobs=1, n_epochs=30)}
 

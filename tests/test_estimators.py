@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import TorchOnlyCauchy
 
 import icongraph
 from icongraph import metrics
@@ -91,24 +92,10 @@ def slabs_4200():
     return make_slabs(per_class=1400)
 
 
-class _Cauchy(icongraph.kernels.Kernel):
-    """A kernel without a numba form (``code = -1``): the fit runs the torch engine on the CPU,
-    its slope by autograd."""
-
-    name = "cauchy2"
-
-    @property
-    def params(self):
-        return (2.0, 0.0)
-
-    def log_k_torch(self, d2):
-        return -torch.log1p(d2 / 2.0)
-
-
 @pytest.mark.parametrize("make", [
     lambda jobs: icongraph.UMAP(random_state=0, n_epochs=10, n_jobs=jobs),  # numba, NEG
     lambda jobs: icongraph.TSNE(random_state=0, n_epochs=10, n_jobs=jobs),  # numba, all pairs
-    lambda jobs: icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+    lambda jobs: icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                 random_state=0, n_epochs=10, n_jobs=jobs),  # torch engine
     # the head's torch computations; the default seed is a UMAP fit (the first case) and
     # scikit-learn's k-means
@@ -119,7 +106,7 @@ class _Cauchy(icongraph.kernels.Kernel):
                                n_jobs=jobs),  # numba, per anchor
     lambda jobs: icongraph.ICon(p="perplexity", q="student", estimator="global", q_alpha=0.3,
                                 random_state=0, n_epochs=10, n_jobs=jobs),  # numba, global
-    lambda jobs: icongraph.ICon(q=_Cauchy(), estimator="per_anchor", n_negatives=20,
+    lambda jobs: icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                 q_alpha=0.3, random_state=0, n_epochs=10, n_jobs=jobs),
 ], ids=["UMAP", "TSNE", "torch-engine", "Clustering", "SNE-q_alpha", "global-q_alpha",
         "torch-q_alpha"])
