@@ -693,7 +693,8 @@ def sampled_gradient_q(y, arrays, epoch, exaggeration, seed, z_prev, s_prev, q_l
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=0, hi=-1):
+def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, shift, s_rows,
+                  lo=0, hi=-1):
     """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
     the stored edges ``e = (i, j)`` of row ``i`` and (``with_loss``) ``loss_rows[i] =
     -1/2 sum_e w_e log k(d2_e)`` (the weights are symmetrised, so each pair counts once in
@@ -702,6 +703,11 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=
     ``-label_scale[i] m_i / n_label log k``). Used with a normaliser summed elsewhere
     (:func:`all_pair_sums` or the grid). One pass per edge with the forces in registers;
     parallel over blocks of anchors, each thread owning its rows: no races.
+
+    With the debiasing of ``q`` (``arrays.q_alpha = a_q > 0``, the joint ``q~ = k~ / Z`` with
+    ``k~ = (1 - a_q) k + shift`` and ``shift = a_q Z / (N (N - 1))``) every pair is weighted
+    by ``rho = (1 - a_q) k / k~``, its loss is ``-w log k~`` and ``s_rows[i]`` receives row
+    ``i``'s part of ``S = sum_ij p~_ij rho_ij`` (the normaliser's weight in place of ``M``).
 
     Parameters
     ----------
@@ -718,8 +724,15 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=
     grad, loss_rows : np.ndarray
         (N, d), (N,) float32 outputs, overwritten on the rows ``lo <= i < hi`` (``hi < 0``:
         up to N; a rank's shard, :mod:`icongraph.distributed`).
+    shift : float
+        ``a_q Z / (N (N - 1))`` of the current layout (unused when ``a_q = 0``).
+    s_rows : np.ndarray
+        (N,) float32, row ``i``'s part of ``S`` written when ``a_q > 0`` (else may be empty).
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
+    debias = arrays.q_alpha > 0.0
+    keep = np.float32(1.0 - arrays.q_alpha)
+    shift32 = np.float32(shift)
     code, p0, p1 = arrays.code, arrays.p0, arrays.p1
     row_mass, label_class, label_scale = arrays.row_mass, arrays.label_class, arrays.label_scale
     n_label = arrays.n_label
@@ -734,9 +747,10 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=
         for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             force[:] = 0.0
             loss = 0.0
+            s_i = 0.0
             # t-SNE's case (Cauchy kernel, 2-D, no loss) unrolled with no branch in the loop:
             # the edge pass on mnist1d's 30k-point t-SNE graph (130 edges a row) 1.9x faster
-            if cauchy and dim == 2 and not with_loss:
+            if cauchy and dim == 2 and not with_loss and not debias:
                 y0 = y[i, 0]
                 y1 = y[i, 1]
                 f0 = ZERO
@@ -754,39 +768,57 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, lo=
                 for e in range(indptr[i], indptr[i + 1]):
                     j = indices[e]
                     d2 = sq_dist(y, i, j)
-                    if cauchy:  # g = -k
+                    if debias:
+                        k_e, g_e = kernel_and_slope(code, d2, a, b)
+                        k_t = keep * k_e + shift32
+                        rho = keep * k_e / k_t
+                        coef = -weights[e] * rho * exag2 * g_e
+                        s_i += HALF * weights[e] * rho
+                        if with_loss:
+                            loss -= HALF * weights[e] * np.log(k_t)
+                    elif cauchy:  # g = -k
                         coef = weights[e] * exag2 / (ONE + d2)
                     else:
                         coef = -weights[e] * exag2 * kernel_and_slope(code, d2, a, b)[1]
+                    if with_loss and not debias:
+                        loss -= HALF * weights[e] * log_kernel(code, d2, a, b)
                     for c in range(dim):
                         force[c] += coef * (y[i, c] - y[j, c])
-                    if with_loss:
-                        loss -= 0.5 * weights[e] * log_kernel(code, d2, a, b)
             if n_label > 0 and label_class[i] >= 0:
                 base = hash32(seed ^ hash32(i))
                 lab_i = label_scale[i] / n_label
                 for t in range(n_label):
                     j = label_partner(arrays, base, t, i)
                     d2 = sq_dist(y, i, j)
-                    coef = (-lab_i * (row_mass[i] + row_mass[j]) * exag2
-                            * kernel_and_slope(code, d2, a, b)[1])
+                    k_e, g_e = kernel_and_slope(code, d2, a, b)
+                    rho = ONE
+                    if debias:
+                        rho = keep * k_e / (keep * k_e + shift32)
+                        s_i += lab_i * row_mass[i] * rho
+                    coef = -lab_i * (row_mass[i] + row_mass[j]) * rho * exag2 * g_e
                     for c in range(dim):
                         force[c] += coef * (y[i, c] - y[j, c])
                     if with_loss:
-                        loss -= lab_i * row_mass[i] * log_kernel(code, d2, a, b)
+                        loss -= lab_i * row_mass[i] * (np.log(keep * k_e + shift32) if debias
+                                                       else log_kernel(code, d2, a, b))
             for c in range(dim):
                 grad[i, c] = force[c]
             loss_rows[i] = loss
+            if debias:
+                s_rows[i] = s_i
 
 
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
-def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, force_rm, log_k,
-                  lo=0, hi=-1):
+def all_pair_sums(yt, arrays, with_s, with_alpha, with_log, shift, force_s, row_z, force_r,
+                  force_rm, log_k, rho_sum, lo=0, hi=-1):
     """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),
-    with ``s = -dk/dd2`` and ``r = -d log k / dd2``: ``force_s[i] = sum_j s_ij (y_i - y_j)``,
-    ``row_z[i] = sum_{j != i} k_ij`` and, when ``with_alpha``, ``force_r[i] = sum_j r_ij
-    (y_i - y_j)``, ``force_rm[i] = sum_j m_j r_ij (y_i - y_j)`` (``m`` the row masses);
-    ``with_log``: ``log_k[i] = sum_{j != i} log k_ij``. Each thread owns its anchors.
+    with ``s = -dk/dd2``, ``r = -d log k / dd2`` and the debiasing of ``q``'s pair weight
+    ``rho = (1 - a_q) k / k~``, ``k~ = (1 - a_q) k + shift`` (``rho = 1``, ``k~ = k`` when
+    ``arrays.q_alpha = a_q`` is 0): when ``with_s``, ``force_s[i] = sum_j s_ij (y_i - y_j)``
+    and ``row_z[i] = sum_{j != i} k_ij``; when ``with_alpha``, ``force_r[i] = sum_j rho_ij
+    r_ij (y_i - y_j)``, ``force_rm[i] = sum_j m_j rho_ij r_ij (y_i - y_j)`` (``m`` the row
+    masses) and, with ``a_q > 0``, ``rho_sum[i] = sum_{j != i} rho_ij``; when ``with_log``,
+    ``log_k[i] = sum_{j != i} log k~_ij``. Each thread owns its anchors.
 
     Parameters
     ----------
@@ -794,16 +826,22 @@ def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, for
         (d, N) float32, the embedding transposed and C-contiguous, so every loop over ``j``
         reads contiguous memory and vectorises.
     arrays : EngineArrays
-        The fit's fixed arrays (its kernel and row masses are read).
-    with_alpha, with_log : bool
-        Whether to fill ``force_r`` and ``force_rm``, and ``log_k``.
-    force_s, row_z, force_r, force_rm, log_k : np.ndarray
-        (N, d), (N,), (N, d), (N, d), (N,) float32 outputs, overwritten where filled.
+        The fit's fixed arrays (its kernel, row masses and ``q_alpha`` are read).
+    with_s, with_alpha, with_log : bool
+        Whether to fill ``force_s`` and ``row_z``; ``force_r``, ``force_rm`` (and
+        ``rho_sum``); ``log_k``.
+    shift : float
+        ``a_q Z / (N (N - 1))`` (unused when ``a_q = 0``).
+    force_s, row_z, force_r, force_rm, log_k, rho_sum : np.ndarray
+        (N, d), (N,), (N, d), (N, d), (N,), (N,) float32 outputs, overwritten where filled.
     lo, hi : int
         Only the points ``lo <= i < hi`` are filled (a rank's shard,
         :mod:`icongraph.distributed`; ``hi < 0``: up to N); each still sums over every ``j``.
     """
     code, p0, p1, row_mass = arrays.code, arrays.p0, arrays.p1, arrays.row_mass
+    debias = arrays.q_alpha > 0.0
+    keep = np.float32(1.0 - arrays.q_alpha)
+    shift32 = np.float32(shift)
     dim, n = yt.shape
     a = np.float32(p0)
     b = np.float32(p1)
@@ -812,6 +850,7 @@ def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, for
         d2 = np.empty(n, np.float32)
         k = np.empty(n, np.float32)
         g = np.empty(n, np.float32)
+        rho = np.ones(n, np.float32)
         for i in range(lo + block * BLOCK, min(stop, lo + (block + 1) * BLOCK)):
             d2[:] = 0.0
             for c in range(dim):
@@ -827,32 +866,42 @@ def all_pair_sums(yt, arrays, with_alpha, with_log, force_s, row_z, force_r, for
                 kernels_and_slopes(code, d2, k, g, n, a, b)
                 for j in range(n):
                     g[j] = -g[j]  # r = -g; s = k r
-            z = np.float32(0.0)
-            for j in range(n):
-                z += k[j]
-            row_z[i] = z - k[i]
-            for c in range(dim):
-                y_ic = yt[c, i]
-                fs = np.float32(0.0)
+            if with_s:
+                z = np.float32(0.0)
                 for j in range(n):
-                    fs += k[j] * g[j] * (y_ic - yt[c, j])
-                force_s[i, c] = fs
+                    z += k[j]
+                row_z[i] = z - k[i]
+                for c in range(dim):
+                    y_ic = yt[c, i]
+                    fs = np.float32(0.0)
+                    for j in range(n):
+                        fs += k[j] * g[j] * (y_ic - yt[c, j])
+                    force_s[i, c] = fs
+            if debias and (with_alpha or with_log):
+                for j in range(n):
+                    rho[j] = keep * k[j] / (keep * k[j] + shift32)
             if with_alpha:
                 for c in range(dim):
                     y_ic = yt[c, i]
                     fr = np.float32(0.0)
                     frm = np.float32(0.0)
                     for j in range(n):
-                        rd = g[j] * (y_ic - yt[c, j])
+                        rd = rho[j] * g[j] * (y_ic - yt[c, j])
                         fr += rd
                         frm += row_mass[j] * rd
                     force_r[i, c] = fr
                     force_rm[i, c] = frm
+                if debias:
+                    total = np.float32(0.0)
+                    for j in range(n):
+                        total += rho[j]
+                    rho_sum[i] = total - rho[i]
             if with_log:
                 total = 0.0
                 for j in range(n):
                     if j != i:
-                        total += log_kernel(code, d2[j], a, b)
+                        total += (np.log(keep * k[j] + shift32) if debias
+                                  else log_kernel(code, d2[j], a, b))
                 log_k[i] = total
 
 

@@ -94,11 +94,13 @@ def hash_label_partners(arrays: dict, anchors: torch.Tensor, n_label: int,
 
 def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int, seed: int,
                        exaggeration: float, with_loss: bool, grad: torch.Tensor,
-                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None) -> None:
+                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None,
+                       shift=None, s_rows: torch.Tensor | None = None) -> None:
     """Add the sampled same-class attraction of anchors ``start:stop`` to ``grad`` (and its
     loss to ``loss_rows``): the torch twin of the label part of the numba engine, weight
     ``label_scale[i] (m_i + m_j) / n_label`` per pair, loss ``-label_scale[i] m_i / n_label
-    log k``. Nothing without labels.
+    log k``. Nothing without labels. With ``shift`` the pairs are those of the debiased joint
+    ``q`` (:func:`edge_forces_torch`).
 
     Parameters
     ----------
@@ -120,6 +122,8 @@ def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int
         (N, d), (N,), added to in place.
     dof_rows : torch.Tensor, optional
         (N,), added to in place: the pairs' ``w c u`` (:func:`_add_dof`).
+    shift, s_rows : optional
+        As in :func:`edge_forces_torch`.
     """
     if obj.n_label == 0:
         return
@@ -131,12 +135,27 @@ def label_forces_torch(obj, arrays: dict, y: torch.Tensor, start: int, stop: int
     scale = torch.where(arrays["label_class"][a] >= 0, arrays["label_scale"][a], 0.0) / obj.n_label
     diff = y[a] - y[j]
     d2 = (diff * diff).sum(1)
-    _, g = _kernel_and_slope(obj.kernel, d2)
+    k, g = _kernel_and_slope(obj.kernel, d2)
     coef, weight = -2.0 * exaggeration * g, scale * (mass[a] + mass[j])
+    rho, log_k = _debiased_pairs(obj, k, shift)
+    if shift is not None:
+        weight = weight * rho
+        s_rows.index_add_(0, a, scale * mass[a] * rho)
     grad.index_add_(0, a, (coef[:, None] * diff).clamp(-obj.clip, obj.clip) * weight[:, None])
     _add_dof(obj.kernel, dof_rows, a, d2, g, coef * weight)
     if with_loss:
-        loss_rows.index_add_(0, a, -scale * mass[a] * obj.kernel.log_k_torch(d2))
+        loss_rows.index_add_(0, a, -scale * mass[a] * (
+            log_k if shift is not None else obj.kernel.log_k_torch(d2)))
+
+
+def _debiased_pairs(obj, k: torch.Tensor, shift):
+    """``(rho, log k~)`` per pair for the debiased joint ``q~ = k~ / Z`` with ``k~ = (1 - a_q)
+    k + shift`` and ``rho = (1 - a_q) k / k~`` (``a_q = obj.q_alpha``); ``(None, None)``
+    when ``shift`` is None (no debiasing)."""
+    if shift is None:
+        return None, None
+    k_t = (1.0 - obj.q_alpha) * k + shift
+    return (1.0 - obj.q_alpha) * k / k_t, torch.log(k_t)
 
 
 def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
@@ -332,7 +351,8 @@ def sampled_gradient_torch_q(obj, arrays: dict, y: torch.Tensor, seed: int, epoc
 
 def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
                        epoch: int, exaggeration: float, with_loss: bool, grad: torch.Tensor,
-                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None) -> None:
+                       loss_rows: torch.Tensor, dof_rows: torch.Tensor | None = None,
+                       shift=None, s_rows: torch.Tensor | None = None) -> None:
     """Add the attraction of the stored edges ``e0:e1`` to ``grad`` (and their loss to
     ``loss_rows``): the torch twin of the edge part of the numba engine.
 
@@ -359,6 +379,11 @@ def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
         (N,), added to in place when ``with_loss``.
     dof_rows : torch.Tensor, optional
         (N,), added to in place: the edges' ``w c u`` (:func:`_add_dof`).
+    shift : float or 0-d tensor, optional
+        The debiasing of the joint ``q`` (``"fft"`` with ``q_alpha = a_q > 0``): ``k~ =
+        (1 - a_q) k + shift``; each edge is weighted by ``rho = (1 - a_q) k / k~``, its loss
+        is ``-w/2 log k~`` and its ``w/2 rho`` is added to ``s_rows`` (N,), row ``i``'s part of
+        ``S = sum_ij p~_ij rho_ij`` (:func:`~icongraph.objective.all_pairs_gradient`).
     """
     rows, cols, w = arrays["rows"][e0:e1], arrays["cols"][e0:e1], arrays["weights"][e0:e1]
     if obj.edge_sampling:  # the same schedule as the numba engine, as a mask
@@ -367,12 +392,18 @@ def edge_forces_torch(obj, arrays: dict, y: torch.Tensor, e0: int, e1: int,
         w = w * (torch.floor((epoch + 1) * rate + phase) > torch.floor(epoch * rate + phase))
     diff = y[rows] - y[cols]
     d2 = (diff * diff).sum(1)
-    _, g = _kernel_and_slope(obj.kernel, d2)
+    k, g = _kernel_and_slope(obj.kernel, d2)
     coef = -2.0 * exaggeration * g
-    grad.index_add_(0, rows, (coef[:, None] * diff).clamp(-obj.clip, obj.clip) * w[:, None])
-    _add_dof(obj.kernel, dof_rows, rows, d2, g, coef * w)
+    pull = w
+    rho, log_k = _debiased_pairs(obj, k, shift)
+    if shift is not None:
+        pull = w * rho
+        s_rows.index_add_(0, rows, 0.5 * pull)
+    grad.index_add_(0, rows, (coef[:, None] * diff).clamp(-obj.clip, obj.clip) * pull[:, None])
+    _add_dof(obj.kernel, dof_rows, rows, d2, g, coef * pull)
     if with_loss:
-        loss_rows.index_add_(0, rows, -0.5 * w * obj.kernel.log_k_torch(d2))
+        loss_rows.index_add_(0, rows, -0.5 * w * (
+            log_k if shift is not None else obj.kernel.log_k_torch(d2)))
 
 
 def _add_dof(kernel: Kernel, dof_rows: torch.Tensor | None, anchors: torch.Tensor,

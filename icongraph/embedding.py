@@ -221,11 +221,11 @@ default=None
         (per-anchor normaliser; with a global one ``q~ = (1 - q_alpha) q + q_alpha U``, ``U``
         uniform on the pairs), and the loss is ``KL(p~ || q~)``. Each attracting pair is
         weighted by ``rho = (1 - q_alpha) q / q~`` and the normaliser by ``S_i = sum_j p~_ij
-        rho_ij``: attraction fades where ``q`` is already below the uniform floor. Only with
-        a sampled normaliser (estimators ``"per_anchor"`` and ``"global"``): refused by UMAP's
-        ``"neg"`` (no normaliser) and by ``"fft"`` (TSNE in 1-D and 2-D; use
-        ``ICon(p="perplexity", q="student", estimator="global")``). :meth:`transform` places
-        new points without it.
+        rho_ij``: attraction fades where ``q`` is already below the uniform floor. With a KL
+        normaliser only (``"per_anchor"``, ``"global"`` and ``"fft"``, whose sums over all
+        pairs then carry ``rho`` at the current ``Z``): SNE, TSNE and ``ICon``; refused by
+        UMAP's ``"neg"``, which has no normaliser. :meth:`transform` places new points
+        without it.
     propagation_steps : int, default=1
         Neighbour propagation of ``p`` before the debiasing:
         ``P_t = (P + ... + P^t) / t`` of the row-normalised target, its diagonal dropped, each

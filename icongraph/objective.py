@@ -121,10 +121,11 @@ class Objective:
     q_alpha : float in [0, 1), default=0.0
         Debiasing of ``q``: ``q~ = (1 - q_alpha) q + q_alpha U`` (``U`` uniform on the anchor's
         N - 1 others, or on the pairs for the global estimators), loss ``-sum p~ log q~``;
-        ``"per_anchor"`` and ``"global"`` only. The engines then run
+        not with ``"neg"``. The sampled engines then run
         :func:`~icongraph._cpu_engine.sampled_gradient_q` (attraction weighted by ``rho =
         (1 - q_alpha) q / q~``, normaliser by ``S_i = sum_j p~_ij rho_ij``) with its lagged
-        state from :meth:`q_state`; 0 runs today's engine unchanged.
+        state from :meth:`q_state`; ``"fft"`` weights its sums the same way at the current
+        ``Z`` (:func:`all_pairs_gradient`). 0 runs today's engines unchanged.
 
     Attributes
     ----------
@@ -280,44 +281,66 @@ class Objective:
         return zsum, 0.0
 
 
-def _grid_sums(obj: Objective, y: torch.Tensor, with_log: bool, cache: dict | None) -> dict:
+def _grid_sums(obj: Objective, y: torch.Tensor, normaliser: bool, uniform: bool,
+               with_log: bool, shift, cache: dict | None) -> dict:
     """:func:`all_pair_sums`'s sums from grid interpolation (float64, centred layout)."""
     from .interpolation import grid_potentials
 
     kernel = obj.kernel
     n, d = y.shape
+    keep = 1.0 - obj.q_alpha
     yc = y.detach().double()
     yc = yc - yc.mean(0)  # forces are translation invariant; centring keeps them accurate
     ones = torch.ones((n, 1), dtype=torch.float64, device=y.device)
     sq = (yc * yc).sum(1, keepdim=True)
 
-    def slope(d2):  # s = -dk/dd2 = -k g
-        return -torch.exp(kernel.log_k_torch(d2)) * kernel.slope_torch(d2)
+    def k(d2):
+        return torch.exp(kernel.log_k_torch(d2))
 
-    groups = [(slope, torch.cat([ones, yc, sq], 1))]
-    if kernel.slope_identity is None:
-        groups.append((lambda d2: torch.exp(kernel.log_k_torch(d2)), ones))
-    if obj.alpha > 0:
+    def rho(d2):  # (1 - a_q) k / k~: 1 without the debiasing of q
+        return keep * k(d2) / (keep * k(d2) + shift) if obj.q_alpha > 0 else torch.ones_like(d2)
+
+    def log_k_debiased(d2):  # log k~
+        return torch.log(keep * k(d2) + shift) if obj.q_alpha > 0 else kernel.log_k_torch(d2)
+
+    groups, names = [], []
+    if normaliser:
+        groups.append((lambda d2: -k(d2) * kernel.slope_torch(d2), torch.cat([ones, yc, sq], 1)))
+        names.append("s")
+        if kernel.slope_identity is None:
+            groups.append((k, ones))
+            names.append("k")
+    if uniform:
         mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)[:, None]
-        groups.append((lambda d2: -kernel.slope_torch(d2),
+        groups.append((lambda d2: -kernel.slope_torch(d2) * rho(d2),
                        torch.cat([ones, yc, mass, mass * yc], 1)))
+        names.append("r")
+        if obj.q_alpha > 0:
+            groups.append((rho, ones))
+            names.append("rho")
     if with_log:
-        groups.append((kernel.log_k_torch, ones))
-    phi = grid_potentials(y, groups, cache=cache)
-    s1, sy, ssq = phi[0][:, :1], phi[0][:, 1:1 + d], phi[0][:, 1 + d:]
-    if kernel.slope_identity is None:
-        row_z = phi[1][:, 0] - 1.0  # k(0) = 1: remove the self term
-    else:
-        c0, c1 = kernel.slope_identity
-        k_sums = c0 * s1 + c1 * (sq * s1 - 2 * (yc * sy).sum(1, keepdim=True) + ssq)
-        row_z = k_sums[:, 0] - 1.0
-    sums = {"force_s": yc * s1 - sy, "row_z": row_z}
-    if obj.alpha > 0:
-        r = phi[2 if kernel.slope_identity is None else 1]
+        groups.append((log_k_debiased, ones))
+        names.append("log")
+    phi = dict(zip(names, grid_potentials(y, groups, cache=cache)))
+    zero = torch.zeros(1, dtype=torch.float64, device=y.device)  # the self terms f(0) c_i
+    sums = {}
+    if normaliser:
+        s1, sy, ssq = phi["s"][:, :1], phi["s"][:, 1:1 + d], phi["s"][:, 1 + d:]
+        if kernel.slope_identity is None:
+            row_z = phi["k"][:, 0] - 1.0  # k(0) = 1: remove the self term
+        else:
+            c0, c1 = kernel.slope_identity
+            k_sums = c0 * s1 + c1 * (sq * s1 - 2 * (yc * sy).sum(1, keepdim=True) + ssq)
+            row_z = k_sums[:, 0] - 1.0
+        sums.update(force_s=yc * s1 - sy, row_z=row_z)
+    if uniform:
+        r = phi["r"]
         r1, ry, rm, rmy = r[:, :1], r[:, 1:1 + d], r[:, 1 + d:2 + d], r[:, 2 + d:]
         sums.update(force_r=yc * r1 - ry, force_rm=yc * rm - rmy)
+        if obj.q_alpha > 0:
+            sums["rho_sum"] = phi["rho"][:, 0] - rho(zero)
     if with_log:
-        sums["log_k"] = phi[-1][:, 0]
+        sums["log_k"] = phi["log"][:, 0] - log_k_debiased(zero)
     return sums
 
 
@@ -336,8 +359,8 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
         The layout's size, when known: the ``"fft"`` estimator interpolates on a 1-D or 2-D
         grid above :data:`EXACT_PAIRS_MAX_SAMPLES` points; the sphere needs 2 dimensions.
     q_alpha : float, default=0.0
-        The debiasing of ``q`` (:class:`Objective`): in [0, 1), and > 0 only with the
-        sampled KL estimators ``"per_anchor"`` and ``"global"``.
+        The debiasing of ``q`` (:class:`Objective`): in [0, 1), and > 0 only with the KL
+        estimators (not ``"neg"``).
 
     Raises
     ------
@@ -345,7 +368,7 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
         An unknown estimator; ``"fft"`` with a kernel that has a cusp at 0, lives on the
         sphere or learns its degrees of freedom, or in 3-D and above on more than
         ``EXACT_PAIRS_MAX_SAMPLES`` points; a kernel on the sphere in fewer than 2 dimensions;
-        ``q_alpha`` not a number in [0, 1), or > 0 with ``"neg"`` or ``"fft"``.
+        ``q_alpha`` not a number in [0, 1), or > 0 with ``"neg"``.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {tuple(ESTIMATORS)}; got {estimator!r}.")
@@ -374,8 +397,8 @@ def check_composition(estimator: str, kernel: Kernel, n_samples: int | None = No
 
 
 def check_q_alpha(q_alpha, estimator: str) -> None:
-    """``q_alpha`` is a number in [0, 1), and 0 unless ``estimator`` normalises ``q`` over
-    sampled negatives (``"per_anchor"``, ``"global"``); a ValueError otherwise."""
+    """``q_alpha`` is a number in [0, 1), and 0 unless ``estimator`` normalises ``q``
+    (every estimator but ``"neg"``); a ValueError otherwise."""
     if (isinstance(q_alpha, bool) or not isinstance(q_alpha, (int, float, np.integer, np.floating))
             or not 0.0 <= q_alpha < 1.0):
         raise ValueError(f"q_alpha must be a number in [0, 1); got {q_alpha!r}.")
@@ -384,51 +407,53 @@ def check_q_alpha(q_alpha, estimator: str) -> None:
                          "(UMAP's negative sampling) has no normaliser: q is a Bernoulli "
                          "probability there. Use q_alpha=0, or estimator='per_anchor' or "
                          "'global'.")
-    if q_alpha > 0 and estimator == "fft":
-        raise ValueError(f"q_alpha={q_alpha!r} is not implemented for the 'fft' estimator (the "
-                         "grid would need the debiased weights of every pair); use "
-                         "estimator='global' (sampled negatives, the same joint q), e.g. "
-                         "ICon(p='perplexity', q='student', estimator='global', "
-                         "q_alpha=...), or TSNE in 3-D and above.")
 
 
-def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
+def all_pair_sums(obj: Objective, y: torch.Tensor, normaliser: bool = True,
+                  uniform: bool = False, with_log: bool = False, shift=0.0,
                   cache: dict | None = None) -> dict:
-    """Sums over all pairs that the ``"fft"`` estimator needs, with ``s = -dk/dd2`` and
-    ``r = -d log k / dd2`` (tensors on ``y``'s device):
+    """Sums over all pairs that the ``"fft"`` estimator needs, with ``s = -dk/dd2``,
+    ``r = -d log k / dd2`` and, for the debiasing of ``q`` (``a_q = obj.q_alpha > 0``),
+    ``k~ = (1 - a_q) k + shift`` and ``rho = (1 - a_q) k / k~`` (``k~ = k``, ``rho = 1`` when
+    ``a_q = 0``); tensors on ``y``'s device:
 
-    * ``force_s`` (N, d): ``sum_j s_ij (y_i - y_j)``; ``row_z`` (N,): ``sum_{j != i} k_ij``;
-    * with ``alpha > 0``: ``force_r``, ``force_rm`` (N, d): ``sum_j r_ij (y_i - y_j)`` and
-      ``sum_j m_j r_ij (y_i - y_j)`` (``m`` the row masses);
-    * with ``with_log``: ``log_k`` (N,): ``sum_{j != i} log k_ij``.
+    * ``normaliser``: ``force_s`` (N, d): ``sum_j s_ij (y_i - y_j)``; ``row_z`` (N,):
+      ``sum_{j != i} k_ij``;
+    * ``uniform`` (the uniform part of ``p~``): ``force_r``, ``force_rm`` (N, d):
+      ``sum_j rho_ij r_ij (y_i - y_j)`` and ``sum_j m_j rho_ij r_ij (y_i - y_j)`` (``m`` the
+      row masses); with ``a_q > 0`` also ``rho_sum`` (N,): ``sum_{j != i} rho_ij``;
+    * ``with_log``: ``log_k`` (N,): ``sum_{j != i} log k~_ij``.
 
     Up to :data:`EXACT_PAIRS_MAX_SAMPLES` points they are exact (the numba engine on CPU,
-    blocked torch elsewhere); above, from grid interpolation (:func:`_grid_sums`, 1-D and 2-D).
-    In a process group (:mod:`icongraph.distributed`) each rank sums the rows of its shard
-    and they are all-gathered (the grid's sums are computed whole on every rank).
+    blocked torch elsewhere); above, from grid interpolation (:func:`_grid_sums`, 1-D and 2-D;
+    ``cache`` as in :func:`~icongraph.interpolation.grid_potentials`, for calls whose kernels
+    do not change). In a process group (:mod:`icongraph.distributed`) each rank sums the rows
+    of its shard and they are all-gathered (the grid's sums are computed whole on every rank).
     """
     n = y.shape[0]
     if n > EXACT_PAIRS_MAX_SAMPLES:
-        return _grid_sums(obj, y, with_log, cache)
-    alpha = obj.alpha > 0
+        return _grid_sums(obj, y, normaliser, uniform, with_log, shift, cache)
+    debias = obj.q_alpha > 0
+    keys = ((["force_s", "row_z"] if normaliser else [])
+            + (["force_r", "force_rm"] + (["rho_sum"] if debias else []) if uniform else [])
+            + (["log_k"] if with_log else []))
     group = distributed.current()
     lo, hi = group.bounds(n)
     if y.device.type == "cpu" and obj.kernel.code >= 0:
         y32 = y.detach().float().numpy()
         out = {"force_s": np.zeros_like(y32), "row_z": np.zeros(n, np.float32),
                "force_r": np.zeros_like(y32), "force_rm": np.zeros_like(y32),
-               "log_k": np.zeros(n, np.float32)}
-        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.engine, alpha, with_log,
-                          out["force_s"], out["row_z"], out["force_r"], out["force_rm"],
-                          out["log_k"], lo, hi)
-        filled = ["force_s", "row_z"] + (["force_r", "force_rm"] if alpha else []) \
-            + (["log_k"] if with_log else [])
-        group.gather_numpy_rows([out[key] for key in filled], lo, hi)
-        return {key: torch.from_numpy(value).double() for key, value in out.items()}
+               "log_k": np.zeros(n, np.float32), "rho_sum": np.zeros(n, np.float32)}
+        cpu.all_pair_sums(np.ascontiguousarray(y32.T), obj.engine, normaliser, uniform,
+                          with_log, float(shift), out["force_s"], out["row_z"],
+                          out["force_r"], out["force_rm"], out["log_k"], out["rho_sum"], lo, hi)
+        group.gather_numpy_rows([out[key] for key in keys], lo, hi)
+        return {key: torch.from_numpy(out[key]).double() for key in keys}
     kernel = obj.kernel
+    keep = 1.0 - obj.q_alpha
     yd = y.detach().double()
     mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
-    sums = {key: [] for key in ("force_s", "row_z", "force_r", "force_rm", "log_k")}
+    sums = {key: [] for key in keys}
     block = max(1, (1 << 22) // max(n, 1))
     for start in range(lo, hi, block):
         stop = min(start + block, hi)
@@ -437,19 +462,24 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
         log_k = kernel.log_k_torch(d2)
         g = kernel.slope_torch(d2)
         k = torch.exp(log_k)
-        sums["force_s"].append(((-k * g)[..., None] * diff).sum(1))
-        sums["row_z"].append(k.sum(1) - 1.0)
-        if alpha:
-            sums["force_r"].append((-g[..., None] * diff).sum(1))
-            sums["force_rm"].append(((-g * mass)[..., None] * diff).sum(1))
+        k_t = keep * k + shift
+        rho = keep * k / k_t if debias else torch.ones_like(k)
+        off = torch.ones_like(d2)
+        off[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
+        if normaliser:
+            sums["force_s"].append(((-k * g)[..., None] * diff).sum(1))
+            sums["row_z"].append((k * off).sum(1))
+        if uniform:
+            sums["force_r"].append((-(g * rho))[..., None].mul(diff).sum(1))
+            sums["force_rm"].append((-(g * rho) * mass)[..., None].mul(diff).sum(1))
+            if debias:
+                sums["rho_sum"].append((rho * off).sum(1))
         if with_log:
-            sums["log_k"].append(log_k.sum(1))
-    keys = ["force_s", "row_z"] + (["force_r", "force_rm"] if alpha else []) \
-        + (["log_k"] if with_log else [])
-    shapes = {"force_s": (0, yd.shape[1]), "row_z": (0,), "force_r": (0, yd.shape[1]),
-              "force_rm": (0, yd.shape[1]), "log_k": (0,)}  # an empty shard's
-    sums = {key: torch.cat(sums[key]) if sums[key] else yd.new_zeros(shapes[key])
-            for key in keys}
+            sums["log_k"].append(((torch.log(k_t) if debias else log_k) * off).sum(1))
+    width = {"force_s": yd.shape[1], "force_r": yd.shape[1], "force_rm": yd.shape[1]}
+    sums = {key: torch.cat(parts) if parts else yd.new_zeros((0, width[key]) if key in width
+                                                               else (0,))  # an empty shard's
+            for key, parts in sums.items()}
     if group.active:  # one collective of the shard's rows, packed side by side
         cols = [v.reshape(v.shape[0], -1) for v in sums.values()]
         full = group.gather_rows(torch.cat(cols, 1), n).to(y.device)
@@ -462,37 +492,72 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, with_log: bool = False,
     return sums
 
 
-def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, grad,
-                       loss_rows, with_loss: bool = False, cache: dict | None = None):
+def all_pairs_gradient(obj: Objective, y: torch.Tensor, exaggeration: float, attract,
+                       with_loss: bool = False, cache: dict | None = None):
     """The ``"fft"`` estimator: t-SNE's joint normaliser and repulsion over *all* pairs
-    (:func:`all_pair_sums`), added to ``grad`` (N, d), which holds the edge attraction on entry
-    (from the numba engine or :func:`~icongraph._torch_engine.edge_forces_torch`). With
-    ``s = -dk/dd2`` and ``M = sum_ij p_ij``::
+    (:func:`all_pair_sums`) added to the attraction. With ``s = -dk/dd2``, ``M = sum_ij
+    p~_ij`` and ``Z = sum_{i != j} k_ij``::
 
-        Z = sum_{i != j} k_ij,   dL/dy_i += -(4 M / Z) sum_j s_ij (y_i - y_j)
+        dL/dy_i = (attraction) - (4 S / Z) sum_j s_ij (y_i - y_j)
 
-    and, for ``alpha > 0``, the uniform part of ``p~`` attracts every pair with weight
-    ``alpha (m_i + m_j) / (N - 1)`` (``m`` the row masses), times the exaggeration, as in the
-    sampled engine. Returns ``(grad, loss)``: the loss (the global estimator's ``L``) only when
-    ``with_loss``, else NaN; ``loss_rows`` holds the edge part of it on entry. ``cache`` (a
-    dict kept across epochs) reuses the interpolation grid and the kernels' transforms.
+    with ``S = M``, or with the debiasing of ``q`` (``a_q = obj.q_alpha > 0``; ``q~ = k~ / Z``,
+    ``k~ = (1 - a_q) k + a_q Z / (N (N - 1))``, every attracting pair weighted by
+    ``rho = (1 - a_q) k / k~``) ``S = sum_ij p~_ij rho_ij``. For ``alpha > 0`` the uniform
+    part of ``p~`` attracts every pair with weight ``alpha (m_i + m_j) rho_ij / (N - 1)``
+    (``m`` the row masses), times the exaggeration, as in the sampled engine.
+
+    Parameters
+    ----------
+    obj : Objective
+        The objective (estimator ``"fft"``).
+    y : torch.Tensor
+        (N, d) the embedding.
+    exaggeration : float
+        Multiplies the attraction.
+    attract : callable
+        ``attract(shift) -> (grad, loss_rows, s_rows)``: the edge (and same-class) attraction
+        at ``shift = a_q Z / (N (N - 1))`` (a 0-d tensor), from the numba engine
+        (:func:`~icongraph._cpu_engine.edge_gradient`) or
+        :func:`~icongraph._torch_engine.edge_forces_torch`: ``grad`` (N, d), which this
+        function adds to, the edges' loss per row (N,) and, with ``a_q > 0``, their part of
+        ``S`` per row (N,; else None).
+    with_loss : bool, default=False
+        Whether to compute the loss (the global estimator's ``L``).
+    cache : dict, optional
+        Kept across epochs: the interpolation grid and the kernels' transforms.
+
+    Returns
+    -------
+    (grad, loss) : the (N, d) gradient and the loss (NaN unless ``with_loss``).
     """
     n = y.shape[0]
-    sums = all_pair_sums(obj, y, with_log=with_loss and obj.alpha > 0, cache=cache)
+    debias, alpha = obj.q_alpha > 0, obj.alpha > 0
+    # without the debiasing of q one set of sums; with it, Z first: the pair weights need it
+    sums = all_pair_sums(obj, y, uniform=alpha and not debias,
+                         with_log=with_loss and alpha and not debias, cache=cache)
     z = sums["row_z"].sum().clamp_min(1e-300)
+    shift = obj.q_alpha * z / (n * (n - 1))
+    grad, loss_rows, s_rows = attract(shift)
+    if debias and alpha:
+        sums.update(all_pair_sums(obj, y, normaliser=False, uniform=True,
+                                  with_log=with_loss, shift=shift))
     total = obj.total_mass
-    step = -(4.0 * total / z) * sums["force_s"]
-    if obj.alpha > 0:
-        mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)[:, None]
-        pull = mass * sums["force_r"] + sums["force_rm"]
+    mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
+    weight = total
+    if debias:
+        weight = torch.as_tensor(s_rows, dtype=torch.float64, device=y.device).sum()
+        if alpha:
+            weight = weight + obj.alpha / (n - 1) * (mass * sums["rho_sum"]).sum()
+    step = -(4.0 * weight / z) * sums["force_s"]
+    if alpha:
+        pull = mass[:, None] * sums["force_r"] + sums["force_rm"]
         step = step + (2.0 * exaggeration * obj.alpha / (n - 1)) * pull
     grad.add_(step.to(grad.dtype))
     loss = float("nan")
     if with_loss:
         loss = obj.constant() + float(loss_rows.sum()) + total * float(torch.log(z)) \
             - total * np.log(total)
-        if obj.alpha > 0:
-            mass = torch.as_tensor(obj.row_mass, dtype=torch.float64, device=y.device)
+        if alpha:
             loss -= obj.alpha / (n - 1) * float((mass * sums["log_k"]).sum())
     return grad, loss
 

@@ -442,26 +442,32 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         return grad, zsum, loss
 
     def _interpolated(exag: float, seed_e: int, with_loss: bool):
-        """Edge (and same-class) attraction, numba or torch, plus the grid-interpolated
-        normaliser."""
-        if use_numba:
-            cpu.edge_gradient(y_np, objective.engine, float(exag), seed_e, with_loss, grad_np,
-                              loss_rows, lo, hi)
-            group.gather_numpy_rows([grad_np, loss_rows], lo, hi)
-            grad, rows = grad_t, torch.from_numpy(loss_rows)
-        else:
+        """Edge (and same-class) attraction, numba or torch, plus the normaliser over all
+        pairs (exact or grid-interpolated)."""
+        debias = objective.q_alpha > 0
+
+        def attract(shift):
+            if use_numba:
+                cpu.edge_gradient(y_np, objective.engine, float(exag), seed_e, with_loss,
+                                  grad_np, loss_rows, float(shift), s_bufs[0], lo, hi)
+                group.gather_numpy_rows([grad_np, loss_rows] + ([s_bufs[0]] if debias else []),
+                                        lo, hi)
+                return grad_t, torch.from_numpy(loss_rows), torch.from_numpy(s_bufs[0])
             grad = torch.zeros_like(y)
             rows = torch.zeros(n, device=device, dtype=y.dtype)
-            with torch.no_grad():
-                for start, stop, e0, e1 in arrays["chunks"]:
-                    edge_forces_torch(objective, arrays, y, e0, e1, 0, exag, with_loss, grad,
-                                       rows)
-                    label_forces_torch(objective, arrays, y, start, stop, seed_e, exag,
-                                       with_loss, grad, rows)
-                if group.active:
-                    grad, _, rows = _gather_torch(group, n, lo, hi, grad, None, rows, None)
-        with torch.no_grad():  # over all pairs, on every rank (not sharded yet)
-            return all_pairs_gradient(objective, y, exag, grad, rows, with_loss, grid_cache)
+            s_rows = torch.zeros(n, device=device, dtype=y.dtype) if debias else None
+            debiased = {"shift": shift, "s_rows": s_rows} if debias else {}
+            for start, stop, e0, e1 in arrays["chunks"]:
+                edge_forces_torch(objective, arrays, y, e0, e1, 0, exag, with_loss, grad, rows,
+                                  **debiased)
+                label_forces_torch(objective, arrays, y, start, stop, seed_e, exag,
+                                   with_loss, grad, rows, **debiased)
+            if group.active:  # S's rows ride in the collective's zsum slot
+                grad, s_rows, rows = _gather_torch(group, n, lo, hi, grad, s_rows, rows, None)
+            return grad, rows, s_rows
+
+        with torch.no_grad():
+            return all_pairs_gradient(objective, y, exag, attract, with_loss, grid_cache)
 
     grid_cache: dict = {}  # the interpolation grid and its kernel transforms, across epochs
     if interpolated:

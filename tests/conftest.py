@@ -158,3 +158,39 @@ class TorchOnlyCauchy(icongraph.kernels.Kernel):
 
     def slope_torch(self, d2):
         return -1.0 / (2.0 + d2)
+
+
+def fft_gradient(obj, y, seed: int = 0, engine: str = "numba", with_loss: bool = True):
+    """The 'fft' estimator's gradient and loss at ``y`` (N, d) float32: the edge (and
+    same-class) attraction of ``engine`` ("numba" or "torch") at the shift it is given, plus
+    the sums over all pairs (:func:`icongraph.objective.all_pairs_gradient`)."""
+    import torch
+
+    from icongraph import _cpu_engine as cpu
+    from icongraph._torch_engine import edge_forces_torch, label_forces_torch, torch_arrays
+    from icongraph.objective import all_pairs_gradient
+
+    y = np.asarray(y, np.float32)
+    n = len(y)
+
+    def attract(shift):
+        debiased = obj.q_alpha > 0
+        if engine == "numba":
+            grad, rows, s_rows = (np.zeros_like(y), np.zeros(n, np.float32),
+                                  np.zeros(n, np.float32))
+            cpu.edge_gradient(y, obj.engine, 1.0, seed, with_loss, grad, rows, float(shift),
+                              s_rows)
+            return torch.from_numpy(grad), torch.from_numpy(rows), torch.from_numpy(s_rows)
+        arrays = torch_arrays(obj, "cpu", chunk_edges=97)  # several chunks
+        yt = torch.from_numpy(y)
+        grad, rows = torch.zeros_like(yt), torch.zeros(n)
+        s_rows = torch.zeros(n) if debiased else None
+        extra = {"shift": shift, "s_rows": s_rows} if debiased else {}
+        for start, stop, e0, e1 in arrays["chunks"]:
+            edge_forces_torch(obj, arrays, yt, e0, e1, 0, 1.0, with_loss, grad, rows, **extra)
+            label_forces_torch(obj, arrays, yt, start, stop, seed, 1.0, with_loss, grad, rows,
+                               **extra)
+        return grad, rows, s_rows
+
+    grad, loss = all_pairs_gradient(obj, torch.from_numpy(y), 1.0, attract, with_loss)
+    return grad.numpy(), loss

@@ -87,7 +87,7 @@ def _spawn(task: str, n: int, tmp_path, world: int = 2) -> list[dict]:
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
     all-pair sums), the per-anchor and exact all-pairs estimators on the torch engine, and the
-    debiasing of q (``q_alpha``) on both engines."""
+    debiasing of q (``q_alpha``) on both engines and with all pairs (t-SNE)."""
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
@@ -97,7 +97,11 @@ def _models(n: int) -> dict:
                                         n_epochs=30, n_jobs=1),
             "torch-q": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                       q_alpha=0.2, random_state=0, n_epochs=30, n_jobs=1),
-            "sne-q": icongraph.SNE(q_alpha=0.2, random_state=0, n_jobs=1, n_epochs=30)}
+            "sne-q": icongraph.SNE(q_alpha=0.2, random_state=0, n_jobs=1, n_epochs=30),
+            "torch-fft-q": icongraph.ICon(q=TorchOnlyCauchy(), estimator="fft", q_alpha=0.2,
+                                          alpha=0.1, random_state=0, n_epochs=30, n_jobs=1),
+            "tsne-q": icongraph.TSNE(q_alpha=0.2, alpha=0.1, random_state=0, n_jobs=1,
+                                     n_epochs=30)}
 
 
 def test_two_ranks_give_the_single_process_embedding(tmp_path):

@@ -108,8 +108,10 @@ def slabs_4200():
                                 random_state=0, n_epochs=10, n_jobs=jobs),  # numba, global
     lambda jobs: icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                 q_alpha=0.3, random_state=0, n_epochs=10, n_jobs=jobs),
+    lambda jobs: icongraph.TSNE(q_alpha=0.3, alpha=0.1, random_state=0, n_epochs=10,
+                                n_jobs=jobs),  # numba edges, all pairs by the grid
 ], ids=["UMAP", "TSNE", "torch-engine", "Clustering", "SNE-q_alpha", "global-q_alpha",
-        "torch-q_alpha"])
+        "torch-q_alpha", "TSNE-q_alpha"])
 def test_same_result_with_one_or_two_threads(slabs_4200, make, monkeypatch):
     """The numba engine is bit-identical on any thread count (each anchor is owned by one
     thread); torch paths agree to summation order."""

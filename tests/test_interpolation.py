@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import fft_gradient
 
 from icongraph import TSNE, metrics
 from icongraph.interpolation import grid_potentials
 from icongraph.kernels import GaussianKernel, StudentKernel, UMAPKernel
-from icongraph.objective import Objective, all_pairs_gradient, exact_loss
+from icongraph.objective import Objective, exact_loss
 from icongraph.optimize import Stepper
 from icongraph.targets import Target
 
@@ -45,7 +46,7 @@ def test_grid_torch_path_matches_numba_path():
     assert torch.allclose(cpu, dev, rtol=1e-5, atol=1e-5 * float(cpu.abs().max()))
 
 
-def _objective(kernel, alpha=0.0, n=60, seed=0):
+def _objective(kernel, alpha=0.0, n=60, seed=0, q_alpha=0.0):
     rng = np.random.default_rng(seed)
     p = sp.random(n, n, density=0.15, random_state=seed, format="csr")
     p = (p + p.T).tocsr()
@@ -53,18 +54,20 @@ def _objective(kernel, alpha=0.0, n=60, seed=0):
     p.eliminate_zeros()
     target = Target(p.tocsr(), alpha=alpha)
     y = rng.normal(0, 1.5, (n, 2))
-    return Objective(target, kernel, "fft"), target, y
+    return Objective(target, kernel, "fft", q_alpha=q_alpha), target, y
 
 
 @pytest.mark.parametrize("kernel", [StudentKernel(1.0), StudentKernel(0.5), GaussianKernel(2.0),
                                     UMAPKernel(1.0, 1.2)], ids=["cauchy", "dof0.5", "gauss", "umap"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("q_alpha", [0.0, 0.3])
 @pytest.mark.parametrize("path", ["grid", "exact-numba", "exact-torch"])
-def test_fft_gradient_and_loss_match_dense_autograd(kernel, alpha, path, monkeypatch):
+def test_fft_gradient_and_loss_match_dense_autograd(kernel, alpha, q_alpha, path, monkeypatch):
     """Edge attraction + all-pairs repulsion = the autograd gradient of the dense global
-    objective (and the same loss), with and without debiasing, on each path the 'fft'
-    estimator takes: grid interpolation (large N), exact sums in numba (small N, CPU) and in
-    blocked torch (small N, CUDA or custom kernels).
+    objective (and the same loss), with and without debiasing of p (``alpha``) and of q
+    (``q_alpha``), on each path the 'fft' estimator takes: grid interpolation (large N; torch
+    edges), exact sums in numba (small N, CPU; numba edges) and in blocked torch (small N,
+    CUDA or custom kernels; torch edges).
     UMAP's kernel (smooth at 0 when b >= 1) has no slope identity: Z takes its own group."""
     import icongraph.objective as objective
 
@@ -72,29 +75,18 @@ def test_fft_gradient_and_loss_match_dense_autograd(kernel, alpha, path, monkeyp
         monkeypatch.setattr(objective, "EXACT_PAIRS_MAX_SAMPLES", 0)
     if path == "exact-torch":  # a kernel without a numba code takes the torch path
         monkeypatch.setattr(type(kernel), "code", -1)
-    import icongraph.objective as objective
-
-    if path == "grid":
-        monkeypatch.setattr(objective, "EXACT_PAIRS_MAX_SAMPLES", 0)
-    if path == "exact-torch":  # a kernel without a numba code takes the torch path
-        monkeypatch.setattr(type(kernel), "code", -1)
-    obj, target, y = _objective(kernel, alpha)
+    obj, target, y = _objective(kernel, alpha, q_alpha=q_alpha)
     yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
-    loss = exact_loss(target, kernel, yt, "fft")
+    loss = exact_loss(target, kernel, yt, "fft", q_alpha=q_alpha)
     (expected,) = torch.autograd.grad(loss, yt)
-    y32 = torch.tensor(y, dtype=torch.float32)
-    arrays = {"rows": torch.as_tensor(np.repeat(np.arange(obj.n), np.diff(obj.indptr))),
-              "cols": torch.as_tensor(obj.indices.astype(np.int64)),
-              "weights": torch.as_tensor(obj.weights)}
-    from icongraph._torch_engine import edge_forces_torch
-
-    grad = torch.zeros_like(y32)
-    rows = torch.zeros(obj.n)
-    edge_forces_torch(obj, arrays, y32, 0, len(obj.indices), 0, 1.0, True, grad, rows)
-    grad, value = all_pairs_gradient(obj, y32, 1.0, grad, rows, with_loss=True)
+    grad, value = fft_gradient(obj, y, engine="numba" if path == "exact-numba" else "torch")
     scale = float(expected.abs().max())
-    assert torch.allclose(grad.double(), expected, atol=5e-3 * scale)
+    np.testing.assert_allclose(grad, expected.numpy(), atol=5e-3 * scale)
     assert value == pytest.approx(loss.item(), rel=1e-4)
+    if q_alpha:  # the debiasing moves the gradient: the test can fail
+        plain = exact_loss(target, kernel, yt, "fft")
+        (moved,) = torch.autograd.grad(plain, yt)
+        assert float((moved - expected).abs().max()) > 0.05 * scale
 
 
 def test_fft_refuses_a_kernel_with_a_cusp():

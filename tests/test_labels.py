@@ -4,6 +4,7 @@ closed-form entropy against brute force, the numba engine against the torch twin
 import numpy as np
 import pytest
 import torch
+from conftest import fft_gradient
 
 from icongraph import _cpu_engine as cpu
 from icongraph._torch_engine import (
@@ -14,7 +15,7 @@ from icongraph._torch_engine import (
 )
 from icongraph.kernels import StudentKernel
 from icongraph.knn import exact_knn
-from icongraph.objective import Objective, all_pairs_gradient, exact_loss
+from icongraph.objective import Objective, exact_loss
 from icongraph.targets import FuzzyTarget, PerplexityTarget, debias, with_labels
 
 #: the engines' ``dof_rows`` when the degrees of freedom are not learned
@@ -82,14 +83,6 @@ def _exact_mode(obj, y, seed):
     return _numba(obj, y, seed, z_prev, g_scale)
 
 
-def _fft(obj, y, seed):
-    grad, rows = np.zeros_like(y), np.zeros(len(y), np.float32)
-    cpu.edge_gradient(y, obj.engine, 1.0, seed, True, grad, rows)
-    grad, loss = all_pairs_gradient(obj, torch.from_numpy(y), 1.0, torch.from_numpy(grad),
-                                    torch.from_numpy(rows), with_loss=True)
-    return grad.numpy(), loss
-
-
 @pytest.mark.parametrize("estimator", ["per_anchor", "global", "neg", "fft"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 def test_sampled_label_gradient_expectation_is_the_dense_gradient(blobs, estimator, alpha):
@@ -102,7 +95,7 @@ def test_sampled_label_gradient_expectation_is_the_dense_gradient(blobs, estimat
     kernel = StudentKernel(1.0)  # (UMAP's kernel takes umap-learn's regularised repulsion)
     obj = Objective(target, kernel, estimator, n_negatives=0, n_label_partners=100_000)
     if estimator == "fft":
-        grad, loss = _fft(obj, y, seed=3)
+        grad, loss = fft_gradient(obj, y, seed=3)
     else:
         grad, zsum, rows = _exact_mode(obj, y, seed=3)
         loss = obj.constant() + rows.astype(np.float64).sum() + obj.normaliser_terms(zsum)
@@ -115,8 +108,28 @@ def test_sampled_label_gradient_expectation_is_the_dense_gradient(blobs, estimat
     assert loss == pytest.approx(dense.item(), rel=0.01)
     # without the label part the gradient is far off: the test can fail
     plain = Objective(with_labels(target, target.labels, 0.0), kernel, estimator, n_negatives=0)
-    far = _fft(plain, y, 3)[0] if estimator == "fft" else _exact_mode(plain, y, 3)[0]
+    far = fft_gradient(plain, y, 3)[0] if estimator == "fft" else _exact_mode(plain, y, 3)[0]
     assert np.abs(far - expected).max() > 0.1 * scale
+
+
+@pytest.mark.parametrize("engine", ["numba", "torch"])
+def test_fft_q_alpha_label_gradient_is_the_dense_gradient(blobs, engine):
+    """The 'fft' estimator with labels, alpha and the debiasing of q: many same-class partners
+    per anchor, so one draw approaches the dense gradient and loss (each partner weighted by
+    rho, its part of S summed with the edges')."""
+    target, y = _problem(blobs, PerplexityTarget(10), alpha=0.2, target_weight=0.9)
+    kernel = StudentKernel(1.0)
+    obj = Objective(target, kernel, "fft", n_label_partners=100_000, q_alpha=0.3)
+    grad, loss = fft_gradient(obj, y, seed=3, engine=engine)
+    yt = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    dense = exact_loss(target, kernel, yt, "fft", q_alpha=0.3)
+    dense.backward()
+    expected = yt.grad.numpy()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(grad, expected, atol=0.03 * scale)
+    assert loss == pytest.approx(dense.item(), rel=0.01)
+    plain = Objective(target, kernel, "fft", n_label_partners=100_000)  # without q_alpha
+    assert np.abs(fft_gradient(plain, y, seed=3, engine=engine)[0] - expected).max() > 0.05 * scale
 
 
 @pytest.mark.parametrize("estimator", ["per_anchor", "global", "neg"])
@@ -133,7 +146,7 @@ def test_numba_and_torch_label_partners_agree(blobs, estimator):
     np.testing.assert_allclose(rows_numba, rows_torch.numpy(), rtol=1e-3, atol=1e-4)
     # the edge pass of 'fft' draws the same partners
     grad, rows = np.zeros_like(y), np.zeros(len(y), np.float32)
-    cpu.edge_gradient(y, obj.engine, 1.0, 11, True, grad, rows)
+    cpu.edge_gradient(y, obj.engine, 1.0, 11, True, grad, rows, 0.0, NO_DOF)
     g_t, r_t = torch.zeros_like(torch.tensor(y)), torch.zeros(len(y))
     for start, stop, e0, e1 in arrays["chunks"]:
         edge_forces_torch(obj, arrays, torch.tensor(y), e0, e1, 0, 1.0, True, g_t, r_t)
