@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .communities import leiden_labels, leiden_with_k, unweighted_knn_graph
+from .runtime import child_env
 
 __all__ = ["run_bench", "run_suite", "suite_quality", "suite_markdown", "add_bench_parser",
            "run_cluster_suite", "cluster_suite_markdown", "ICON_METHODS", "PEER_METHODS",
@@ -184,14 +185,6 @@ def _child(method: str, data_path: str, out_path: str, seed: int, threads: int) 
         json.dump({"phases": phases, "peak_rss": _peak_rss_bytes()}, fh)
 
 
-def _child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
 def _run_child(method: str, data_path: str, stem: str, seed: int,
                threads: int) -> tuple[np.ndarray, dict]:
     """One fit of ``method`` on the saved array ``data_path`` in a fresh child process.
@@ -216,7 +209,7 @@ def _run_child(method: str, data_path: str, stem: str, seed: int,
     """
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "icongraph.bench", method, data_path, stem,
-                    str(seed), str(threads)], check=True, env=_child_env(threads))
+                    str(seed), str(threads)], check=True, env=child_env(threads))
     wall = time.perf_counter() - start
     with open(stem + ".json") as fh:
         record = {**json.load(fh), "process_wall": wall}
@@ -233,7 +226,7 @@ def cold_start_seconds(threads: int) -> float:
     code = ("import icongraph, sklearn.datasets as d; "
             "icongraph.UMAP(random_state=0).fit_transform(d.load_digits().data)")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, env=_child_env(threads))
+    subprocess.run([sys.executable, "-c", code], check=True, env=child_env(threads))
     return time.perf_counter() - start
 
 
@@ -1126,8 +1119,10 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
                            description="Benchmark icongraph against its peers on one dataset "
                            "or the real-data suite; writes a JSON and Markdown report and a "
                            "plot.", formatter_class=formatter_class)
-    bench.add_argument("--task", choices=("embed", "cluster"), default="embed",
-                       help="what is compared")
+    bench.add_argument("--task", choices=("embed", "cluster", "ranks"), default="embed",
+                       help="what is compared (ranks: one process against --world "
+                            "torch.distributed ranks on --n-samples manifolds, default 200,000)")
+    bench.add_argument("--world", type=int, default=2, help="ranks task: ranks (gloo)")
     bench.add_argument("--suite", choices=("real",),
                        help="the real-data suite (every dataset, several seeds) -> suite.json, "
                             "suite.md; embed task: peers cached; cluster task: ours, Leiden, "
@@ -1158,6 +1153,13 @@ def add_bench_parser(sub, formatter_class=argparse.HelpFormatter) -> None:
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     def run(args) -> int:
+        if args.task == "ranks":
+            from .bench_ranks import ranks_markdown, run_ranks_bench
+
+            report = run_ranks_bench(args.n_samples or 200_000, args.world, args.repeats,
+                                     args.threads, args.out, args.seed, not args.quiet)
+            print(ranks_markdown(report))
+            return 0
         if args.task == "cluster" and args.suite:
             report = run_cluster_suite(_comma_list(args.datasets) if args.datasets else None,
                                        [int(s) for s in _comma_list(args.seeds)], args.out,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 
 import numpy as np
 import torch
 
 from .validation import boolean, check_random_state
 
-__all__ = ["resolve_device", "threads", "torch_threads", "RUNTIME_RULES", "DivergenceError"]
+__all__ = ["resolve_device", "threads", "torch_threads", "child_env", "RUNTIME_RULES",
+           "DivergenceError"]
 
 
 def resolve_device(device) -> torch.device:
@@ -26,6 +28,16 @@ def resolve_device(device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' requested but CUDA is not available.")
     return device
+
+
+def child_env(threads: int) -> dict:
+    """This process's environment for a child process limited to ``threads`` threads in
+    OpenMP, MKL, OpenBLAS and numba (the benchmarks' fresh fits)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
 
 
 @contextlib.contextmanager

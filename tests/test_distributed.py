@@ -223,3 +223,23 @@ def test_shard_bounds_cover_uneven_rows():
     assert [distributed.Group(rank=r, world=4).bounds(2) for r in range(4)] == \
         [(0, 1), (1, 2), (2, 2), (2, 2)]
     assert distributed.current() is distributed.SINGLE
+
+
+def test_bench_ranks_compares_one_process_with_two_ranks(tmp_path, monkeypatch):
+    """``icongraph bench --task ranks`` in small: the 2 ranks' embedding is the single
+    process's (bitwise on the numba engine), the per-epoch all-gather is timed and the
+    communication modelled from it, and the report says whether the difference of the
+    optimisation phases is within it."""
+    from icongraph.bench_ranks import run_ranks_bench
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    report = run_ranks_bench(n_samples=1500, repeats=1, threads=2, out=str(tmp_path),
+                             verbose=False)
+    assert report["max_abs_difference"] == 0.0
+    single, ranked = report["runs"]["1"], report["runs"]["2"]
+    assert single["knn_accuracy"] == ranked["knn_accuracy"] > 0.5
+    assert ranked["gather_seconds"] > 0 and ranked["gather_bytes"] == 1500 * 4 * 4
+    assert report["communication_modelled"] == pytest.approx(
+        ranked["n_epochs"] * ranked["gather_seconds"])
+    text = (tmp_path / "ranks.md").read_text()
+    assert "modelled communication" in text and "2 ranks" in text

@@ -44,6 +44,7 @@ LAYERS = [
     ("methods",),
     ("tl",),
     ("metrics", "plot"),
+    ("bench_ranks",),
     ("bench",),
     ("cli",),
     ("__init__",),
