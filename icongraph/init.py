@@ -21,6 +21,8 @@ __all__ = ["initialize", "check_init_array", "pca_init", "spectral_init",
            "interpolate_from_sample", "rescale", "INITS"]
 
 INITS = ("pca", "spectral", "random")
+#: rows per float64 block of the PCA start (its extra memory: this x D x 8 bytes)
+PCA_BLOCK_ROWS = 65536
 
 
 def rescale(y: np.ndarray, scale: float) -> np.ndarray:
@@ -34,22 +36,38 @@ def pca_init(X, n_components: int, seed: int) -> np.ndarray:
     """Projection of centred ``X`` on its top principal axes (eigenvectors of the D x D
     covariance, torch; for sparse input TruncatedSVD from scikit-learn, uncentred so the data
     stays sparse). Signs are fixed so
-    each axis's largest loading is positive; zero-variance data gets a tiny seeded jitter."""
+    each axis's largest loading is positive; zero-variance data gets a tiny seeded jitter.
+    Up to 4,096 features the mean, the covariance and the projection run over blocks of
+    :data:`PCA_BLOCK_ROWS` rows in float64, so a memory-mapped ``X`` is read, never copied
+    whole."""
     n, d = X.shape
     rng = np.random.default_rng(seed)
     if sp.issparse(X):
         from sklearn.decomposition import TruncatedSVD
 
         y = TruncatedSVD(n_components, random_state=seed).fit_transform(X)
+    elif d <= 4096:  # the D x D covariance from row blocks: no float64 copy of X
+        mean = np.zeros(d)
+        for start in range(0, n, PCA_BLOCK_ROWS):
+            mean += np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64).sum(0)
+        mean /= max(n, 1)
+        cov = np.zeros((d, d))
+        for start in range(0, n, PCA_BLOCK_ROWS):
+            block = np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64) - mean
+            cov += block.T @ block
+        _, vecs = torch.linalg.eigh(torch.from_numpy(cov))
+        axes = vecs[:, -n_components:].flip(1)
+        signs = torch.sign(axes[axes.abs().argmax(0), torch.arange(axes.shape[1])])
+        axes = (axes * signs).numpy()
+        y = np.empty((n, axes.shape[1]))
+        for start in range(0, n, PCA_BLOCK_ROWS):
+            block = np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64) - mean
+            y[start:start + PCA_BLOCK_ROWS] = block @ axes
     else:
-        data = torch.as_tensor(X, dtype=torch.float64)
+        data = torch.as_tensor(np.asarray(X, np.float64))
         centred = data - data.mean(0)
-        if d <= 4096:
-            _, vecs = torch.linalg.eigh(centred.T @ centred)
-            axes = vecs[:, -n_components:].flip(1)
-        else:
-            _, _, v = torch.pca_lowrank(centred, q=n_components, center=False, niter=4)
-            axes = v[:, :n_components]
+        _, _, v = torch.pca_lowrank(centred, q=n_components, center=False, niter=4)
+        axes = v[:, :n_components]
         signs = torch.sign(axes[axes.abs().argmax(0), torch.arange(axes.shape[1])])
         y = (centred @ (axes * signs)).numpy()
         if y.shape[1] < n_components:  # fewer features than output dimensions

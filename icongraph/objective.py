@@ -229,6 +229,42 @@ class Objective:
             alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip),
             edge_share=self.edge_share, q_alpha=self.q_alpha)
 
+    def reordered(self, order: np.ndarray) -> Objective:
+        """This objective with the points stored in ``order`` (row ``r`` is point
+        ``order[r]``; :mod:`icongraph.ordering`): the edges, their weights and schedule, the
+        row masses and the NEG weights relabelled, ``target`` and the kernel shared. Not with
+        labels (their classes would need relabelling too).
+
+        Parameters
+        ----------
+        order : (N,) int64
+            A permutation of the points.
+
+        Returns
+        -------
+        Objective
+            A shallow copy with the relabelled arrays and its own ``engine``.
+        """
+        import copy
+
+        from .ordering import permute_csr
+
+        if self.n_label:
+            raise ValueError("a labelled objective cannot be reordered.")
+        out = copy.copy(self)
+        out.indptr, out.indices, edge_from = permute_csr(self.indptr, self.indices, order)
+        for name in ("weights", "edge_rate", "edge_phase", "edge_share"):
+            values = getattr(self, name)
+            setattr(out, name, values[edge_from] if len(values) else values)
+        out.row_mass = self.row_mass[order]
+        if len(self.neg_scale) == self.n:
+            out.neg_scale = self.neg_scale[order]
+        out.engine = self.engine._replace(
+            indptr=out.indptr, indices=out.indices, weights=out.weights,
+            edge_rate=out.edge_rate, edge_phase=out.edge_phase, row_mass=out.row_mass,
+            neg_scale=out.neg_scale, edge_share=out.edge_share)
+        return out
+
     def set_kernel(self, kernel: Kernel) -> None:
         """Swap in ``kernel`` of the same form with other parameters (a learned temperature):
         both engines read the new one from the next evaluation on."""

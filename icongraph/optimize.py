@@ -10,6 +10,7 @@ host syncs are the loss read-outs every ``loss_every`` epochs).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from . import _cpu_engine as cpu
-from . import distributed
+from . import distributed, ordering
 from ._torch_engine import (
     edge_forces_torch,
     label_forces_torch,
@@ -336,6 +337,11 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     latest estimate, refreshed every ``loss_every`` epochs; ``embedding`` a torch tensor view
     that must not be modified); returning ``True`` stops the optimisation early.
 
+    From :data:`~icongraph.ordering.LOCALITY_MIN_SAMPLES` points (CPU engine, no labels, no
+    encoder) the run stores the points in the graph's locality order
+    (:mod:`icongraph.ordering`): the same fit statistically, with other negatives drawn;
+    the embedding returned and the callbacks' are in the data's order.
+
     Inside an initialised torch.distributed group (:mod:`icongraph.distributed`) every rank
     calls this with the same arguments: each computes its shard's gradient rows, they are
     all-gathered once per evaluation, and every rank takes the same step, returning the same
@@ -351,6 +357,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     sphere = objective.kernel.sphere
+    given, rank = objective, None
+    if (use_numba and encoder is None and not objective.n_label
+            and len(y0) >= ordering.LOCALITY_MIN_SAMPLES):  # neighbours stored near each other
+        order = ordering.locality_order(objective.indptr, objective.indices)
+        rank = torch.empty(len(order), dtype=torch.int64)
+        rank[torch.from_numpy(order)] = torch.arange(len(order))
+        objective, y0 = objective.reordered(order), np.asarray(y0)[order]
+        callbacks = [functools.partial(_in_data_order, cb, rank) for cb in callbacks]
     if encoder is not None and recentre:
         raise ValueError("recentre does not apply to an encoder's output; use recentre=False.")
     if device.type == "cpu":  # numpy's buffer: large arrays get transparent huge pages
@@ -525,7 +539,17 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
                       loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
                       verbose=verbose)
+    if rank is not None:  # back to the data's order, and the learned kernel to the caller's
+        y = y[rank]
+        if objective.kernel is not given.kernel:
+            given.set_kernel(objective.kernel)
     return y.cpu().numpy(), state.losses
+
+
+def _in_data_order(callback: Callable, rank: torch.Tensor, epoch: int, loss, embedding):
+    """``callback`` of a run in the locality order (:mod:`icongraph.ordering`), given the
+    embedding in the data's order (``rank[i]``: the row of point ``i``)."""
+    return callback(epoch, loss, embedding[rank])
 
 
 def _gather_torch(group, n: int, lo: int, hi: int, grad: torch.Tensor, zsum, rows, dof_rows):

@@ -329,3 +329,25 @@ def test_coarse_init_places_unsampled_components_by_pca(manifolds_24k):
     sample_extent = np.abs(np.delete(y, island, 0)).max()
     assert np.abs(y[island]).max() <= sample_extent * 1.001  # rescaled into the layout
     assert np.ptp(y[island], axis=0).min() > 0  # spread by PCA, not stacked at one point
+
+
+def test_pca_start_from_row_blocks_is_the_dense_projection(tmp_path, monkeypatch):
+    """The PCA start summed over row blocks (a memory-mapped X read, not copied) equals the
+    dense float64 projection on the top eigenvectors of the covariance, signs fixed, and a
+    read-only memmap gives no warning."""
+    import warnings
+
+    import icongraph.init as init
+
+    monkeypatch.setattr(init, "PCA_BLOCK_ROWS", 7)  # several blocks and a short last one
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(200, 6)) * [5, 3, 1, 1, 1, 1] + 10).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = init.pca_init(np.load(tmp_path / "X.npy", mmap_mode="r"), 2, 0)
+    c = X.astype(np.float64) - X.astype(np.float64).mean(0)
+    _, vecs = np.linalg.eigh(c.T @ c)
+    axes = vecs[:, ::-1][:, :2]
+    axes = axes * np.sign(axes[np.abs(axes).argmax(0), [0, 1]])
+    np.testing.assert_allclose(y, c @ axes, rtol=1e-5, atol=1e-5)

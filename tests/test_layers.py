@@ -31,6 +31,7 @@ LAYERS = [
     ("_torch_engine",),
     ("_transform_engine",),
     ("interpolation",),
+    ("ordering",),
     ("objective",),
     ("loop",),
     ("sphere",),

@@ -360,7 +360,5 @@ def test_q_alpha_zero_is_todays_engine_and_bad_values_are_refused(blobs):
             Objective(target, StudentKernel(1.0), "per_anchor", q_alpha=bad)
     with pytest.raises(ValueError, match="'neg' estimator .* has no normaliser"):
         Objective(target, StudentKernel(1.0), "neg", q_alpha=0.2)
-    with pytest.raises(ValueError, match="not implemented for the 'fft' estimator"):
-        Objective(target, StudentKernel(1.0), "fft", q_alpha=0.2)
     with pytest.raises(ValueError, match="has no normaliser"):
         exact_loss(target, StudentKernel(1.0), np.zeros((90, 2)), "neg", q_alpha=0.2)
