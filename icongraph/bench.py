@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .communities import leiden_labels, leiden_with_k, unweighted_knn_graph
+from .progress import peak_rss_bytes
 from .runtime import child_env
 
 __all__ = ["run_bench", "run_suite", "suite_quality", "suite_markdown", "add_bench_parser",
@@ -43,10 +43,6 @@ PEER_METHODS = ("umap-learn", "opentsne")
 PEER_PACKAGES = {"umap-learn": "umap-learn", "opentsne": "openTSNE"}
 #: bump when the peers' child pipelines change what they compute or time: keys the peer cache
 PEER_CACHE_VERSION = 1
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 WARMUP_SAMPLES = 5000  # above umap-learn's 4096 cut-over, so its pynndescent path compiles too
@@ -182,7 +178,7 @@ def _child(method: str, data_path: str, out_path: str, seed: int, threads: int) 
         raise ValueError(f"unknown method {method!r}")
     np.save(out_path + ".npy", np.asarray(Y, np.float32))
     with open(out_path + ".json", "w") as fh:
-        json.dump({"phases": phases, "peak_rss": _peak_rss_bytes()}, fh)
+        json.dump({"phases": phases, "peak_rss": peak_rss_bytes()}, fh)
 
 
 def _run_child(method: str, data_path: str, stem: str, seed: int,
@@ -670,11 +666,11 @@ def run_cluster_bench(dataset: str = "digits", n_samples: int | None = None,
         start = time.perf_counter()
         knn = knn_search(X, min(90 if ablation else 15, X.shape[0] - 1), random_state=seed)
         report["knn_seconds"] = time.perf_counter() - start
-        report["rss_after_knn_mb"] = _peak_rss_bytes() / 2**20
+        report["rss_after_knn_mb"] = peak_rss_bytes() / 2**20
         start = time.perf_counter()
         base = Clustering(n_clusters=k, random_state=seed, precomputed_knn=knn).fit(X)
         score("icongraph (default: debiased)", base.labels_, time.perf_counter() - start)
-        report["rss_after_fit_mb"] = _peak_rss_bytes() / 2**20
+        report["rss_after_fit_mb"] = peak_rss_bytes() / 2**20
         others = [("icongraph, k-means seed (init='kmeans')", {"init": "kmeans"}),
                   ("icongraph kmeans-like", {"method": "kmeans"}),
                   ("icongraph ncut-like", {"method": "ncut"}),

@@ -40,12 +40,11 @@ GATHER_REPEATS = 50
 def _child(data_dir: str, out_stem: str, threads: int, seed: int) -> None:
     """One fit in this process (or in this rank of a ``torchrun`` group): writes the
     embedding, the phases, the peak RSS and, in a group, the timed all-gather (rank 0)."""
-    import resource
-
     import torch
 
     import icongraph
     from icongraph import distributed
+    from icongraph.progress import peak_rss_bytes
 
     ranked = distributed.init_from_env()
     X = np.load(Path(data_dir) / "X.npy", mmap_mode="r")
@@ -66,7 +65,7 @@ def _child(data_dir: str, out_stem: str, threads: int, seed: int) -> None:
             group.gather_rows(local, n)
         record["gather_seconds"] = (time.perf_counter() - start) / GATHER_REPEATS
         record["gather_bytes"] = n * (d + 2) * 4
-    record["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    record["peak_rss"] = peak_rss_bytes()
     if group.rank == 0:
         np.save(out_stem + ".npy", model.embedding_)
         with open(out_stem + ".json", "w") as fh:

@@ -285,6 +285,9 @@ COMMON_ATTRIBUTES_DOC = """\
         computed on first access, up to ``EXACT_LOSS_MAX_SAMPLES`` points (None above).
     timings_ : dict of str to float
         Seconds of each phase: ``"knn"``, ``"graph"``, ``"init"``, ``"optimize"``.
+    peak_memory_ : dict of str to int or None
+        The process's peak resident memory (bytes) at the end of each timed phase (a phase's
+        own peak where it exceeds the earlier ones'); None where the platform does not say.
     encoder_ : torch.nn.Module or None
         The trained encoder (None for a free embedding).
     n_features_in_ : int
@@ -504,7 +507,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         """:meth:`fit` after the parameter check, with the target ``spec``."""
         seed = check_random_state(self.random_state)
         device = resolve_device(self.device)
-        timings = {}
+        timings, memory = {}, {}
         with threads(self.n_jobs), phase(type(self).__name__, self.verbose,
                                            whole_fit=True) as whole:
             data_scale = DataScale()
@@ -534,6 +537,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                                          device=device, random_state=seed, n_jobs=self.n_jobs,
                                          verbose=verbose, cache_dir=self.knn_cache)
                     timings["knn"] = timed.elapsed
+                    memory["knn"] = timed.peak_rss
             about = ("precomputed p" if precomputed
                      else f"{type(spec).__name__}, {knn.n_neighbors} neighbours per point")
             with phase("graph", verbose, about) as timed:
@@ -554,6 +558,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                                  index=None if X is None else KNNIndex(X, self.metric))
                 timed.note = f"{target.graph.nnz} edges"
             timings["graph"] = timed.elapsed
+            memory["graph"] = timed.peak_rss
             n = target.n_samples
             settings = self._settings(n, init)
             objective = Objective(target, kernel, estimator, settings["n_negatives"],
@@ -572,6 +577,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                     y0 = initialize(init, X, target.graph, self.n_components, seed,
                                     settings["init_scale"])
             timings["init"] = timed.elapsed
+            memory["init"] = timed.peak_rss
             with phase("refinement" if coarse else "optimisation", verbose,
                        f"{n} points, {settings['n_epochs']} epochs, {settings['optimizer']}"
                        ) as timed:
@@ -591,6 +597,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                 if losses:
                     timed.note = f"loss {losses[-1][1]:.6g}"
             timings["optimize"] = timed.elapsed
+            memory["optimize"] = timed.peak_rss
             whole.note = f"{n} points"
         self.encoder_ = None if encoder is None else encoder[0]
         if encoder is None:
@@ -606,6 +613,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         self.loss_history_ = losses
         self.loss_ = losses[-1][1] if losses else float("nan")
         self.timings_ = timings
+        self.peak_memory_ = memory
         self._n_features_out = embedding.shape[1]
         self._fit_X = X
         self.data_scale_ = data_scale

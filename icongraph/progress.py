@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 __all__ = ["LOGGER", "DETAIL", "LOG_INTERVAL", "FALLBACK_SCREEN", "Phase", "phase", "progress", "detail",
-           "level", "current_phase"]
+           "level", "current_phase", "peak_rss_bytes"]
 
 LOGGER = logging.getLogger("icongraph")
 LOGGER.addHandler(logging.NullHandler())
@@ -76,11 +76,26 @@ class Phase:
         Seconds from its start to its end (0 while it runs).
     note : str
         Set by the phase's code to report a result on its end line (``"10 clusters"``).
+    peak_rss : int or None
+        The process's peak resident memory (bytes) when the phase ended: the peak of this
+        phase when it is above the earlier phases' (None where the platform does not say).
     """
 
     name: str
     elapsed: float = 0.0
     note: str = ""
+    peak_rss: int | None = None
+
+
+def peak_rss_bytes() -> int | None:
+    """The peak resident memory of this process so far, in bytes (``getrusage``; None where
+    the ``resource`` module is missing, as on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes; Linux: KiB
 
 
 @contextlib.contextmanager
@@ -119,10 +134,12 @@ def phase(name: str, verbose, about: str = "", *, whole_fit: bool = False):
         yield timed
     finally:
         timed.elapsed = time.perf_counter() - start
+        timed.peak_rss = peak_rss_bytes()
         _OPEN.reset(token)
     if level(verbose):
-        _log(logging.INFO, "%s: %s%.2f s", timed.name, f"{timed.note}, " if timed.note else "",
-             timed.elapsed, extra={"phase": timed.name, "elapsed": timed.elapsed})
+        memory = "" if timed.peak_rss is None else f", peak RSS {timed.peak_rss / 2**30:.2f} GiB"
+        _log(logging.INFO, "%s: %s%.2f s%s", timed.name, f"{timed.note}, " if timed.note else "",
+             timed.elapsed, memory, extra={"phase": timed.name, "elapsed": timed.elapsed})
 
 
 def detail(verbose, message: str, *args) -> None:

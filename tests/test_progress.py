@@ -45,6 +45,12 @@ def ended(caplog) -> dict[str, float]:
             if getattr(r, "elapsed", None) is not None}
 
 
+def ended_lines(caplog):
+    """phase name -> its end line's message."""
+    return {r.phase: r.getMessage() for r in logged(caplog)
+            if getattr(r, "elapsed", None) is not None}
+
+
 def check_end_lines(caplog, names):
     """Each phase of ``names`` has a start line and an end line with its elapsed seconds."""
     seconds = ended(caplog)
@@ -56,8 +62,9 @@ def check_end_lines(caplog, names):
     assert not starts & {name for name in names if name.split(" / ")[-1] in WHOLE_FITS}
     for record in logged(caplog):
         if getattr(record, "elapsed", None) is not None:
-            assert re.fullmatch(rf"{re.escape(record.phase)}: (.+, )?\d+\.\d\d s",
-                                record.getMessage()), record.getMessage()
+            assert re.fullmatch(rf"{re.escape(record.phase)}: (.+, )?\d+\.\d\d s"
+                                r"(, peak RSS \d+\.\d\d GiB)?", record.getMessage()), \
+                record.getMessage()
 
 
 def test_an_embedding_logs_each_phase_with_its_time(digits, caplog):
@@ -69,6 +76,10 @@ def test_an_embedding_logs_each_phase_with_its_time(digits, caplog):
                                             "graph": seconds["graph"],
                                             "init": seconds["init"],
                                             "optimize": seconds["optimisation"]})
+    # the peak RSS at each phase's end: the process's peak so far, so never decreasing
+    peaks = [model.peak_memory_[name] for name in ("knn", "graph", "init", "optimize")]
+    assert peaks == sorted(peaks) and peaks[0] > 10 * 2**20
+    assert f"peak RSS {peaks[-1] / 2**30:.2f} GiB" in ended_lines(caplog)["optimisation"]
     assert "UMAP: 300 points, " in logged(caplog)[-1].getMessage()
     assert all(r.levelno == logging.INFO for r in logged(caplog))
     caplog.clear()
@@ -265,7 +276,8 @@ def test_the_cli_shows_phase_lines_on_stderr(tmp_path, caplog):
                                             "PATH": "/usr/bin"})
     assert result.returncode == 0, result.stderr
     for name in ("kNN search", "graph", "init", "optimisation", "UMAP"):
-        assert re.search(rf"\] {name}: (.+, )?\d+\.\d\d s\n", result.stderr), result.stderr
+        assert re.search(rf"\] {name}: (.+, )?\d+\.\d\d s(, peak RSS \d+\.\d\d GiB)?\n",
+                         result.stderr), result.stderr
     assert "\r" not in result.stderr and "optimisation: epoch" not in result.stderr
     assert main([*argv, "-v"]) == 0
     assert "optimisation: epoch 10/10, loss" in caplog.text
