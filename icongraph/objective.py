@@ -229,41 +229,39 @@ class Objective:
             alpha=float(self.alpha), p_scale=float(self.p_scale), clip=float(self.clip),
             edge_share=self.edge_share, q_alpha=self.q_alpha)
 
-    def reordered(self, order: np.ndarray) -> Objective:
-        """This objective with the points stored in ``order`` (row ``r`` is point
-        ``order[r]``; :mod:`icongraph.ordering`): the edges, their weights and schedule, the
-        row masses and the NEG weights relabelled, ``target`` and the kernel shared. Not with
-        labels (their classes would need relabelling too).
+    def reorder_(self, order: np.ndarray) -> None:
+        """Store the points in ``order`` (row ``r`` is point ``order[r]``;
+        :mod:`icongraph.ordering`), in place: the edges, their weights, schedule and shares,
+        the row masses and the NEG weights are relabelled one array at a time, ``target`` and
+        the kernel are kept. ``reorder_(rank)`` with ``rank[order] = arange(N)`` restores the
+        first order. Not with labels (their classes would need relabelling too).
 
         Parameters
         ----------
         order : (N,) int64
             A permutation of the points.
-
-        Returns
-        -------
-        Objective
-            A shallow copy with the relabelled arrays and its own ``engine``.
         """
-        import copy
-
-        from .ordering import permute_csr
+        from .ordering import CSRPermutation
 
         if self.n_label:
             raise ValueError("a labelled objective cannot be reordered.")
-        out = copy.copy(self)
-        out.indptr, out.indices, edge_from = permute_csr(self.indptr, self.indices, order)
+        moved = CSRPermutation(self.indptr, order)
+        engine, self.engine = self.engine, None
+        # the engine tuple holds the arrays too: keep only its scalars, so each old array is
+        # freed once replaced
+        engine = engine._replace(indices=None, weights=None, edge_rate=None, edge_phase=None,
+                                 edge_share=None)
+        self.indices = moved.indices(self.indices)
         for name in ("weights", "edge_rate", "edge_phase", "edge_share"):
-            values = getattr(self, name)
-            setattr(out, name, values[edge_from] if len(values) else values)
-        out.row_mass = self.row_mass[order]
+            setattr(self, name, moved.values(getattr(self, name)))
+        self.indptr = moved.indptr
+        self.row_mass = self.row_mass[moved.order]
         if len(self.neg_scale) == self.n:
-            out.neg_scale = self.neg_scale[order]
-        out.engine = self.engine._replace(
-            indptr=out.indptr, indices=out.indices, weights=out.weights,
-            edge_rate=out.edge_rate, edge_phase=out.edge_phase, row_mass=out.row_mass,
-            neg_scale=out.neg_scale, edge_share=out.edge_share)
-        return out
+            self.neg_scale = self.neg_scale[moved.order]
+        self.engine = engine._replace(
+            indptr=self.indptr, indices=self.indices, weights=self.weights,
+            edge_rate=self.edge_rate, edge_phase=self.edge_phase, row_mass=self.row_mass,
+            neg_scale=self.neg_scale, edge_share=self.edge_share)
 
     def set_kernel(self, kernel: Kernel) -> None:
         """Swap in ``kernel`` of the same form with other parameters (a learned temperature):

@@ -357,13 +357,14 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
     use_numba = device.type == "cpu" and objective.kernel.code >= 0
     sphere = objective.kernel.sphere
-    given, rank = objective, None
+    rank = None
     if (use_numba and encoder is None and not objective.n_label
             and len(y0) >= ordering.LOCALITY_MIN_SAMPLES):  # neighbours stored near each other
         order = ordering.locality_order(objective.indptr, objective.indices)
         rank = torch.empty(len(order), dtype=torch.int64)
         rank[torch.from_numpy(order)] = torch.arange(len(order))
-        objective, y0 = objective.reordered(order), np.asarray(y0)[order]
+        objective.reorder_(order)
+        y0 = np.asarray(y0)[order]
         callbacks = [functools.partial(_in_data_order, cb, rank) for cb in callbacks]
     if encoder is not None and recentre:
         raise ValueError("recentre does not apply to an encoder's output; use recentre=False.")
@@ -539,10 +540,9 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
                       loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
                       verbose=verbose)
-    if rank is not None:  # back to the data's order, and the learned kernel to the caller's
+    if rank is not None:  # back to the data's order
         y = y[rank]
-        if objective.kernel is not given.kernel:
-            given.set_kernel(objective.kernel)
+        objective.reorder_(rank.numpy())
     return y.cpu().numpy(), state.losses
 
 

@@ -13,10 +13,10 @@ the same bits). Measured on the UMAP preset's 10M-point graph (``make_manifolds`
 stored edges, 2 cores): one gradient evaluation 3.79 s in the data's order, 2.76 s in this
 one; the order costs 13 s and relabelling the graph 2-3 s, once.
 
-The optimiser reorders the objective (:meth:`~icongraph.objective.Objective.reordered`) and
-the start, runs, and returns the embedding in the data's order; callbacks see the data's
-order too. It applies from :data:`LOCALITY_MIN_SAMPLES` points, on the CPU engine, without
-labels or an encoder.
+The optimiser reorders the objective in place (:meth:`~icongraph.objective.Objective.reorder_`,
+one extra per-edge array alive at a time) and the start, runs, restores the objective and
+returns the embedding in the data's order; callbacks see the data's order too. It applies
+from :data:`LOCALITY_MIN_SAMPLES` points, on the CPU engine, without labels or an encoder.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "permute_csr"]
+__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "CSRPermutation"]
 
 #: points from which the optimisation runs in the graph's locality order (below, the
 #: embedding fits the cache and the order would change the fit for no gain)
@@ -44,43 +44,59 @@ def locality_order(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _permute_rows(indptr, indices, order, rank, new_indptr, new_indices, edge_from):
+def _permute_rows(indptr, order, new_indptr, values, out):
     for r in prange(len(order)):
-        old = order[r]
-        start = indptr[old]
+        start = indptr[order[r]]
         at = new_indptr[r]
-        for e in range(indptr[old + 1] - start):
-            new_indices[at + e] = rank[indices[start + e]]
-            edge_from[at + e] = start + e
+        for e in range(indptr[order[r] + 1] - start):
+            out[at + e] = values[start + e]
 
 
-def permute_csr(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray):
-    """The graph relabelled by ``order`` (row ``r`` holds point ``order[r]``'s edges, each
-    neighbour ``j`` renamed ``rank[j]`` with ``rank[order] = arange(N)``).
+@njit(parallel=True, cache=True)
+def _rename(indices, rank):
+    for e in prange(len(indices)):
+        indices[e] = rank[indices[e]]
+
+
+class CSRPermutation:
+    """The relabelling of a CSR graph by ``order`` (row ``r`` holds point ``order[r]``'s
+    edges, each neighbour ``j`` renamed ``rank[j]``, ``rank[order] = arange(N)``), applied
+    array by array so that only one extra per-edge array is alive at a time.
 
     Parameters
     ----------
     indptr : (N + 1,) int64
-    indices : (E,) int32
-        The CSR structure.
+        The graph's row pointers.
     order : (N,) int64
         A permutation of the points.
 
-    Returns
-    -------
-    new_indptr : (N + 1,) int64
-    new_indices : (E,) int32
-    edge_from : (E,) int64
-        The old position of each new edge: any per-edge array ``a`` follows as
-        ``a[edge_from]``.
+    Attributes
+    ----------
+    indptr : (N + 1,) int64
+        The relabelled graph's row pointers.
+    rank : (N,) int64
+        ``rank[i]``: the row of point ``i``.
     """
-    n = len(order)
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    degree = np.diff(indptr)[order]
-    new_indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(degree, out=new_indptr[1:])
-    new_indices = np.empty(len(indices), indices.dtype)
-    edge_from = np.empty(len(indices), np.int64)
-    _permute_rows(indptr, indices, order, rank, new_indptr, new_indices, edge_from)
-    return new_indptr, new_indices, edge_from
+
+    def __init__(self, indptr: np.ndarray, order: np.ndarray):
+        n = len(order)
+        self.order = np.asarray(order, np.int64)
+        self.rank = np.empty(n, np.int64)
+        self.rank[self.order] = np.arange(n)
+        self._old_indptr = indptr
+        self.indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.diff(indptr)[self.order], out=self.indptr[1:])
+
+    def values(self, values: np.ndarray) -> np.ndarray:
+        """A per-edge array (E,) in the new edge order (an empty array is returned as is)."""
+        if not len(values):
+            return values
+        out = np.empty_like(values)
+        _permute_rows(self._old_indptr, self.order, self.indptr, values, out)
+        return out
+
+    def indices(self, indices: np.ndarray) -> np.ndarray:
+        """The column indices (E,) in the new edge order, renamed."""
+        out = self.values(indices)
+        _rename(out, self.rank)
+        return out

@@ -1,5 +1,8 @@
 """The locality order of large fits: the relabelled graph against scipy, the reordered
-objective's gradient against the original's, and a fit run in that order."""
+objective's gradient against the original's (and its restoration), and a fit run in that
+order."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -22,17 +25,18 @@ def _graph(n=300, seed=0):
     return FuzzyTarget(10).build(exact_knn(X, 10)), X
 
 
-def test_permute_csr_is_the_relabelled_matrix():
+def test_csr_permutation_is_the_relabelled_matrix():
     target, _ = _graph()
     g = target.graph.tocsr()
     g.sort_indices()
     order = np.random.default_rng(0).permutation(g.shape[0])
-    indptr, indices, edge_from = ordering.permute_csr(g.indptr.astype(np.int64),
-                                                      g.indices.astype(np.int32), order)
-    moved = sp.csr_matrix((g.data[edge_from], indices, indptr), shape=g.shape)
+    moved = ordering.CSRPermutation(g.indptr.astype(np.int64), order)
+    got = sp.csr_matrix((moved.values(g.data), moved.indices(g.indices.astype(np.int32)),
+                         moved.indptr), shape=g.shape)
     expected = g[order][:, order]
-    assert abs(moved - expected).max() == 0
-    assert moved.nnz == expected.nnz
+    assert abs(got - expected).max() == 0
+    assert got.nnz == expected.nnz
+    assert np.array_equal(moved.rank[order], np.arange(g.shape[0]))
 
 
 def test_locality_order_is_a_permutation_that_narrows_the_graph():
@@ -66,7 +70,8 @@ def test_reordered_objective_gives_the_permuted_gradient(estimator, q_alpha, edg
     obj = Objective(target, kernel, estimator, n_negatives=0, edge_sampling=edge_sampling,
                     q_alpha=q_alpha)
     order = np.random.default_rng(2).permutation(obj.n)
-    moved = obj.reordered(order)
+    moved = copy.deepcopy(obj)
+    moved.reorder_(order)
     y = np.random.default_rng(3).normal(size=(obj.n, 2)).astype(np.float32)
     z_prev = np.random.default_rng(4).uniform(5, 10, obj.n).astype(np.float32)
 
@@ -86,6 +91,12 @@ def test_reordered_objective_gives_the_permuted_gradient(estimator, q_alpha, edg
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e[order], rtol=1e-4, atol=1e-6 * np.abs(e).max())
     assert not np.allclose(got[0], expected[0], atol=1e-3 * np.abs(expected[0]).max())
+    rank = np.empty_like(order)
+    rank[order] = np.arange(obj.n)
+    moved.reorder_(rank)  # back to the first order: the same arrays
+    for name in ("indptr", "indices", "weights", "edge_rate", "edge_phase", "edge_share",
+                 "row_mass", "neg_scale"):
+        assert np.array_equal(getattr(moved, name), getattr(obj, name)), name
 
 
 @pytest.mark.quality
