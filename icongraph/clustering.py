@@ -92,6 +92,7 @@ from .runtime import RUNTIME_RULES, DivergenceError, resolve_device, threads
 from .seeding import INITS, SEED_SAMPLE, seed_logits
 from .targets import PerplexityTarget, UniformKNNTarget, new_lists
 from .validation import (
+    MappedFile,
     callbacks_rule,
     check_data,
     check_feature_names,
@@ -511,6 +512,7 @@ default="auto"
         preset = self._preset()
         spec = self._spec(preset) if spec is None else spec
         check_feature_names(self, X, reset=True)
+        source = MappedFile.of(X)
         X, data_scale = check_data(X, allow_sparse=False, min_samples=2, scaling=self.metric)
         check_n_features(self, X.shape[1], reset=True)
         n = X.shape[0]
@@ -580,6 +582,7 @@ default="auto"
                     "centres), or check that the data has structure at this scale.")
             best = self._kept_partition(best, communities, graph, weights, kernel, evaluation,
                                         seed)
+            source.check("the fit")
             for name, value in best.items():
                 setattr(self, name, value)
             timings["optimize"] = time.perf_counter() - start

@@ -77,6 +77,7 @@ from .targets import (
     with_labels,
 )
 from .validation import (
+    MappedFile,
     boolean,
     check_data,
     check_feature_names,
@@ -514,7 +515,8 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             if X is None:  # a precomputed graph alone: no features
                 self.n_features_in_ = None
                 vars(self).pop("feature_names_in_", None)
-            else:
+            source = MappedFile.of(X)
+            if X is not None:
                 check_feature_names(self, X, reset=True)
                 X, data_scale = check_data(X, min_samples=2, scaling=self.metric)
                 check_n_features(self, X.shape[1], reset=True)
@@ -538,6 +540,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                                          verbose=verbose, cache_dir=self.knn_cache)
                     timings["knn"] = timed.elapsed
                     memory["knn"] = timed.peak_rss
+                    source.check("the kNN search")
             about = ("precomputed p" if precomputed
                      else f"{type(spec).__name__}, {knn.n_neighbors} neighbours per point")
             with phase("graph", verbose, about) as timed:
@@ -598,6 +601,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                     timed.note = f"loss {losses[-1][1]:.6g}"
             timings["optimize"] = timed.elapsed
             memory["optimize"] = timed.peak_rss
+            source.check("the fit")
             whole.note = f"{n} points"
         self.encoder_ = None if encoder is None else encoder[0]
         if encoder is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,7 +20,8 @@ __all__ = ["NonNumericError", "check_data", "check_not_container", "check_featur
            "check_n_features",
            "check_n_neighbors", "check_random_state",
            "to_numpy", "check_number", "check_choice", "check_callbacks", "check_params",
-           "number", "choice", "boolean", "callbacks_rule", "mapping", "path_or_none"]
+           "number", "choice", "boolean", "callbacks_rule", "mapping", "path_or_none",
+           "DataChangedError", "MappedFile"]
 
 
 def to_numpy(X) -> np.ndarray | sp.spmatrix:
@@ -505,3 +507,62 @@ def check_params(estimator, rules: dict) -> None:
     """
     for name in sorted(rules):
         rules[name](name, getattr(estimator, name))
+
+
+class DataChangedError(RuntimeError):
+    """The file behind a memory-mapped input changed while a fit was reading it."""
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """The file behind a memory-mapped array (``np.load(path, mmap_mode="r")``, ``np.memmap``)
+    as a fit starts to read it: its path, size and modification time, so that a change
+    during the fit (the kNN graph from one version of the data, the start from another) is
+    an error instead of a silent mix. Arrays in memory have no file and are never checked.
+
+    Attributes
+    ----------
+    path : str or None
+        The file (None: not memory-mapped).
+    size, mtime_ns : int
+        ``os.stat`` of the file at the start.
+    """
+
+    path: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+
+    @classmethod
+    def of(cls, X) -> MappedFile:
+        """The file behind ``X`` (itself or the array it views), if any."""
+        base = X
+        while base is not None and not isinstance(base, np.memmap):
+            base = getattr(base, "base", None)
+        path = getattr(base, "filename", None)
+        if path is None or not os.path.exists(path):
+            return cls()
+        stat = os.stat(path)
+        return cls(str(path), stat.st_size, stat.st_mtime_ns)
+
+    def check(self, stage: str) -> None:
+        """Raise :class:`DataChangedError` if the file was modified since :meth:`of`.
+
+        Parameters
+        ----------
+        stage : str
+            What the fit has done so far, for the message (``"the kNN search"``).
+        """
+        if self.path is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except OSError as err:
+            raise DataChangedError(f"the memory-mapped input {self.path!r} became unreadable "
+                                   f"during {stage} ({err}); fit again from a stable "
+                                   "file.") from None
+        if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+            raise DataChangedError(
+                f"the memory-mapped input {self.path!r} was modified during {stage} (size "
+                f"{self.size} -> {stat.st_size} bytes, modification time changed): the fit "
+                "may have read two versions of the data. Fit again once the file is no "
+                "longer written, or from a copy (np.array(X)).")

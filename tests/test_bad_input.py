@@ -1,5 +1,8 @@
 """Bad input: a clear ValueError naming the problem, and the caller's data untouched."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -143,3 +146,31 @@ def test_umap_takes_alpha(blobs):
                               random_state=0).fit_transform(X)
     assert np.isfinite(debiased).all()
     assert np.abs(debiased - plain).max() > 1e-3
+
+
+def test_a_memory_mapped_input_that_changes_during_the_fit_is_an_error(blobs, tmp_path):
+    """The file behind an np.load(..., mmap_mode="r") input is written while the fit runs
+    (from a callback, mid-optimisation): the fit ends with DataChangedError naming the file;
+    the same fit of an unchanged file, and of an array in memory, succeeds."""
+    from icongraph.validation import DataChangedError
+
+    X, _ = blobs
+    path = tmp_path / "X.npy"
+    np.save(path, X.astype(np.float32))
+    mapped = np.load(path, mmap_mode="r")
+    assert icongraph.UMAP(n_epochs=20, random_state=0).fit(mapped).embedding_.shape == (90, 2)
+
+    def rewrite(epoch, loss, embedding):
+        if epoch == 5:
+            with open(path, "r+b") as fh:  # same size, other bytes: a new version in place
+                fh.seek(-4, 2)
+                fh.write(np.float32(123.0).tobytes())
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+    for model in (icongraph.UMAP(n_epochs=20, random_state=0, callbacks=[rewrite]),
+                  icongraph.Clustering(n_clusters=3, n_epochs=20, random_state=0,
+                                       callbacks=[rewrite])):
+        with pytest.raises(DataChangedError, match=r"X\.npy' was modified during the fit"):
+            model.fit(np.load(path, mmap_mode="r"))
+        assert not hasattr(model, "embedding_") and not hasattr(model, "labels_")
+    icongraph.UMAP(n_epochs=20, random_state=0, callbacks=[rewrite]).fit(np.array(mapped))
