@@ -47,22 +47,25 @@ def pca_init(X, n_components: int, seed: int) -> np.ndarray:
 
         y = TruncatedSVD(n_components, random_state=seed).fit_transform(X)
     elif d <= 4096:  # the D x D covariance from row blocks: no float64 copy of X
-        mean = np.zeros(d)
+        # (the products in torch, on the fit's thread count: numpy's BLAS picks its own
+        # threads, and its sums then depend on the process, breaking reproducibility)
+        def centred_blocks():
+            for start in range(0, n, PCA_BLOCK_ROWS):
+                yield torch.from_numpy(np.asarray(X[start:start + PCA_BLOCK_ROWS],
+                                                  np.float64)) - mean
+
+        mean = torch.zeros(d, dtype=torch.float64)
         for start in range(0, n, PCA_BLOCK_ROWS):
-            mean += np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64).sum(0)
+            mean += torch.from_numpy(np.asarray(X[start:start + PCA_BLOCK_ROWS],
+                                                np.float64)).sum(0)
         mean /= max(n, 1)
-        cov = np.zeros((d, d))
-        for start in range(0, n, PCA_BLOCK_ROWS):
-            block = np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64) - mean
+        cov = torch.zeros((d, d), dtype=torch.float64)
+        for block in centred_blocks():
             cov += block.T @ block
-        _, vecs = torch.linalg.eigh(torch.from_numpy(cov))
+        _, vecs = torch.linalg.eigh(cov)
         axes = vecs[:, -n_components:].flip(1)
         signs = torch.sign(axes[axes.abs().argmax(0), torch.arange(axes.shape[1])])
-        axes = (axes * signs).numpy()
-        y = np.empty((n, axes.shape[1]))
-        for start in range(0, n, PCA_BLOCK_ROWS):
-            block = np.asarray(X[start:start + PCA_BLOCK_ROWS], np.float64) - mean
-            y[start:start + PCA_BLOCK_ROWS] = block @ axes
+        y = torch.cat([block @ (axes * signs) for block in centred_blocks()]).numpy()
     else:
         data = torch.as_tensor(np.asarray(X, np.float64))
         centred = data - data.mean(0)

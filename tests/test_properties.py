@@ -46,6 +46,8 @@ def test_fuzzy_memberships_hit_log2_k(seed, k, scale):
     rng = np.random.default_rng(seed)
     dist = np.sort(rng.gamma(2.0, 1.0, (5, k)), axis=1) * scale
     w = fuzzy_weights(dist).astype(np.float64)
-    assert np.all((w > 0) & (w <= 1))
+    # a far neighbour's exp(-(d - rho) / sigma) may underflow float32 to 0 (seed 89, k 13:
+    # below 1e-45): a membership in [0, 1]
+    assert np.all((w >= 0) & (w <= 1))
     assert np.allclose(w[:, 0], 1.0)  # the nearest neighbour is fully connected
     assert np.allclose(w.sum(1), np.log2(k + 1), rtol=1e-3)
