@@ -158,6 +158,23 @@ def _debiased_pairs(obj, k: torch.Tensor, shift):
     return (1.0 - obj.q_alpha) * k / k_t, torch.log(k_t)
 
 
+def _negative_pairs(obj, y: torch.Tensor, anchors: torch.Tensor, m: int, seed: int):
+    """The ``m`` negatives of each of ``anchors`` (every other point in exact mode, else
+    :func:`hash_negatives`) as flat pairs ``(a, j, y_a - y_j, d2, k, g)``, anchor-major."""
+    n = y.shape[0]
+    if obj.n_negatives <= 0:
+        negs = torch.arange(n - 1, device=y.device)[None, :].expand(len(anchors), -1)
+        negs = negs + (negs >= anchors[:, None]).long()
+    else:
+        negs = hash_negatives(anchors, m, seed, n)
+    a = anchors[:, None].expand_as(negs).reshape(-1)
+    j = negs.reshape(-1)
+    diff = y[a] - y[j]
+    d2 = (diff * diff).sum(1)
+    k, g = _kernel_and_slope(obj.kernel, d2)
+    return a, j, diff, d2, k, g
+
+
 def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch: int,
                            exaggeration: float, z_prev: torch.Tensor, global_scale,
                            with_loss: bool = False, dof_rows: torch.Tensor | None = None):
@@ -214,16 +231,7 @@ def sampled_gradient_torch(obj, arrays: dict, y: torch.Tensor, seed: int, epoch:
         label_forces_torch(obj, arrays, y, start, stop, seed, exaggeration, with_loss, grad,
                            loss_rows, dof_rows)
         anchors = torch.arange(start, stop, device=y.device)
-        if obj.n_negatives <= 0:
-            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
-            negs = negs + (negs >= anchors[:, None]).long()
-        else:
-            negs = hash_negatives(anchors, m, seed, n)
-        a = anchors[:, None].expand_as(negs).reshape(-1)
-        j = negs.reshape(-1)
-        diff = y[a] - y[j]
-        d2 = (diff * diff).sum(1)
-        k, g = _kernel_and_slope(kernel, d2)
+        a, j, diff, d2, k, g = _negative_pairs(obj, y, anchors, m, seed)
         zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
         terms = []  # (coefficient, weight, weight in the dof's gradient)
         if obj.alpha > 0:
@@ -325,16 +333,7 @@ def sampled_gradient_torch_q(obj, arrays: dict, y: torch.Tensor, seed: int, epoc
             d2 = (diff * diff).sum(1)
             k, g = _kernel_and_slope(kernel, d2)
             attract(a, j, diff, d2, k, g, scale * mass[a], scale * mass[j], scale * mass[a])
-        if obj.n_negatives <= 0:
-            negs = torch.arange(n - 1, device=y.device)[None, :].expand(stop - start, -1)
-            negs = negs + (negs >= anchors[:, None]).long()
-        else:
-            negs = hash_negatives(anchors, m, seed, n)
-        a = anchors[:, None].expand_as(negs).reshape(-1)
-        j = negs.reshape(-1)
-        diff = y[a] - y[j]
-        d2 = (diff * diff).sum(1)
-        k, g = _kernel_and_slope(kernel, d2)
+        a, j, diff, d2, k, g = _negative_pairs(obj, y, anchors, m, seed)
         zsum[start:stop] = k.view(stop - start, m).sum(1).clamp_min(1e-12)
         if obj.alpha > 0:
             uniform = obj.alpha / m
