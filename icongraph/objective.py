@@ -496,20 +496,21 @@ def all_pair_sums(obj: Objective, y: torch.Tensor, normaliser: bool = True,
         log_k = kernel.log_k_torch(d2)
         g = kernel.slope_torch(d2)
         k = torch.exp(log_k)
-        k_t = keep * k + shift
-        rho = keep * k / k_t if debias else torch.ones_like(k)
-        off = torch.ones_like(d2)
-        off[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
         if normaliser:
             sums["force_s"].append(((-k * g)[..., None] * diff).sum(1))
-            sums["row_z"].append((k * off).sum(1))
+            sums["row_z"].append(k.sum(1) - 1.0)  # k(0) = 1: remove the self term
+        # the debiased pair weight and log-kernel (their self terms at k(0) = 1 subtracted)
+        k_t = keep * k + shift if debias else k
+        r = -g * (keep * k / k_t) if debias else -g
         if uniform:
-            sums["force_r"].append((-(g * rho))[..., None].mul(diff).sum(1))
-            sums["force_rm"].append((-(g * rho) * mass)[..., None].mul(diff).sum(1))
+            sums["force_r"].append((r[..., None] * diff).sum(1))
+            sums["force_rm"].append(((r * mass)[..., None] * diff).sum(1))
             if debias:
-                sums["rho_sum"].append((rho * off).sum(1))
+                sums["rho_sum"].append((keep * k / k_t).sum(1) - keep / (keep + shift))
         if with_log:
-            sums["log_k"].append(((torch.log(k_t) if debias else log_k) * off).sum(1))
+            sums["log_k"].append(torch.log(k_t).sum(1) - torch.log(
+                torch.as_tensor(keep + shift, dtype=torch.float64, device=y.device))
+                if debias else log_k.sum(1))  # log k(0) = 0
     width = {"force_s": yd.shape[1], "force_r": yd.shape[1], "force_rm": yd.shape[1]}
     sums = {key: torch.cat(parts) if parts else yd.new_zeros((0, width[key]) if key in width
                                                                else (0,))  # an empty shard's
