@@ -536,13 +536,16 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     # on CPU the numba engine does the parallel work; torch's small ops run on one thread, as
     # its OpenMP team and numba's contend for the cores between numba's parallel regions
     # (each small op 10x slower measured with both on two threads)
-    with torch_threads(1 if use_numba else None):
-        state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
-                      loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
-                      verbose=verbose)
-    if rank is not None:  # back to the data's order
+    try:
+        with torch_threads(1 if use_numba else None):
+            state = train(step, n_epochs, hooks=[guard, Callbacks(callbacks)],
+                          loss_every=loss_every, lr_at=lr_at, view=lambda: y, desc="optimise",
+                          verbose=verbose)
+    finally:  # the caller's objective back in the data's order, even after an error
+        if rank is not None:
+            objective.reorder_(rank.numpy())
+    if rank is not None:
         y = y[rank]
-        objective.reorder_(rank.numpy())
     return y.cpu().numpy(), state.losses
 
 
