@@ -53,9 +53,25 @@ import torch
 
 from ._transform_engine import partial_arrays, point_keys
 from .heads import encoder_rule, make_encoder, standardisation
-from .init import INITS, check_init_array, initialize, interpolate_from_sample, pca_init, rescale
+from .init import (
+    INITS,
+    PCA_BLOCK_ROWS,
+    check_init_array,
+    initialize,
+    interpolate_from_sample,
+    pca_init,
+    rescale,
+)
 from .kernels import Kernel, StudentKernel, UMAPKernel, get_kernel
-from .knn import KNN, KNN_RULES, KNNIndex, _resolve_method, knn_search, precomputed_knn
+from .knn import (
+    KNN,
+    KNN_RULES,
+    KNNIndex,
+    _resolve_method,
+    knn_search,
+    nndescent_schedule,
+    precomputed_knn,
+)
 from .memory import check_memory
 from .objective import Objective, check_composition, exact_loss
 from .optimize import OPTIMIZER_RULES, encode, optimize, optimize_new
@@ -70,6 +86,7 @@ from .targets import (
     FuzzyTarget,
     PerplexityTarget,
     PrecomputedTarget,
+    Target,
     debias,
     new_lists,
     propagate,
@@ -88,6 +105,7 @@ from .validation import (
     check_random_state,
     encode_labels,
     number,
+    release_mapped_pages,
 )
 
 __all__ = ["SNE", "TSNE", "UMAP", "COMMON_PARAMS"]
@@ -451,9 +469,10 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         with 900 neighbours; counted here at 48): the kNN lists (8 bytes an edge), the graph
         ``p`` (up to 2 edges per kNN edge, 8 bytes each), the objective's copy of it (and the
         torch engine's int64 copy off the numba engine, or the edge-sampling rates), plus the
-        largest transient: the graph's construction (8), the exact kNN search's centred copy of
-        ``X``, pynndescent's heaps, or PCA's two float64 copies of ``X``; with an encoder, its
-        float32 copy of the standardised features (its activations are bounded by
+        largest transient: the graph's construction (8), the exact kNN search's centred copy
+        of ``X``, pynndescent's ordered copy of ``X``, candidate lists and heap, or the PCA
+        start's float64 blocks and projection; with an encoder, its float32 copy of the
+        standardised features (its activations are bounded by
         :data:`~icongraph.optimize.ENCODER_CHUNK` rows)."""
         n, d = X.shape
         edges = n * k
@@ -465,9 +484,14 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         transient = {"building p": 8 * edges}
         if self.precomputed_knn is None:
             method = _resolve_method(self.knn_method, X, resolve_device(self.device))
-            transient["kNN search"] = 4 * n * d if method == "exact" else 18 * n * (k + 1)
+            if method == "exact":
+                transient["kNN search"] = 4 * n * d
+            else:  # the spatially ordered copy, the candidate lists and the heap
+                candidates = nndescent_schedule(n)[2]
+                copy = 0 if sp.issparse(X) else 4 * n * d
+                transient["kNN search"] = copy + 16 * n * candidates + 9 * n * (k + 1)
         if isinstance(init, str) and init == "pca" and not sp.issparse(X):
-            transient["PCA init"] = 16 * n * d
+            transient["PCA init"] = 16 * min(n, PCA_BLOCK_ROWS) * d + 16 * n * self.n_components
         name, peak = max(transient.items(), key=lambda kv: kv[1])
         parts = {"kNN lists": 8 * edges, "graph p": 16 * edges, "objective edges": objective,
                  name: peak}
@@ -575,12 +599,13 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                 if encoder is not None:
                     y0 = encode(*encoder, sphere=False)
                 elif coarse:
-                    y0 = self._coarse_init(X, target.graph, seed)
+                    y0 = self._coarse_init(X, target, seed)
                 else:
                     y0 = initialize(init, X, target.graph, self.n_components, seed,
                                     settings["init_scale"])
             timings["init"] = timed.elapsed
             memory["init"] = timed.peak_rss
+            release_mapped_pages(X)  # the optimisation never reads X
             with phase("refinement" if coarse else "optimisation", verbose,
                        f"{n} points, {settings['n_epochs']} epochs, {settings['optimizer']}"
                        ) as timed:
@@ -645,7 +670,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             self._kl_divergence = value / float(self.target_.row_mass.sum(dtype=np.float64))
         return self._kl_divergence
 
-    def _coarse_init(self, X, graph: sp.csr_matrix, seed: int) -> np.ndarray:
+    def _coarse_init(self, X, target: Target, seed: int) -> np.ndarray:
         """Coarse-to-fine start: this estimator with its default settings fitted on a random
         1/COARSE_FACTOR of the rows (its own kNN graph), spread to every point through ``p``
         (:func:`~icongraph.init.interpolate_from_sample`). The sample settles the global
@@ -659,7 +684,8 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         params = {**self.get_params(), "init": None, "n_epochs": None, "learning_rate": None,
                   "precomputed_knn": None, "random_state": seed, "callbacks": None}
         sample = type(self)(**params).fit(X[rows]).embedding_
-        y, placed = interpolate_from_sample(graph, rows, sample, seed)
+        y, placed = interpolate_from_sample(target.graph, rows, sample, seed,
+                                            symmetric=target.symmetric)
         if not placed.all():
             rest = pca_init(X[~placed], self.n_components, seed)
             y[~placed] = rescale(rest, float(np.abs(sample).max()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit, prange
 
 __all__ = ["knn_to_csr", "symmetrize", "row_normalize", "as_csr_graph", "check_graph",
            "edge_entropy"]
@@ -30,6 +31,10 @@ def knn_to_csr(indices: np.ndarray, weights: np.ndarray, n: int | None = None) -
     return graph
 
 
+#: :func:`symmetrize`'s modes, as the merge kernel's codes
+SYMMETRIZE_MODES = {"mean": 0, "union": 1, "max": 2}
+
+
 def symmetrize(graph: sp.csr_matrix, mode: str = "mean", mix: float = 1.0) -> sp.csr_matrix:
     """Make ``p`` symmetric.
 
@@ -37,21 +42,95 @@ def symmetrize(graph: sp.csr_matrix, mode: str = "mean", mix: float = 1.0) -> sp
     * ``union``: UMAP's fuzzy union ``mix (P + P^T - P o P^T) + (1 - mix) P o P^T``
       (``mix`` is umap-learn's ``set_op_mix_ratio``; 1 is the pure union).
     * ``max``: ``max(P, P^T)``.
+
+    Each row of ``P`` is merged with the same row of ``P^T`` in one pass (an absent entry is
+    0), in float64, into a result allocated once at its final size: besides ``P``, only
+    ``P^T`` and the result are alive (at 10M points and 14 neighbours 1.1 + 1.1 + 1.7 GB;
+    scipy's sum, product and difference held 6.5 GB at once).
+
+    Parameters
+    ----------
+    graph : scipy.sparse matrix of shape (N, N)
+        ``P``.
+    mode : {"mean", "union", "max"}, default="mean"
+        The rule above.
+    mix : float, default=1.0
+        The union's ``set_op_mix_ratio``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32, shape (N, N)
+        Symmetric, sorted indices, no explicit zeros.
     """
-    transpose = graph.T.tocsr()
-    if mode == "mean":
-        out = (graph + transpose) * 0.5
-    elif mode == "union":
-        product = graph.multiply(transpose)
-        out = mix * (graph + transpose - product) + (1.0 - mix) * product
-    elif mode == "max":
-        out = graph.maximum(transpose)
-    else:
+    if mode not in SYMMETRIZE_MODES:
         raise ValueError(f"symmetrize mode must be 'mean', 'union' or 'max'; got {mode!r}.")
-    out = sp.csr_matrix(out, dtype=np.float32)
+    graph = sp.csr_matrix(graph, dtype=np.float32)
+    graph.sort_indices()
+    transpose = graph.T.tocsr()
+    transpose.sort_indices()
+    n = graph.shape[0]
+    counts = np.zeros(n + 1, np.int64)
+    _merged_row_sizes(graph.indptr, graph.indices, transpose.indptr, transpose.indices,
+                      counts[1:])
+    indptr = np.cumsum(counts)
+    indices = np.empty(indptr[-1], np.int32)
+    data = np.empty(indptr[-1], np.float32)
+    _merge_rows(graph.indptr, graph.indices, graph.data, transpose.indptr, transpose.indices,
+                transpose.data, indptr, indices, data, SYMMETRIZE_MODES[mode], float(mix))
+    del transpose
+    out = sp.csr_matrix((data, indices, indptr), shape=graph.shape)
+    out.has_sorted_indices = True
     out.eliminate_zeros()
-    out.sort_indices()
     return out
+
+
+@njit(parallel=True, cache=True)
+def _merged_row_sizes(a_ptr, a_idx, b_ptr, b_idx, sizes):
+    """``sizes[i]``: the columns in row ``i`` of ``A`` or of ``B`` (sorted CSR rows)."""
+    for i in prange(len(sizes)):
+        a, a_end, b, b_end = a_ptr[i], a_ptr[i + 1], b_ptr[i], b_ptr[i + 1]
+        size = 0
+        while a < a_end or b < b_end:
+            if b == b_end or (a < a_end and a_idx[a] < b_idx[b]):
+                a += 1
+            elif a == a_end or b_idx[b] < a_idx[a]:
+                b += 1
+            else:
+                a += 1
+                b += 1
+            size += 1
+        sizes[i] = size
+
+
+@njit(parallel=True, cache=True)
+def _merge_rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, out_ptr, out_idx, out_val, mode,
+                mix):
+    """Row ``i`` of the merge of sorted CSR ``A`` and ``B``: each column of either, valued
+    by :func:`symmetrize`'s ``mode`` code on ``(a, b)`` (0 where absent)."""
+    for i in prange(len(out_ptr) - 1):
+        a, a_end, b, b_end = a_ptr[i], a_ptr[i + 1], b_ptr[i], b_ptr[i + 1]
+        at = out_ptr[i]
+        while a < a_end or b < b_end:
+            x = y = 0.0
+            if b == b_end or (a < a_end and a_idx[a] < b_idx[b]):
+                column, x = a_idx[a], float(a_val[a])
+                a += 1
+            elif a == a_end or b_idx[b] < a_idx[a]:
+                column, y = b_idx[b], float(b_val[b])
+                b += 1
+            else:
+                column, x, y = a_idx[a], float(a_val[a]), float(b_val[b])
+                a += 1
+                b += 1
+            if mode == 0:
+                value = 0.5 * (x + y)
+            elif mode == 1:
+                value = mix * (x + y - x * y) + (1.0 - mix) * x * y
+            else:
+                value = max(x, y)
+            out_idx[at] = column
+            out_val[at] = value
+            at += 1
 
 
 def row_normalize(graph: sp.csr_matrix) -> sp.csr_matrix:

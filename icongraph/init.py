@@ -118,15 +118,21 @@ def spectral_init(graph: sp.csr_matrix, n_components: int, seed: int, maxiter: i
 
 
 def interpolate_from_sample(graph: sp.csr_matrix, rows: np.ndarray, sample_embedding: np.ndarray,
-                            seed: int, jitter: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+                            seed: int, jitter: float = 1e-3, symmetric: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """Spread the embedding of the sampled ``rows`` (M,) (``sample_embedding`` (M, d)) to all N
     points through ``p``: every unplaced point with placed neighbours goes to their p-weighted
     mean ``y_i = sum_j w_ij y_j / sum_j w_ij`` (j placed; both edge directions count), repeated
     until nothing changes (each round reaches one hop further). Interpolated points get a seeded
     jitter of ``jitter`` x the sample's spread, so none coincide. Returns ``(y (N, d), placed
-    (N,) bool)``: points in components of p without a sampled point stay unplaced (0)."""
+    (N,) bool)``: points in components of p without a sampled point stay unplaced (0).
+
+    ``symmetric``: ``graph`` equals its transpose (:attr:`Target.symmetric
+    <icongraph.targets.Target.symmetric>`), so both directions are ``graph`` itself and no
+    ``p + p^T`` is formed (the mean is the same: ``2 p`` has the same ratios). Each round
+    multiplies the whole graph by the (N, d) layout: no copy of the new rows' edges."""
     n = graph.shape[0]
-    sym = (graph + graph.T).tocsr()
+    sym = graph if symmetric else (graph + graph.T).tocsr()
     y = np.zeros((n, sample_embedding.shape[1]), np.float64)
     placed = np.zeros(n, bool)
     y[rows], placed[rows] = sample_embedding, True
@@ -135,7 +141,7 @@ def interpolate_from_sample(graph: sp.csr_matrix, rows: np.ndarray, sample_embed
         new = np.flatnonzero(~placed & (mass > 0))
         if new.size == 0:
             break
-        y[new] = (sym[new] @ y) / mass[new, None]  # unplaced rows of y are 0: they add nothing
+        y[new] = (sym @ y)[new] / mass[new, None]  # unplaced rows of y are 0: they add nothing
         placed[new] = True
     spread = float(sample_embedding.std()) or 1.0
     noise = np.random.default_rng(seed).normal(0.0, jitter * spread, y.shape)

@@ -170,10 +170,17 @@ class Objective:
             raise ValueError("the objective needs at least 2 points.")
         mass = self.target.row_mass
         w_lab = self.target.label_weights
+        # the stored edges: p + p^T; for a symmetric p (and no labels reweighting its rows)
+        # that is 2 p on p's own structure, with no transpose formed (1.7 GB less at 10M)
+        symmetric = self.target.symmetric and not w_lab.any()
         if w_lab.any():  # the kNN part of a labelled row keeps 1 - w_i of its mass
             p = (sp.diags((1.0 - w_lab).astype(np.float32)) @ p).tocsr()
-        sym = (p + p.T).tocsr()
-        sym.sort_indices()
+        if symmetric:  # the weights a new array, the structure p's own (never written)
+            p = p if p.has_sorted_indices else p.sorted_indices()
+            sym = sp.csr_matrix((p.data * np.float32(2.0), p.indices, p.indptr), shape=p.shape)
+        else:
+            sym = (p + p.T).tocsr()
+            sym.sort_indices()
         self.alpha = float(self.target.alpha)
         if self.estimator == "neg":
             w_max = float(self.target.graph.data.max())
@@ -183,16 +190,19 @@ class Objective:
         else:
             self.p_scale = 1.0
             self.neg_scale = np.zeros(1, np.float32)
-        sym = sym * ((1.0 - self.alpha) * self.p_scale)
-        if self.q_alpha > 0.0:  # p_ij / (p_ij + p_ji) of each stored edge (i, j): row i's share
+        sym.data *= np.float32((1.0 - self.alpha) * self.p_scale)
+        if self.q_alpha > 0.0 and symmetric:  # p_ij / (p_ij + p_ji): each direction's share
+            self.edge_share = np.full(sym.nnz, 0.5, np.float32)
+        elif self.q_alpha > 0.0:
             rows = np.repeat(np.arange(self.n), np.diff(sym.indptr))
             own = np.asarray(p[rows, sym.indices]).ravel() * ((1.0 - self.alpha) * self.p_scale)
             self.edge_share = (own / np.maximum(sym.data, 1e-30)).astype(np.float32)
         else:
             self.edge_share = np.zeros(0, np.float32)
         self.indptr = sym.indptr.astype(np.int64)
-        self.indices = sym.indices.astype(np.int32)
-        self.weights = sym.data.astype(np.float32)
+        self.indices = sym.indices.astype(np.int32, copy=False)
+        self.weights = sym.data.astype(np.float32, copy=False)
+        del sym
         if self.edge_sampling:  # visit edge e in w_e / w_max of the epochs, with weight w_max
             w_max = float(self.weights.max())
             self.edge_rate = (self.weights / w_max).astype(np.float32)

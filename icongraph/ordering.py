@@ -17,6 +17,13 @@ The optimiser reorders the objective in place (:meth:`~icongraph.objective.Objec
 one extra per-edge array alive at a time) and the start, runs, restores the objective and
 returns the embedding in the data's order; callbacks see the data's order too. It applies
 from :data:`LOCALITY_MIN_SAMPLES` points, on the CPU engine, without labels or an encoder.
+
+The kNN search stores the data in a second order before any graph exists
+(:func:`spatial_order`): the leaf order of a kd-tree on the rows' top principal coordinates,
+so that NN-descent's candidates (neighbours of neighbours) are read from nearby rows.
+Measured with pynndescent (umap-learn's settings, 2 cores), the same recall in either order:
+``make_manifolds`` 1M x 50 52 s -> 22 s, 10M x 50 418 s -> 204 s (20 candidates), and 200k
+overlapping clusters 33.5 s -> 7.5 s.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "CSRPermutation"]
+__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "CSRPermutation", "spatial_order",
+           "permuted_rows", "float64_rows"]
 
 #: points from which the optimisation runs in the graph's locality order (below, the
 #: embedding fits the cache and the order would change the fit for no gain)
@@ -100,3 +108,63 @@ class CSRPermutation:
         out = self.values(indices)
         _rename(out, self.rank)
         return out
+
+
+#: :func:`spatial_order`: principal axes, rows of the sample they come from, kd-tree leaf size,
+#: rows per block of the projection and the copy
+SPATIAL_AXES, SPATIAL_SAMPLE, SPATIAL_LEAF_SIZE, SPATIAL_BLOCK_ROWS = 8, 200_000, 256, 1 << 16
+
+
+def float64_rows(X, start: int, stop: int, normalise: bool) -> np.ndarray:
+    """Rows ``start:stop`` of dense ``X`` in float64, unit-normalised if asked."""
+    a = np.asarray(X[start:stop], np.float64)
+    if normalise:
+        norm = np.sqrt(np.einsum("ij,ij->i", a, a))[:, None]
+        a = np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
+    return a
+
+
+def spatial_order(X, *, normalise: bool = False, seed: int = 0) -> np.ndarray:
+    """A memory order of the rows of dense ``X`` (N, D) in which near rows sit near each other:
+    ``order[r]`` is the row stored at position ``r`` (int64, a permutation of ``range(N)``).
+
+    The rows are projected on the top :data:`SPATIAL_AXES` principal axes of a seeded sample
+    of :data:`SPATIAL_SAMPLE` rows (``Z = (X - mean) V``, (N, 8) float32, in blocks), and
+    ordered as the leaves of a kd-tree on ``Z`` (scipy's ``cKDTree``, sliding-midpoint splits,
+    leaves of :data:`SPATIAL_LEAF_SIZE` rows): rows of one leaf are contiguous, and sibling
+    leaves adjacent. Deterministic for a given ``seed``. Extra memory: ``Z`` and the tree's
+    float64 copy of it, 48 bytes a row.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, D)
+        Dense data (a memmap is read in blocks).
+    normalise : bool, default=False
+        Order the unit-normalised rows (for the cosine distance).
+    seed : int, default=0
+        Seed of the sample behind the axes.
+    """
+    from scipy.spatial import cKDTree
+
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, min(n, SPATIAL_SAMPLE), replace=False))
+    rows = float64_rows(X[sample], 0, len(sample), normalise)
+    mean = rows.mean(0)
+    axes = np.linalg.eigh(np.cov(rows - mean, rowvar=False).reshape(d, d))[1][:, ::-1]
+    axes = axes[:, :min(SPATIAL_AXES, d)]
+    z = np.empty((n, axes.shape[1]), np.float32)
+    for start in range(0, n, SPATIAL_BLOCK_ROWS):
+        z[start:start + SPATIAL_BLOCK_ROWS] = (
+            float64_rows(X, start, start + SPATIAL_BLOCK_ROWS, normalise) - mean) @ axes
+    tree = cKDTree(z, leafsize=SPATIAL_LEAF_SIZE, balanced_tree=False, compact_nodes=False)
+    return tree.indices.astype(np.int64)
+
+
+def permuted_rows(X, order: np.ndarray) -> np.ndarray:
+    """``X[order]`` as a C-contiguous float32 array (N, D), gathered in blocks of rows (a
+    memmap is never converted whole)."""
+    out = np.empty((len(order), X.shape[1]), np.float32)
+    for start in range(0, len(order), SPATIAL_BLOCK_ROWS):
+        out[start:start + SPATIAL_BLOCK_ROWS] = X[order[start:start + SPATIAL_BLOCK_ROWS]]
+    return out

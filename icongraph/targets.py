@@ -93,6 +93,9 @@ class Target:
         The spec that built the target (places new points in ``transform``).
     index : KNNIndex or None, default=None
         The kNN index of the training points (for new points).
+    symmetric : bool, default=False
+        ``graph`` equals its transpose (set by the targets that symmetrise it): the objective
+        then stores ``p + p^T = 2 p`` without forming the transpose. False claims nothing.
 
     Attributes
     ----------
@@ -191,6 +194,7 @@ class Target:
     #: target was built without them
     spec: object = field(default=None, repr=False, compare=False)
     index: KNNIndex | None = field(default=None, repr=False, compare=False)
+    symmetric: bool = field(default=False, repr=False, compare=False)
 
     def to_new(self, X_new, **overrides) -> sp.csr_matrix:
         """The target rows of new points over the fitted ones, as openTSNE's affinities'
@@ -346,8 +350,10 @@ def propagate(target: Target, steps: int) -> Target:
     rows = np.asarray(total.sum(axis=1), np.float64).ravel()
     scale = np.divide(mass, rows, out=np.zeros_like(mass), where=rows > 0)
     result = (sp.diags(scale) @ total).tocsr()
-    if abs(graph - graph.T).max() <= 1e-6 * max(float(graph.data.max(initial=0.0)), 1e-30):
-        result = ((result + result.T) * 0.5).tocsr()
+    symmetric = target.symmetric or (
+        abs(graph - graph.T).max() <= 1e-6 * max(float(graph.data.max(initial=0.0)), 1e-30))
+    if symmetric:
+        return replace(target, graph=symmetrize(result, "mean"), symmetric=True)
     result.sort_indices()
     return replace(target, graph=result.astype(np.float32))
 
@@ -552,7 +558,8 @@ class PerplexityTarget:
                              f"than perplexity={self.perplexity}: the calibration cannot reach it "
                              "(1.5-3 x perplexity neighbours are usual).")
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
-        return Target(symmetrize(graph, "mean") if self.symmetric else graph)
+        return Target(symmetrize(graph, "mean") if self.symmetric else graph,
+                      symmetric=self.symmetric)
 
     def to_new(self, index: KNNIndex, X_new, perplexity: float | None = None) -> sp.csr_matrix:
         """Rows ``p(.|a)`` (M, N) of new points: calibrated to ``perplexity`` (default the
@@ -603,7 +610,8 @@ class UniformKNNTarget:
 
     def build(self, knn: KNN) -> Target:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
-        return Target(symmetrize(graph, "mean") if self.symmetric else graph)
+        return Target(symmetrize(graph, "mean") if self.symmetric else graph,
+                      symmetric=self.symmetric)
 
     def to_new(self, index: KNNIndex, X_new) -> sp.csr_matrix:
         """Rows ``p(.|a) = 1/k`` (M, N) on the ``k = n_neighbors`` nearest fitted rows."""
@@ -664,7 +672,7 @@ class FuzzyTarget:
 
     def build(self, knn: KNN) -> Target:
         graph = knn_to_csr(knn.indices, self.row_weights(knn.distances))
-        return Target(symmetrize(graph, "union", self.set_op_mix_ratio))
+        return Target(symmetrize(graph, "union", self.set_op_mix_ratio), symmetric=True)
 
     def to_new(self, index: KNNIndex, X_new) -> sp.csr_matrix:
         """Memberships (M, N) of new points as umap-learn's ``transform`` computes them: the

@@ -273,6 +273,10 @@ def test_interpolate_from_sample_is_the_weighted_mean_of_placed_neighbours():
     jittered, _ = interpolate_from_sample(graph, np.array([0, 2]), sample, seed=0)
     np.testing.assert_allclose(jittered[[0, 2]], sample)  # sampled points are kept exactly
     assert 0 < np.abs(jittered[3] - y[3]).max() < 0.05 and len(np.unique(jittered[:5], axis=0)) == 5
+    both = (graph + graph.T).tocsr()  # a symmetric graph read as such: the same means
+    lean, _ = interpolate_from_sample(both, np.array([0, 2]), sample, seed=0, jitter=0.0,
+                                      symmetric=True)
+    np.testing.assert_allclose(lean, y, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +328,7 @@ def test_coarse_init_places_unsampled_components_by_pca(manifolds_24k):
     model = icongraph.UMAP(random_state=seed, precomputed_knn=knn, n_epochs=1).fit(X)
     component = sp.csgraph.connected_components(model.graph_)[1]
     assert (component == component[island[0]]).sum() == 30  # the island is its own component
-    y = model._coarse_init(X, model.graph_, seed)
+    y = model._coarse_init(X, icongraph.targets.Target(model.graph_, symmetric=True), seed)
     assert np.isfinite(y).all()
     sample_extent = np.abs(np.delete(y, island, 0)).max()
     assert np.abs(y[island]).max() <= sample_extent * 1.001  # rescaled into the layout

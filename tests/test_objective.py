@@ -362,3 +362,27 @@ def test_q_alpha_zero_is_todays_engine_and_bad_values_are_refused(blobs):
         Objective(target, StudentKernel(1.0), "neg", q_alpha=0.2)
     with pytest.raises(ValueError, match="has no normaliser"):
         exact_loss(target, StudentKernel(1.0), np.zeros((90, 2)), "neg", q_alpha=0.2)
+
+
+@pytest.mark.parametrize("estimator, q_alpha", [("neg", 0.0), ("global", 0.0), ("global", 0.3)])
+def test_symmetric_target_is_stored_as_twice_p_without_a_transpose(blobs, estimator, q_alpha):
+    """A target flagged symmetric gives the objective p's own structure and 2 p's weights:
+    the arrays equal those built from p + p^T, and the edge structure is p's (no copy)."""
+    from dataclasses import replace
+
+    X, _ = blobs
+    target = FuzzyTarget(10).build(exact_knn(X, 9))
+    assert target.symmetric
+    kernel = UMAPKernel() if estimator == "neg" else StudentKernel(1.0)
+    lean = Objective(target, kernel, estimator, 5, q_alpha=q_alpha)
+    full = Objective(replace(target, symmetric=False), kernel, estimator, 5, q_alpha=q_alpha)
+    assert np.shares_memory(lean.indices, target.graph.indices)
+    assert not np.shares_memory(full.indices, target.graph.indices)
+    np.testing.assert_array_equal(lean.indptr, full.indptr)
+    np.testing.assert_array_equal(lean.indices, full.indices)
+    np.testing.assert_array_equal(lean.weights, full.weights)
+    np.testing.assert_array_equal(lean.edge_share, full.edge_share)
+    y = np.random.default_rng(0).normal(size=(len(X), 2)).astype(np.float32)
+    ones = np.ones(len(y))
+    for got, expected in zip(_numba_eval(lean, y, ones), _numba_eval(full, y, ones)):
+        np.testing.assert_array_equal(got, expected)

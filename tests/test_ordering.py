@@ -118,3 +118,43 @@ def test_a_fit_in_the_locality_order(digits, monkeypatch):
         assert metrics.knn_accuracy(embedding, y, 10) > 0.95
     assert abs(metrics.knn_preservation(X, ordered, 15)
                - metrics.knn_preservation(X, plain, 15)) < 0.03
+
+
+def test_spatial_order_puts_near_rows_near_each_other():
+    """On a shuffled curve in 10-D the spatial order is a permutation in which nearly every
+    point's nearest neighbour sits within a leaf's width of rows (in the shuffled order, a
+    random place), for the euclidean and the cosine reading."""
+    rng = np.random.default_rng(0)
+    t = rng.permutation(np.linspace(0, 6 * np.pi, 6000))
+    X = np.stack([np.cos(t), np.sin(t), t / 3] + [0.01 * rng.normal(size=t.size)] * 7, 1) + 5.0
+    X = X.astype(np.float32)
+    nearest = exact_knn(X, 1).indices[:, 0]
+    for normalise in (False, True):
+        order = ordering.spatial_order(X, normalise=normalise, seed=0)
+        np.testing.assert_array_equal(np.sort(order), np.arange(len(X)))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(X))
+        near = np.abs(rank - rank[nearest]) <= ordering.SPATIAL_LEAF_SIZE
+        assert near.mean() > 0.9
+        assert (np.abs(np.arange(len(X)) - nearest) <= ordering.SPATIAL_LEAF_SIZE).mean() < 0.2
+    np.testing.assert_array_equal(order, ordering.spatial_order(X, normalise=True, seed=0))
+
+
+def test_permuted_rows_and_back(tmp_path, monkeypatch):
+    """permuted_rows gathers X[order] from a memmap in blocks; the kNN search's lists found
+    in that order come back in the data's order, renamed."""
+    from icongraph.knn import _unpermute
+
+    monkeypatch.setattr(ordering, "SPATIAL_BLOCK_ROWS", 7)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    np.save(tmp_path / "X.npy", X)
+    order = rng.permutation(len(X))
+    got = ordering.permuted_rows(np.load(tmp_path / "X.npy", mmap_mode="r"), order)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, X[order].astype(np.float32))
+    knn = exact_knn(X, 4)
+    moved = exact_knn(got, 4)  # the same search on the permuted rows
+    idx, dist = _unpermute(moved.indices, moved.distances, order)
+    np.testing.assert_array_equal(idx, knn.indices)
+    np.testing.assert_allclose(dist, knn.distances, rtol=1e-5)

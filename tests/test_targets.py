@@ -83,14 +83,34 @@ def test_ab_params_match_umap_learn():
                                    rtol=1e-3)
 
 
-def test_symmetrize_and_normalize():
+@pytest.mark.parametrize("mode", ["mean", "union", "max"])
+@pytest.mark.parametrize("mix", [1.0, 0.3, 0.0])
+def test_symmetrize_is_the_dense_formula(mode, mix):
     P = sp.random(30, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
     P.setdiag(0)
     P.eliminate_zeros()
-    dense = P.toarray()
-    np.testing.assert_allclose(symmetrize(P, "mean").toarray(), (dense + dense.T) / 2, rtol=1e-6)
-    union = dense + dense.T - dense * dense.T
-    np.testing.assert_allclose(symmetrize(P, "union").toarray(), union, rtol=1e-5, atol=1e-7)
+    P.indices = P.indices.copy()
+    for i in range(0, 30, 3):  # some rows unsorted: the merge must not rely on the flag alone
+        lo, hi = P.indptr[i], P.indptr[i + 1]
+        P.indices[lo:hi], P.data[lo:hi] = P.indices[lo:hi][::-1], P.data[lo:hi][::-1]
+    P.has_sorted_indices = False
+    a = P.toarray().astype(np.float64)
+    b = a.T
+    expected = {"mean": (a + b) / 2, "max": np.maximum(a, b),
+                "union": mix * (a + b - a * b) + (1 - mix) * a * b}[mode]
+    out = symmetrize(P, mode, mix)
+    assert out.dtype == np.float32 and out.has_sorted_indices
+    assert all((np.diff(out.indices[out.indptr[i]:out.indptr[i + 1]]) > 0).all()
+               for i in range(30))
+    np.testing.assert_allclose(out.toarray(), expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(out.toarray() != 0, expected != 0)  # no stored zeros
+    assert (out.data != 0).all()
+    with pytest.raises(ValueError, match="mode"):
+        symmetrize(P, "min")
+
+
+def test_row_normalize_rows_sum_to_one():
+    P = sp.random(30, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
     P = P + sp.eye(30, k=1, format="csr") * 0.5 + sp.eye(30, k=-29, format="csr")  # no empty rows
     np.testing.assert_allclose(np.asarray(row_normalize(P.tocsr()).sum(1)).ravel(), 1.0, rtol=1e-6)
 
@@ -220,6 +240,20 @@ def test_knn_cache_key_includes_the_nndescent_schedule(tmp_path, blobs, monkeypa
     monkeypatch.setattr(knn_module, "MAX_TREES", 2)  # fewer trees: the stored graph is stale
     knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
     assert len(calls) == 3
+    monkeypatch.setattr(knn_module, "NNDESCENT_CANDIDATE_BYTES", 0)  # fewer candidates: stale
+    knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
+    assert len(calls) == 4
+
+
+def test_nndescent_candidates_fit_their_memory_budget():
+    from icongraph.knn import MIN_CANDIDATES, NNDESCENT_CANDIDATE_BYTES, nndescent_schedule
+
+    assert nndescent_schedule(1_000_000)[2] == 60  # umap-learn's count while it fits
+    for n in (5_000_000, 10_000_000):
+        candidates = nndescent_schedule(n)[2]
+        assert MIN_CANDIDATES <= candidates < 60
+        assert 16 * n * candidates <= NNDESCENT_CANDIDATE_BYTES
+    assert nndescent_schedule(10**9)[2] == MIN_CANDIDATES
 
 
 def test_estimators_share_a_knn_graph(tmp_path, blobs):
