@@ -165,7 +165,7 @@ def _with_warmup(fit, X, seed: int, threads: int, warmup_rows: int, **short):
 
 
 def _child(method: str, data_path: str, out_path: str, seed: int, threads: int) -> None:
-    X = np.load(data_path)
+    X = np.load(data_path, mmap_mode="r")  # as users hand large data: never read whole
     if method in ICON_METHODS:
         Y, phases = _child_icongraph(method, X, seed, threads)
     elif method == "umap-learn":  # min(N, 5000) rows: exact below 4,096 rows as X, else NN-descent

@@ -12,7 +12,8 @@ memory per rank is not divided yet), and runs the same fit. The rows are split i
 contiguous shards of ``ceil(N / W)`` rows (:meth:`Group.bounds`; the last ones shorter or
 empty, so N need not divide by W), and:
 
-* the kNN search: each rank searches its shard's part and the results are all-gathered
+* the kNN search: each rank searches its shard's part, the candidates go to the rank that
+  owns their rows (an all-to-all), each rank merges its rows, and the rows are all-gathered
   once (:func:`~icongraph.knn.sharded_knn`), so every rank holds the whole graph and builds
   the same target, objective and init;
 * every epoch: each rank computes the gradient rows of its own anchors (and their rows of
@@ -31,10 +32,10 @@ correct): the grid-interpolated sums above that size, the init, an encoder's for
 backward passes, the clustering.
 
 The collectives are torch.distributed's own (``all_gather_single``, formerly
-``all_gather_into_tensor``), on tensors of the group's device (CUDA for NCCL, the CPU for
-gloo), padded to equal shards. A rank that dies makes the others' next collective fail, at
-the latest after the group's timeout (``init_process_group``'s ``timeout``; the CLI's is
-:data:`TIMEOUT_SECONDS`), raised as :class:`DistributedError`.
+``all_gather_into_tensor``, and ``all_to_all_single``), on tensors of the group's device (CUDA
+for NCCL, the CPU for gloo), padded to equal shards. A rank that dies makes the others' next
+collective fail, at the latest after the group's timeout (``init_process_group``'s
+``timeout``; the CLI's is :data:`TIMEOUT_SECONDS`), raised as :class:`DistributedError`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ class Group:
         for c in cols:
             c[:] = full[:, at:at + c.shape[1]]
             at += c.shape[1]
+
+    def exchange_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """All-to-all by destination: ``local`` (n, ...) holds this rank's values for every
+        row; returns (world, hi - lo, ...), slice ``s`` rank ``s``'s values for this rank's
+        rows ``bounds(n)``. Each rank receives ``world x ceil(n / world)`` rows instead of an
+        all-gather's ``world x n``. A single process returns ``local[None]``."""
+        if not self.active:
+            return local[None]
+        import torch.distributed as dist
+
+        size = self.shard(n)
+        send = torch.zeros((size * self.world, *local.shape[1:]), dtype=local.dtype,
+                           device=self.device)
+        send[:n] = local
+        out = torch.empty_like(send)
+        _collective(dist.all_to_all_single, out, send)
+        lo, hi = self.bounds(n)
+        return out.view(self.world, size, *local.shape[1:])[:, :hi - lo]
 
     def stack(self, local: torch.Tensor) -> torch.Tensor:
         """(world, ...) : every rank's ``local`` (the same shape on every rank), in rank

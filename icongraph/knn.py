@@ -406,14 +406,18 @@ def sharded_knn(X, k: int, metric: str, group, *, method: str = "exact", device=
 
     * ``"exact"``: each rank searches the neighbours of its own rows
       (:meth:`~icongraph.distributed.Group.bounds`) among all rows (:func:`exact_knn` with
-      ``queries``, ``k + 1`` found and the point itself dropped), and the rows are
-      all-gathered: the same graph as one process's (a query's result does not depend on the
-      other queries).
+      ``queries``, ``k + 1`` found and the point itself dropped): the same graph as one
+      process's (a query's result does not depend on the other queries).
     * ``"nndescent"``: each rank indexes its shard of rows with pynndescent (the exact search
       for a shard of at most ``k + 1`` rows) and queries every row of ``X`` against it; the
-      ``k + 1`` candidates per row and shard are all-gathered, and each row keeps the ``k``
-      nearest other points among them (ties to the lower index). Queries cost N per rank
-      and the candidates ``W N (k + 1)`` ints and floats on every rank: simple, not minimal.
+      ``k + 1`` candidates per row go to the rank that owns the row
+      (:meth:`~icongraph.distributed.Group.exchange_rows`, an all-to-all), which keeps the
+      ``k`` nearest other points among its rows' ``W (k + 1)`` candidates (ties to the lower
+      index). Queries cost N per rank; each rank receives ``8 W ceil(N / W) (k + 1)`` bytes
+      of candidates.
+
+    Either way each rank's rows are then all-gathered (indices and distances in one
+    collective), and a point with fewer than ``k`` neighbours found fails on every rank alike.
     """
     n = X.shape[0]
     check_n_neighbors(k, n)
@@ -422,16 +426,18 @@ def sharded_knn(X, k: int, metric: str, group, *, method: str = "exact", device=
     if method == "exact":
         kk = min(k + 1, n)
         part = exact_knn(X, kk, metric, queries=X[lo:hi], device=device, verbose=verbose)
-        own = _drop_self_rows(part.indices, part.distances, np.arange(lo, hi), k)
-        # indices and distances in one collective: the int32 bits travel as float32
-        packed = np.stack([own[0].view(np.float32), own[1]], axis=2)  # (hi - lo, k, 2)
-        full = group.gather_rows(torch.from_numpy(packed), n).cpu().numpy()
-        return KNN(np.ascontiguousarray(full[:, :, 0]).view(np.int32),
-                   np.ascontiguousarray(full[:, :, 1]), metric)
-    candidates = shard_candidates(X, k, metric, lo, hi, device=device,
-                                  random_state=random_state, n_jobs=n_jobs)
-    every = group.stack(torch.from_numpy(candidates)).cpu().numpy()  # (W, N, k + 1, 2)
-    return merge_candidates(list(every), metric)
+        idx, dist = _drop_self_rows(part.indices, part.distances, np.arange(lo, hi), k)
+    else:
+        candidates = shard_candidates(X, k, metric, lo, hi, device=device,
+                                      random_state=random_state, n_jobs=n_jobs)
+        mine = group.exchange_rows(torch.from_numpy(candidates), n).cpu().numpy()
+        del candidates
+        idx, dist = _merged(list(mine), lo)  # (hi - lo, W (k + 1), 2) -> this rank's rows
+    # indices and distances in one collective: the int32 bits travel as float32
+    packed = np.stack([idx.view(np.float32), dist], axis=2)  # (hi - lo, k, 2)
+    full = group.gather_rows(torch.from_numpy(packed), n).cpu().numpy()
+    return _found(np.ascontiguousarray(full[:, :, 0]).view(np.int32),
+                  np.ascontiguousarray(full[:, :, 1]), metric)
 
 
 def shard_candidates(X, k: int, metric: str, lo: int, hi: int, *, device=None,
@@ -465,19 +471,31 @@ def shard_candidates(X, k: int, metric: str, lo: int, hi: int, *, device=None,
 def merge_candidates(candidates: list[np.ndarray], metric: str) -> KNN:
     """The kNN graph from every shard's :func:`shard_candidates` (each (N, k + 1, 2)): per
     row the ``k`` nearest candidates other than the point itself, ties to the lower index."""
-    n, kk = candidates[0].shape[:2]
-    k = kk - 1
-    both = np.concatenate(candidates, axis=1)  # (N, W (k + 1), 2)
+    return _found(*_merged(candidates, 0), metric)
+
+
+def _merged(candidates: list[np.ndarray], first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances) (M, k) of rows ``first_row .. first_row + M`` from the shards'
+    candidates for them (each (M, k + 1, 2), packed as :func:`shard_candidates` packs): the
+    ``k`` nearest other than the row itself, ties to the lower index; -1 at distance inf
+    where fewer were found."""
+    m, kk = candidates[0].shape[:2]
+    both = np.concatenate(candidates, axis=1)  # (M, W (k + 1), 2)
     cand_idx = np.ascontiguousarray(both[..., 0]).view(np.int32)
-    cand_dist = np.where((cand_idx < 0) | (cand_idx == np.arange(n)[:, None]), np.inf,
-                         both[..., 1])
-    order = np.lexsort((cand_idx, cand_dist), axis=1)[:, :k]
-    idx = np.take_along_axis(cand_idx, order, 1)
-    dist = np.take_along_axis(cand_dist, order, 1)
+    rows = np.arange(first_row, first_row + m)[:, None]
+    cand_dist = np.where((cand_idx < 0) | (cand_idx == rows), np.inf, both[..., 1])
+    order = np.lexsort((cand_idx, cand_dist), axis=1)[:, :kk - 1]
+    dist = np.take_along_axis(cand_dist, order, 1).astype(np.float32)
+    idx = np.where(np.isinf(dist), -1, np.take_along_axis(cand_idx, order, 1))
+    return idx.astype(np.int32), dist
+
+
+def _found(idx: np.ndarray, dist: np.ndarray, metric: str) -> KNN:
+    """The merged graph, or ``ValueError`` when some point has fewer than k neighbours."""
     if (idx < 0).any() or np.isinf(dist).any():
         raise ValueError("the sharded kNN search found fewer than k neighbours for some "
                          "points; the data may have too few distinct points for n_neighbors.")
-    return KNN(idx.astype(np.int32), dist.astype(np.float32), metric)
+    return KNN(idx, dist, metric)
 
 
 def _drop_self_rows(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray,

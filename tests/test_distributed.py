@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import TorchOnlyCauchy
@@ -58,6 +59,26 @@ def _worker(rank: int, world: int, port: int, task: str, n: int, out: str) -> No
             except ValueError as err:
                 message = str(err)
             np.savez(f"{out}-{rank}.npz", message=np.array(message))
+            return
+        if task == "exchange":  # the all-to-all, and the sharded merge through it
+            group = distributed.current()
+            tagged = torch.arange(n, dtype=torch.float32)[:, None] * torch.tensor([[1.0, 0.0]])
+            tagged[:, 1] = rank  # (n, 2): (row, sending rank)
+            received = group.exchange_rows(tagged, n).numpy()  # (world, hi - lo, 2)
+
+            def exact_candidates(X, k, metric, lo, hi, **kw):  # stands in for pynndescent
+                part = exact_knn(X[lo:hi], min(k + 1, hi - lo), queries=X)
+                packed = np.full((len(X), k + 1, 2), -1, np.int32).view(np.float32)
+                packed[:, :, 1] = np.inf
+                packed[:, :part.n_neighbors, 0] = (part.indices + lo).view(np.float32)
+                packed[:, :part.n_neighbors, 1] = part.distances
+                return packed
+
+            knn_module = sys.modules["icongraph.knn"]
+            knn_module.shard_candidates = exact_candidates
+            knn = knn_module.sharded_knn(X, 15, "euclidean", group, method="nndescent")
+            np.savez(f"{out}-{rank}.npz", received=received, indices=knn.indices,
+                     distances=knn.distances)
             return
         if task == "fit":
             assert distributed.current().world == world
@@ -182,6 +203,25 @@ def test_sharded_nndescent_on_two_ranks(tmp_path):
     np.testing.assert_array_equal(ranks[0]["indices"], ranks[1]["indices"])
     sharded, single = _nndescent_recalls(3001, 2, ranks)
     assert sharded >= single - 0.01, (sharded, single)
+
+
+def test_candidates_travel_to_the_rank_that_owns_their_rows(tmp_path):
+    """3 ranks, 301 rows (uneven shards): ``exchange_rows`` hands each rank every rank's
+    values for its own rows, in rank order; the sharded search's merge through it (exact
+    candidates standing in for pynndescent's) is the exact graph on every rank."""
+    n, world = 301, 3
+    ranks = _spawn("exchange", n, tmp_path, world)
+    exact = exact_knn(_data(n), 15)
+    group = distributed.Group(world=world)
+    for rank, result in enumerate(ranks):
+        lo, hi = group.bounds(n, rank)
+        received = result["received"]
+        assert received.shape == (world, hi - lo, 2)
+        np.testing.assert_array_equal(received[:, :, 0], np.tile(np.arange(lo, hi), (world, 1)))
+        np.testing.assert_array_equal(received[:, :, 1], np.repeat(np.arange(world), hi - lo)
+                                      .reshape(world, hi - lo))
+        np.testing.assert_array_equal(result["indices"], exact.indices)
+        np.testing.assert_allclose(result["distances"], exact.distances, rtol=1e-5)
 
 
 def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
