@@ -158,3 +158,34 @@ def test_permuted_rows_and_back(tmp_path, monkeypatch):
     idx, dist = _unpermute(moved.indices, moved.distances, order)
     np.testing.assert_array_equal(idx, knn.indices)
     np.testing.assert_allclose(dist, knn.distances, rtol=1e-5)
+
+
+def test_nndescent_in_the_spatial_order_returns_the_data_order(monkeypatch, tmp_path):
+    """From SPATIAL_MIN_SAMPLES rows the search runs on a spatially ordered copy of a memmap
+    (an exact search stands in for pynndescent and records what it was given): the graph
+    comes back in the data's order, equal to the exact graph, and the copy is a float32
+    array in memory, not the map."""
+    import pynndescent
+
+    import icongraph.knn as knn_module
+
+    given = []
+
+    class ExactStandIn:
+        def __init__(self, X, n_neighbors, **kwargs):
+            given.append(X)
+            found = exact_knn(X, n_neighbors - 1)
+            self.neighbor_graph = (np.hstack([np.arange(len(X))[:, None], found.indices]),
+                                   np.hstack([np.zeros((len(X), 1)), found.distances]))
+
+    monkeypatch.setattr(pynndescent, "NNDescent", ExactStandIn)
+    monkeypatch.setattr(knn_module, "SPATIAL_MIN_SAMPLES", 100)
+    X, _ = make_blobs(6, 100, 8, 5.0)
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    got = knn_module.nndescent_knn(mapped, 7)
+    assert type(given[0]) is np.ndarray and given[0].dtype == np.float32
+    assert not np.array_equal(given[0], X)  # searched in another order
+    expected = exact_knn(X, 7)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_allclose(got.distances, expected.distances, rtol=1e-5)

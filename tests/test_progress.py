@@ -254,7 +254,8 @@ def test_pynndescent_messages_move_the_bar_and_become_detail_lines(monkeypatch, 
     if verbose < 2:
         assert details == []
     else:
-        assert details == ["kNN search: pynndescent, 5 trees, at most 6 iterations",
+        assert details == ["kNN search: pynndescent, 5 trees, at most 6 iterations, 60 "
+                           "candidates, the data's order",
                            "kNN search: pynndescent: Building RP forest with 8 trees",
                            "kNN search: pynndescent: NN descent for 9 iterations",
                            "kNN search: pynndescent: 1  /  9",
@@ -304,7 +305,8 @@ def test_a_handler_writing_to_stdout_during_the_build_is_passed_through(monkeypa
     finally:
         progress.LOGGER.removeHandler(handler)
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "icongraph: pynndescent, 5 trees, at most 6 iterations"
+    assert out[0] == ("icongraph: pynndescent, 5 trees, at most 6 iterations, 60 candidates, "
+                      "the data's order")
     assert out[1:] == [f"icongraph: pynndescent: {line}" for line in (
         "Building RP forest with 8 trees", "NN descent for 9 iterations", "1  /  9", "2  /  9",
         "3  /  9", "Stopping threshold met -- exiting after 3 iterations")]
