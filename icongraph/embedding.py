@@ -198,7 +198,7 @@ COMMON_PARAMETERS_DOC = """\
         Distance of the kNN search on ``X``.
     n_epochs : int or None, default=None
         Epochs of the optimisation; None: the preset's (UMAP 500 up to 10,000 points, 300 up
-        to 100,000, 200 above, 60 after ``init="coarse"``; t-SNE 750 with the exaggerated
+        to 100,000, 200 above, 120 after ``init="coarse"``; t-SNE 750 with the exaggerated
         ones; SNE 500 up to 10,000, 200 above).
     learning_rate : float or None, default=None
         The step; None: the preset's. With ``optimizer="gains"`` (t-SNE) it is in openTSNE's
@@ -225,8 +225,9 @@ COMMON_PARAMETERS_DOC = """\
     init : {"pca", "spectral", "random", "coarse"}, array of shape (N, n_components) or None, \
 default=None
         The start of a free embedding; None: the preset's (PCA with data, the spectral
-        layout of a graph without ``X``). ``"coarse"``: fit a twentieth of the rows (at least
-        20,000 points needed), spread the layout through ``p``, refine briefly.
+        layout of a graph without ``X``; UMAP coarse from ``UMAP.COARSE_DEFAULT_SAMPLES``,
+        2M, points). ``"coarse"``: fit a twentieth of the rows (at least 20,000 points
+        needed), spread the layout through ``p``, refine briefly.
     encoder : {"linear", "mlp"}, tuple of int, torch.nn.Module or None, default=None
         None: a free embedding (an (N, d) table). Otherwise a parametric embedding ``y = f(x)``
         of the standardised features: a linear map, an MLP (hidden 128, 128), an MLP with
@@ -358,16 +359,20 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         """The debiasing of ``q`` as fitted."""
         return self.q_alpha
 
-    def _auto_init(self, n_samples: int, has_data: bool) -> str:
-        """The init used when ``init=None``."""
-        return "pca" if has_data else "spectral"
+    def _auto_init(self, n_samples: int | None, own_graph: bool) -> str:
+        """The init used when ``init=None`` on ``n_samples`` points, ``own_graph`` when the
+        estimator builds ``p`` from the data itself (not a given graph): PCA with data, the
+        spectral layout without."""
+        return "pca" if own_graph else "spectral"
 
-    def _resolve_init(self, n_samples: int | None, has_data: bool):
-        """``init`` as fitted: the preset's choice for None, a name, or the array checked
-        against the layout's shape (when ``n_samples`` is known); without data PCA becomes
-        spectral and coarse is an error, as is coarse on fewer than
-        ``COARSE_FACTOR * COARSE_MIN_SAMPLE`` points."""
+    def _resolve_init(self, n_samples: int | None, has_data: bool, own_graph: bool = True):
+        """``init`` as fitted: the preset's choice for None (:meth:`_auto_init`; PCA with data
+        but no ``p`` of its own), a name, or the array checked against the layout's shape (when
+        ``n_samples`` is known); without data PCA becomes spectral and coarse is an error, as
+        is coarse on fewer than ``COARSE_FACTOR * COARSE_MIN_SAMPLE`` points."""
         if self.init is None:
+            if has_data and not own_graph:
+                return "pca"
             return self._auto_init(n_samples, has_data)
         if not isinstance(self.init, str):
             if n_samples is None:  # a precomputed graph without X: checked once it is built
@@ -443,7 +448,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                              "X (reduce sparse data first, e.g. with PCA or TruncatedSVD).")
         if isinstance(spec, PrecomputedTarget):
             n = None if X is None else X.shape[0]
-            return None, self._resolve_init(n, X is not None)
+            return None, self._resolve_init(n, X is not None, own_graph=False)
         if X is None:
             raise ValueError("X is None; only a precomputed graph p can be fitted without data.")
         n = X.shape[0]
@@ -599,7 +604,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                 if encoder is not None:
                     y0 = encode(*encoder, sphere=False)
                 elif coarse:
-                    y0 = self._coarse_init(X, target, seed)
+                    y0 = self._coarse_init(X, target, seed, labels)
                 else:
                     y0 = initialize(init, X, target.graph, self.n_components, seed,
                                     settings["init_scale"])
@@ -670,12 +675,14 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
             self._kl_divergence = value / float(self.target_.row_mass.sum(dtype=np.float64))
         return self._kl_divergence
 
-    def _coarse_init(self, X, target: Target, seed: int) -> np.ndarray:
+    def _coarse_init(self, X, target: Target, seed: int, labels: np.ndarray | None = None
+                     ) -> np.ndarray:
         """Coarse-to-fine start: this estimator with its default settings fitted on a random
-        1/COARSE_FACTOR of the rows (its own kNN graph), spread to every point through ``p``
+        1/COARSE_FACTOR of the rows (its own kNN graph; with their ``labels`` (N,), -1
+        unlabelled, when the fit has labels), spread to every point through ``p``
         (:func:`~icongraph.init.interpolate_from_sample`). The sample settles the global
         layout for a small part of the work, so the full data needs only a short, gentle
-        refinement (UMAP: 60 epochs at learning rate 0.02 instead of 200 at 0.05). Points in
+        refinement (UMAP: 120 epochs at learning rate 0.02 instead of 200 at 0.05). Points in
         components of ``p`` without a sampled point start at their PCA coordinates, scaled to
         the layout."""
         n = X.shape[0]
@@ -683,7 +690,10 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
         params = {**self.get_params(), "init": None, "n_epochs": None, "learning_rate": None,
                   "precomputed_knn": None, "random_state": seed, "callbacks": None}
-        sample = type(self)(**params).fit(X[rows]).embedding_
+        sample_labels = None if labels is None else labels[rows]
+        if sample_labels is not None and np.unique(sample_labels[sample_labels >= 0]).size < 2:
+            sample_labels = None  # fewer than two classes sampled: an unsupervised sample fit
+        sample = type(self)(**params).fit(X[rows], sample_labels).embedding_
         y, placed = interpolate_from_sample(target.graph, rows, sample, seed,
                                             symmetric=target.symmetric)
         if not placed.all():
@@ -905,11 +915,18 @@ class UMAP(_Embedding):
     edge update; each pair's force is clipped at 4 per coordinate before its sampling weight is
     applied (umap-learn clips each sampled update at 4).
 
-    The default start is PCA at every size. ``init="coarse"`` (a fit on a twentieth of the
-    rows, spread through ``p``, 60 refinement epochs) is faster from ~100k points and keeps the
-    global layout of the generator's curved sheets, but on real tables it keeps less local
-    structure: kNN preservation@15 within a 5,000-point sample, ``UMAP(random_state=0)`` on the
-    same 15-NN graph, coarse vs PCA: mnist1d (70k) 0.167 vs 0.196, movies (58k) 0.282 vs 0.319.
+    The default start (``init=None``) is PCA and 200 epochs below
+    :attr:`COARSE_DEFAULT_SAMPLES` (2M) points, the coarse start above: ``init="coarse"`` fits
+    a twentieth of the rows, spreads that layout through ``p`` and refines every point for 120
+    gentle epochs. Below 2M it is opt-in: it is faster from ~100k points and keeps the global
+    layout of the generator's curved sheets, but on the suite's real tables it keeps less local
+    structure (kNN preservation@15 within a 5,000-point sample, ``UMAP(random_state=0)`` on
+    the same 15-NN graph, coarse with 60 epochs vs PCA: mnist1d (70k) 0.167 vs 0.196, movies
+    (58k) 0.282 vs 0.319). From millions of points 200 epochs no longer settle a PCA start:
+    on ``make_manifolds(10_000_000)`` 10-NN accuracy / kNN preservation@15 0.812 / 0.096 from
+    PCA against 0.887 / 0.108 coarse (60 epochs), and on mnist1d generated at 4M points (40
+    features; same graph, seed 0) PCA 0.641 / 0.0056 in 146 s of optimisation, coarse with 60
+    epochs 0.620 / 0.0049 in 51 s, with 120 epochs 0.635 / 0.0061 in 97 s.
 
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (umap-learn's name and range, default 0.5), as
@@ -955,6 +972,16 @@ class UMAP(_Embedding):
     #: 500 epochs up to 10k points, 300 up to this many, 200 above
     LONG_SCHEDULE_SAMPLES = 100_000
 
+    #: ``init=None`` starts coarse (a fit of a twentieth of the rows, spread through ``p``, 120
+    #: refinement epochs) from this many points; PCA and 200 epochs below (see the class
+    #: docstring for the measurements that set it)
+    COARSE_DEFAULT_SAMPLES = 2_000_000
+
+    def _auto_init(self, n_samples: int | None, own_graph: bool) -> str:
+        if own_graph and n_samples is not None and n_samples >= self.COARSE_DEFAULT_SAMPLES:
+            return "coarse"
+        return super()._auto_init(n_samples, own_graph)
+
     def _composition(self):
         spec = FuzzyTarget(self.n_neighbors, self.local_connectivity, self.set_op_mix_ratio)
         return spec, UMAPKernel.from_min_dist(self.min_dist, self.spread), "neg"
@@ -970,8 +997,10 @@ class UMAP(_Embedding):
         # accuracy, seed 0 on one 15-NN graph, 10 negatives and 500 epochs vs matched and 300:
         # mnist1d 0.212 / 0.083 / 0.900 / 0.544 vs 0.228 / 0.094 / 0.921 / 0.551 (umap-learn
         # 0.217 / 0.095 / 0.908 / 0.552), movies 0.325 / 0.258 / 0.931 vs 0.331 / 0.281 /
-        # 0.933 (0.328 / 0.285 / 0.931). After a coarse fit 60 gentle epochs refine the
-        # settled layout (30 leave local detail unsettled; a larger step undoes the layout)
+        # 0.933 (0.328 / 0.285 / 0.931). After a coarse fit 120 gentle epochs refine the
+        # settled layout: 60 leave local detail unsettled on real tables (mnist1d at 4M, see
+        # the class docstring), and a larger step undoes the layout (60 epochs at 0.05: kNN
+        # preservation 0.0040 against 0.0049 at 0.02)
         small = n_samples <= 10_000
         settings = {**super()._defaults(n_samples, init, estimator),
                     "learning_rate": 0.02 if small else 0.05, "momentum": 0.9,
@@ -981,5 +1010,5 @@ class UMAP(_Embedding):
             settings["n_epochs"] = 500 if small else 300
             settings["n_negatives"] = 20 if small else None
         if init == "coarse":
-            settings.update(n_epochs=60, learning_rate=0.02)
+            settings.update(n_epochs=120, learning_rate=0.02)
         return settings

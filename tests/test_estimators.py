@@ -279,6 +279,33 @@ def test_interpolate_from_sample_is_the_weighted_mean_of_placed_neighbours():
     np.testing.assert_allclose(lean, y, rtol=1e-6)
 
 
+def test_interpolate_from_sample_equals_rounds_of_sparse_products():
+    from icongraph.init import interpolate_from_sample
+
+    # the reference: each round one product of the whole graph with the layout, Jacobi-style
+    rng = np.random.default_rng(3)
+    graph = sp.random(300, 300, density=0.01, random_state=4, format="csr", dtype=np.float32)
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    rows = np.sort(rng.choice(300, 20, replace=False))
+    sample = rng.normal(size=(20, 3)).astype(np.float32)
+    sym = (graph + graph.T).tocsr()
+    ref = np.zeros((300, 3))
+    done = np.zeros(300, bool)
+    ref[rows], done[rows] = sample, True
+    while True:
+        mass = sym @ done.astype(np.float64)
+        new = np.flatnonzero(~done & (mass > 0))
+        if new.size == 0:
+            break
+        ref[new] = (sym @ ref)[new] / mass[new, None]
+        done[new] = True
+    y, placed = interpolate_from_sample(graph, rows, sample, seed=0, jitter=0.0)
+    assert 20 < placed.sum() < 300  # several rounds, and some points out of reach
+    np.testing.assert_array_equal(placed, done)
+    np.testing.assert_allclose(y, ref.astype(np.float32), rtol=1e-6, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def manifolds_24k():
     from icongraph.datasets import make_manifolds
@@ -303,13 +330,44 @@ def test_coarse_init_refines_a_sample_fit(manifolds_24k):
     assert preservation >= 0.97 * metrics.knn_preservation(X, pca)
     np.testing.assert_array_equal(Y, icongraph.UMAP(init="coarse", random_state=0,
                                                     precomputed_knn=knn).fit_transform(X))
-    assert len(coarse.loss_history_) == 7  # the short schedule: epochs 0, 10, ..., 59
+    assert len(coarse.loss_history_) == 13  # the short schedule: epochs 0, 10, ..., 119
     with pytest.raises(ValueError, match="at least 20000 points"):
         icongraph.UMAP(init="coarse").fit(X[:5000])
     with pytest.raises(ValueError, match="init must be"):
         icongraph.UMAP(init="laplacian").fit(X[:500])
     with pytest.raises(ValueError, match="needs the data"):
         icongraph.ICon(p=coarse.graph_, init="coarse").fit(None)
+
+
+@pytest.mark.quality
+def test_umap_starts_coarse_by_default_from_its_threshold(manifolds_24k, monkeypatch):
+    """init=None is the coarse start from UMAP.COARSE_DEFAULT_SAMPLES points (lowered here to
+    fit 24k points), the same fit as init="coarse"; PCA below it, on a given graph, and for the
+    other presets; a sample fit sees the labels of its rows."""
+    X, y = manifolds_24k
+    knn = icongraph.knn.exact_knn(X, 15)
+    monkeypatch.setattr(icongraph.UMAP, "COARSE_DEFAULT_SAMPLES", 20_000)
+    auto = icongraph.UMAP(random_state=0, precomputed_knn=knn).fit(X)
+    assert len(auto.loss_history_) == 13  # the refinement's 120 epochs
+    np.testing.assert_array_equal(auto.embedding_, icongraph.UMAP(
+        init="coarse", random_state=0, precomputed_knn=knn).fit(X).embedding_)
+    assert icongraph.UMAP()._resolve_init(19_999, True) == "pca"
+    assert icongraph.UMAP()._resolve_init(20_000, True, own_graph=False) == "pca"
+    assert icongraph.UMAP()._resolve_init(20_000, False) == "spectral"
+    assert icongraph.TSNE()._resolve_init(10**8, True) == "pca"
+
+    class Recorded(icongraph.UMAP):
+        labels = []
+
+        def fit(self, X, y=None):
+            Recorded.labels.append(None if y is None else np.asarray(y))
+            return super().fit(X, y)
+
+    partial = np.where(np.arange(len(y)) % 2 == 0, y, -1)  # half of the points unlabelled
+    Recorded(n_epochs=5, random_state=0, precomputed_knn=knn).fit(X, partial)
+    sample_labels = Recorded.labels[1]  # [0] is the whole fit, [1] its sample's
+    assert len(sample_labels) == len(X) // 20 and (sample_labels == -1).any()
+    assert set(np.unique(sample_labels[sample_labels >= 0])) == set(np.unique(y))
 
 
 def test_coarse_init_places_unsampled_components_by_pca(manifolds_24k):
