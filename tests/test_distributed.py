@@ -82,6 +82,7 @@ def _worker(rank: int, world: int, port: int, task: str, n: int, out: str) -> No
             return
         if task == "fit":
             assert distributed.current().world == world
+            icongraph.embedding.COARSE_MIN_SAMPLE = 10  # a coarse start on 601 points
             result = {}
             for name, model in _models(n).items():
                 model.fit(X if name != "umap-even" else X[:-1])
@@ -108,8 +109,11 @@ def _spawn(task: str, n: int, tmp_path, world: int = 2) -> list[dict]:
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
     all-pair sums), the per-anchor and exact all-pairs estimators on the torch engine, and the
-    debiasing of q (``q_alpha``) on both engines and with all pairs (t-SNE)."""
+    debiasing of q (``q_alpha``) on both engines and with all pairs (t-SNE), and the coarse
+    start (its sample's fit runs inside the process group too; ``COARSE_MIN_SAMPLE`` lowered
+    to 10)."""
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
+            "umap-coarse": icongraph.UMAP(init="coarse", random_state=0, n_jobs=1, n_epochs=30),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
             "torch": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
@@ -125,13 +129,14 @@ def _models(n: int) -> dict:
                                      n_epochs=30)}
 
 
-def test_two_ranks_give_the_single_process_embedding(tmp_path):
+def test_two_ranks_give_the_single_process_embedding(tmp_path, monkeypatch):
     """The kNN graph (exact at this size) and the embedding of 2 ranks, N odd (601) and even
     (600), are the single-process ones to float tolerance (the same rows, the same order of
     operations: bitwise on the numba engine), on both ranks; a normal fit creates no
     process group."""
     n = 601
     X = _data(n)
+    monkeypatch.setattr(icongraph.embedding, "COARSE_MIN_SAMPLE", 10)
     singles = _models(n)
     for name, model in singles.items():
         model.fit(X if name != "umap-even" else X[:-1])

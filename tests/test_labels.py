@@ -63,7 +63,9 @@ def test_entropy_term_and_dense_target_match_the_definition(blobs, alpha, target
     dense = _dense_target(target)
     np.testing.assert_allclose(dense.sum(1), target.row_mass, rtol=1e-5)  # m_i is kept
     brute = float(np.sum(dense[dense > 0] * np.log(dense[dense > 0])))
-    assert target.entropy_term() == pytest.approx(brute, rel=1e-9)
+    # the closed form reads the stored float32 row masses, the brute force sums rows in float64:
+    # they agree to ~1e-9 relative (how closely depends on numpy's and scipy's float32 sums)
+    assert target.entropy_term() == pytest.approx(brute, rel=1e-7)
     assert (target.label_weights > 0).sum() == (target.labels >= 0).sum() - 1  # the class of one
 
 
