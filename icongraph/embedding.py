@@ -926,7 +926,8 @@ class UMAP(_Embedding):
     on ``make_manifolds(10_000_000)`` 10-NN accuracy / kNN preservation@15 0.812 / 0.096 from
     PCA against 0.887 / 0.108 coarse (60 epochs), and on mnist1d generated at 4M points (40
     features; same graph, seed 0) PCA 0.641 / 0.0056 in 146 s of optimisation, coarse with 60
-    epochs 0.620 / 0.0049 in 51 s, with 120 epochs 0.635 / 0.0061 in 97 s.
+    epochs 0.620 / 0.0049 in 51 s, with 120 epochs 0.635 / 0.0061 in 97 s; at 2M PCA
+    0.625 / 0.0092 in 70 s, coarse with 120 epochs 0.629 / 0.0101 in 43 s.
 
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (umap-learn's name and range, default 0.5), as
