@@ -359,21 +359,19 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
         """The debiasing of ``q`` as fitted."""
         return self.q_alpha
 
-    def _auto_init(self, n_samples: int | None, own_graph: bool) -> str:
-        """The init used when ``init=None`` on ``n_samples`` points, ``own_graph`` when the
-        estimator builds ``p`` from the data itself (not a given graph): PCA with data, the
-        spectral layout without."""
-        return "pca" if own_graph else "spectral"
+    def _auto_init(self, n_samples: int | None, has_data: bool, own_graph: bool) -> str:
+        """The init used when ``init=None`` on ``n_samples`` points: PCA with data, the
+        spectral layout without; ``own_graph`` tells whether the estimator builds ``p`` from
+        the data itself (not a given graph), for presets whose choice depends on it."""
+        return "pca" if has_data else "spectral"
 
     def _resolve_init(self, n_samples: int | None, has_data: bool, own_graph: bool = True):
-        """``init`` as fitted: the preset's choice for None (:meth:`_auto_init`; PCA with data
-        but no ``p`` of its own), a name, or the array checked against the layout's shape (when
-        ``n_samples`` is known); without data PCA becomes spectral and coarse is an error, as
-        is coarse on fewer than ``COARSE_FACTOR * COARSE_MIN_SAMPLE`` points."""
+        """``init`` as fitted: the preset's choice for None (:meth:`_auto_init`), a name, or
+        the array checked against the layout's shape (when ``n_samples`` is known); without
+        data PCA becomes spectral and coarse is an error, as is coarse on fewer than
+        ``COARSE_FACTOR * COARSE_MIN_SAMPLE`` points."""
         if self.init is None:
-            if has_data and not own_graph:
-                return "pca"
-            return self._auto_init(n_samples, has_data)
+            return self._auto_init(n_samples, has_data, own_graph)
         if not isinstance(self.init, str):
             if n_samples is None:  # a precomputed graph without X: checked once it is built
                 return self.init
@@ -926,8 +924,9 @@ class UMAP(_Embedding):
     on ``make_manifolds(10_000_000)`` 10-NN accuracy / kNN preservation@15 0.812 / 0.096 from
     PCA against 0.887 / 0.108 coarse (60 epochs), and on mnist1d generated at 4M points (40
     features; same graph, seed 0) PCA 0.641 / 0.0056 in 146 s of optimisation, coarse with 60
-    epochs 0.620 / 0.0049 in 51 s, with 120 epochs 0.635 / 0.0061 in 97 s; at 2M PCA
-    0.625 / 0.0092 in 70 s, coarse with 120 epochs 0.629 / 0.0101 in 43 s.
+    epochs 0.620 / 0.0049 in 51 s, with 120 epochs 0.635 / 0.0061 in 97 s. At 2M (two
+    generated sets, 3 seeds, mean ± sd) PCA 0.627 ± 0.005 / 0.0097 ± 0.0006 in 73 s, coarse
+    with 120 epochs 0.626 ± 0.003 / 0.0100 ± 0.0001 in 53 s (the sample's fit included).
 
     ``fit(X, y)`` with class labels (``-1``: unlabelled) mixes the same-class graph into ``p``
     by ``target_weight`` (umap-learn's name and range, default 0.5), as
@@ -978,10 +977,10 @@ class UMAP(_Embedding):
     #: docstring for the measurements that set it)
     COARSE_DEFAULT_SAMPLES = 2_000_000
 
-    def _auto_init(self, n_samples: int | None, own_graph: bool) -> str:
-        if own_graph and n_samples is not None and n_samples >= self.COARSE_DEFAULT_SAMPLES:
+    def _auto_init(self, n_samples: int | None, has_data: bool, own_graph: bool) -> str:
+        if has_data and own_graph and n_samples >= self.COARSE_DEFAULT_SAMPLES:
             return "coarse"
-        return super()._auto_init(n_samples, own_graph)
+        return super()._auto_init(n_samples, has_data, own_graph)
 
     def _composition(self):
         spec = FuzzyTarget(self.n_neighbors, self.local_connectivity, self.set_op_mix_ratio)

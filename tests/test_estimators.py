@@ -339,7 +339,6 @@ def test_coarse_init_refines_a_sample_fit(manifolds_24k):
         icongraph.ICon(p=coarse.graph_, init="coarse").fit(None)
 
 
-@pytest.mark.quality
 def test_umap_starts_coarse_by_default_from_its_threshold(manifolds_24k, monkeypatch):
     """init=None is the coarse start from UMAP.COARSE_DEFAULT_SAMPLES points (lowered here to
     fit 24k points), the same fit as init="coarse"; PCA below it, on a given graph, and for the
