@@ -5,7 +5,9 @@ the gradient: no races, so CPU results depend only on ``random_state`` (not on t
 scheduling; the torch engine on CUDA accumulates with atomics and is not bit-reproducible).
 Negatives come from a counter-based hash of ``(seed, epoch, i, t)``, the same function as
 :func:`icongraph._torch_engine.hash_negatives` in torch, so the CPU and torch paths draw
-identical samples. The formulas are documented in :mod:`icongraph.objective`.
+identical samples; from :data:`POOL_MIN_SAMPLES` points the CPU engine draws them from each
+epoch's pool of :data:`POOL_SIZE` rows instead (:func:`fill_pool`), which stays in cache.
+The formulas are documented in :mod:`icongraph.objective`.
 """
 
 from __future__ import annotations
@@ -118,6 +120,49 @@ def negative_index(base, t, i, n):
     h = hash32(base + (t + 1) * GOLDEN)
     j = (h * (n - 1)) >> 32
     return j + (j >= i)
+
+
+#: mixed into an epoch's seed for its negative pool (a stream apart from the anchors')
+POOL_KEY = 0x27D4EB2F
+#: From this many points the CPU engine draws each epoch's negatives from a pool of
+#: ``POOL_SIZE`` rows of ``y`` copied to a contiguous buffer (:func:`fill_pool`): 512 KiB in
+#: 2-D, resident in a core's L2 cache, where uniform draws over all N rows each miss the
+#: cache. Every negative is still uniform on the other points (over the pools); one epoch's
+#: repulsion is then estimated from ``POOL_SIZE`` points of the layout instead of all N.
+POOL_SIZE = 65_536
+POOL_MIN_SAMPLES = 2_000_000
+#: no pool: negatives uniform over all rows (the arguments' defaults)
+NO_POOL = np.zeros(0, np.int64)
+NO_POOL_Y = np.zeros((0, 2), np.float32)
+
+
+@njit(inline="always", cache=True)
+def pool_slot(base, t, i, pool_rows):
+    """The ``t``-th negative of anchor ``i`` (``base`` = its hashed seed) as a slot of the
+    epoch's pool: a uniform slot, moved on to the next slot while its row is ``i`` (a pool
+    from :func:`fill_pool` holds two distinct rows, so this ends). Over the pool's draw the
+    row is uniform on the ``N - 1`` other points."""
+    p = pool_rows.shape[0]
+    s = (hash32(base + (t + 1) * GOLDEN) * p) >> 32
+    while pool_rows[s] == i:
+        s = s + 1 if s + 1 < p else 0
+    return s
+
+
+@njit(parallel=True, cache=True)
+def fill_pool(y, seed, pool_rows, pool_y):
+    """The epoch's negative pool (P >= 2 slots, N >= 2 points): ``pool_rows`` (P,) uniform on
+    the N rows, independently (hashed from ``seed``; the second made to differ from the first
+    if it equals it), and ``pool_y`` (P, d) their rows of ``y``, contiguous."""
+    n = y.shape[0]
+    key = hash32(seed ^ POOL_KEY)
+    for s in prange(pool_rows.shape[0]):
+        pool_rows[s] = (hash32(key + (s + 1) * GOLDEN) * n) >> 32
+    if pool_rows[1] == pool_rows[0]:
+        pool_rows[1] = pool_rows[0] + 1 if pool_rows[0] + 1 < n else 0
+    for s in prange(pool_rows.shape[0]):
+        for c in range(y.shape[1]):
+            pool_y[s, c] = y[pool_rows[s], c]
 
 
 #: mixed into an anchor's hashed seed for its same-class partners (a stream apart from its
@@ -315,13 +360,13 @@ def gather_diffs(y, i, part, count, diffs, d2):
 
 
 @njit(inline="always", cache=True)
-def gather_pairs(y, i, partners, part, count, diffs, d2):
+def gather_pairs(y, i, partners, part, count, diffs, d2, start=0):
     """``diffs[c, t] = y_ic - partners_part[t]c`` and ``d2[t]`` its squared norm for
-    ``t < count`` (one gather of each partner's row; 2-D unrolled)."""
+    ``start <= t < count`` (one gather of each partner's row; 2-D unrolled)."""
     if y.shape[1] == 2:
         y0 = y[i, 0]
         y1 = y[i, 1]
-        for t in range(count):
+        for t in range(start, count):
             j = part[t]
             a0 = y0 - partners[j, 0]
             a1 = y1 - partners[j, 1]
@@ -329,7 +374,7 @@ def gather_pairs(y, i, partners, part, count, diffs, d2):
             diffs[1, t] = a1
             d2[t] = a0 * a0 + a1 * a1
         return
-    for t in range(count):
+    for t in range(start, count):
         j = part[t]
         total = y[i, 0] - y[i, 0]
         for c in range(y.shape[1]):
@@ -384,7 +429,8 @@ BLOCK = 512
 # fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
 @njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
 def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale, with_loss,
-                     grad, zsum, loss_rows, dof_rows, lo=0, hi=-1):
+                     grad, zsum, loss_rows, dof_rows, lo=0, hi=-1, pool_rows=NO_POOL,
+                     pool_y=NO_POOL_Y):
     """Fill ``grad`` (N, d), ``zsum`` (N,) = sum of k over each anchor's negatives, (when
     ``with_loss``) ``loss_rows`` (N,) with the attraction / NEG part of the loss estimate, and
     (when ``dof_rows`` has N entries) the degrees of freedom's gradient per anchor.
@@ -424,6 +470,11 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
         are.
         A row depends only on ``y``, ``z_prev`` and the anchor, so shards give the rows of
         the whole.
+    pool_rows, pool_y : np.ndarray
+        (P,) int64 and (P, d) float32, the epoch's negative pool from :func:`fill_pool` (the
+        same ``seed``): each negative is the row of a slot drawn by :func:`pool_slot` and its
+        coordinates are read from ``pool_y``; (0,) (the default): negatives uniform over
+        all rows (:func:`negative_index`). Not with exact negatives (``n_neg <= 0``).
     """
     indptr, indices, weights = arrays.indptr, arrays.indices, arrays.weights
     learn_dof = dof_rows.shape[0] > 0
@@ -449,8 +500,10 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
     max_degree = np.max(np.diff(indptr)) if n > 0 else 0
     width = max_degree + n_label + (2 if alpha > 0.0 else 1) * m
     stop = n if hi < 0 else hi
+    pool = pool_rows.shape[0]
     for block in prange((stop - lo + BLOCK - 1) // BLOCK):
         part = np.empty(width, np.int64)  # partner j of each pair
+        slot = np.empty(width, np.int64)  # a negative's row in pool_y (pooled)
         d2 = np.empty(width, np.float32)
         k = np.empty(width, np.float32)
         g = np.empty(width, np.float32)
@@ -475,10 +528,17 @@ def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale,
                 for t in range(n_pos, n_pos + n_label):
                     wts[t] = lab_i * (m_i + row_mass[part[t]])
                 n_att += n_label
-            for t in range(m):
-                part[n_att + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
             count = n_att + m
-            gather_diffs(y, i, part, count, diffs, d2)
+            if pool > 0:
+                for t in range(n_att, count):
+                    slot[t] = pool_slot(base, t - n_att, i, pool_rows)
+                    part[t] = pool_rows[slot[t]]
+                gather_pairs(y, i, y, part, n_att, diffs, d2)
+                gather_pairs(y, i, pool_y, slot, count, diffs, d2, n_att)
+            else:
+                for t in range(m):
+                    part[n_att + t] = (t + (t >= i)) if exact else negative_index(base, t, i, n)
+                gather_diffs(y, i, part, count, diffs, d2)
             kernels_and_slopes(code, d2, k, g, count, a, b)
             loss = 0.0
             for t in range(n_att):

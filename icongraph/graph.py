@@ -10,11 +10,12 @@ the sparse graph.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["knn_to_csr", "symmetrize", "row_normalize", "as_csr_graph", "check_graph",
+__all__ = ["knn_to_csr", "symmetrize", "transpose_csr", "row_normalize", "as_csr_graph", "check_graph",
            "edge_entropy"]
 
 
@@ -66,8 +67,7 @@ def symmetrize(graph: sp.csr_matrix, mode: str = "mean", mix: float = 1.0) -> sp
         raise ValueError(f"symmetrize mode must be 'mean', 'union' or 'max'; got {mode!r}.")
     graph = sp.csr_matrix(graph, dtype=np.float32)
     graph.sort_indices()
-    transpose = graph.T.tocsr()
-    transpose.sort_indices()
+    transpose = transpose_csr(graph)
     n = graph.shape[0]
     counts = np.zeros(n + 1, np.int64)
     _merged_row_sizes(graph.indptr, graph.indices, transpose.indptr, transpose.indices,
@@ -82,6 +82,70 @@ def symmetrize(graph: sp.csr_matrix, mode: str = "mean", mix: float = 1.0) -> sp
     out.has_sorted_indices = True
     out.eliminate_zeros()
     return out
+
+
+#: :func:`transpose_csr` splits the rows into at most this many parts, one count of the
+#: columns each (int64 per column and part)
+TRANSPOSE_PARTS = 4
+
+
+def transpose_csr(graph: sp.csr_matrix) -> sp.csr_matrix:
+    """``graph.T`` as a CSR matrix with sorted indices, by a parallel counting sort: the
+    rows are split into parts, each part counts its entries per column, and each scatters
+    its entries, in row order, from its own offset within every column, so the result does
+    not depend on the number of parts (scipy's ``tocsc`` runs the same sort on one thread:
+    6-10 s at 10M points and 14 neighbours, against about 1.5 s here on 2 cores).
+
+    Parameters
+    ----------
+    graph : scipy.sparse.csr_matrix of shape (N, M)
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (M, N)
+        Same dtype; row ``j`` lists the rows ``i`` with an entry in column ``j``, ascending.
+    """
+    n, m = graph.shape
+    indptr = graph.indptr.astype(np.int64, copy=False)
+    parts = max(1, min(TRANSPOSE_PARTS, numba.get_num_threads(), n))
+    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+    counts = np.zeros((parts, m), np.int64)
+    _count_columns(indptr, graph.indices, bounds, counts)
+    out_ptr = np.zeros(m + 1, np.int64)
+    np.cumsum(counts.sum(0), out=out_ptr[1:])
+    running = out_ptr[:-1].copy()
+    for p in range(parts):  # counts[p] becomes part p's first place in each column
+        mine = counts[p].copy()
+        counts[p] = running
+        running += mine
+    out_idx = np.empty(graph.nnz, np.int32)
+    out_val = np.empty(graph.nnz, graph.dtype)
+    _scatter_columns(indptr, graph.indices, graph.data, bounds, counts, out_idx, out_val)
+    out = sp.csr_matrix((out_val, out_idx, out_ptr), shape=(m, n))
+    out.has_sorted_indices = True
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _count_columns(indptr, indices, bounds, counts):
+    """``counts[p, j]``: the entries of column ``j`` in rows ``bounds[p] <= i < bounds[p+1]``."""
+    for p in prange(len(bounds) - 1):
+        for e in range(indptr[bounds[p]], indptr[bounds[p + 1]]):
+            counts[p, indices[e]] += 1
+
+
+@njit(parallel=True, cache=True)
+def _scatter_columns(indptr, indices, data, bounds, starts, out_idx, out_val):
+    """Each part's entries, row by row, to the next free place of their column, from
+    ``starts[p, j]`` (overwritten)."""
+    for p in prange(len(bounds) - 1):
+        for i in range(bounds[p], bounds[p + 1]):
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                at = starts[p, j]
+                out_idx[at] = i
+                out_val[at] = data[e]
+                starts[p, j] = at + 1
 
 
 @njit(parallel=True, cache=True)

@@ -417,14 +417,30 @@ def _perplexity_rows(d2, log_perplexity, out):
 @njit(parallel=True, cache=True)
 def _fuzzy_rows(dist, local_connectivity, target, global_mean, out):
     """umap-learn's smooth kNN memberships per row: ``rho`` = the interpolated
-    local_connectivity-th non-zero distance, ``sigma`` by bisection so that
-    ``sum_j exp(-max(d_j - rho, 0) / sigma) = target``, floored at 1e-3 of the mean distance."""
+    local_connectivity-th non-zero distance, ``sigma`` so that
+    ``f(sigma) = sum_j exp(-max(d_j - rho, 0) / sigma) = target`` to 1e-5 (umap-learn's
+    tolerance), floored at 1e-3 of the mean distance.
+
+    ``f`` increases with ``sigma``. umap-learn bisects (about 25-30 sums of ``k`` exponentials
+    per row); here a Newton step on ``log sigma``, ``df / dlog sigma = sum_j e_j d_j / sigma``
+    (``d_j = d_ij - rho > 0``), from the mean of those ``d_j``, is taken whenever it lands
+    inside the bisection's bracket, and a bisection step otherwise: the same answer to the
+    tolerance in about 4 sums (22 bisecting from 1, umap-learn's start, on the 10M generator's
+    rows)."""
     n, k = dist.shape
     index = int(np.floor(local_connectivity))
     frac = local_connectivity - index
     for i in prange(n):
         row = dist[i]
-        nonzero = np.sort(row[row > 0.0])
+        first = 0  # sorted rows (a kNN search's): the non-zero distances are a view
+        while first < k and row[first] <= 0.0:
+            first += 1
+        ascending = True
+        for j in range(first, k - 1):
+            if row[j] > row[j + 1]:
+                ascending = False
+                break
+        nonzero = row[first:] if ascending else np.sort(row[row > 0.0])
         rho = 0.0
         if nonzero.shape[0] >= local_connectivity:
             if index > 0:
@@ -435,19 +451,35 @@ def _fuzzy_rows(dist, local_connectivity, target, global_mean, out):
                 rho = frac * nonzero[0]
         elif nonzero.shape[0] > 0:
             rho = nonzero[-1]
-        lo, hi, mid = 0.0, np.inf, 1.0
+        lo, hi, mid, above = 0.0, np.inf, 0.0, 0
+        for j in range(k):  # start at the mean of the positive d_j - rho
+            if row[j] > rho:
+                mid += row[j] - rho
+                above += 1
+        mid = mid / above if above else 1.0
         for _ in range(64):
             psum = 0.0
+            slope = 0.0  # d psum / d log sigma
             for j in range(k):
                 d = row[j] - rho
-                psum += np.exp(-(d / mid)) if d > 0 else 1.0
+                if d > 0:
+                    e = np.exp(-(d / mid))
+                    psum += e
+                    slope += e * d / mid
+                else:
+                    psum += 1.0
             if abs(psum - target) < 1e-5:
                 break
             if psum > target:
                 hi = mid
-                mid = 0.5 * (lo + hi)
             else:
                 lo = mid
+            newton = mid * np.exp((target - psum) / slope) if slope > 0.0 else -1.0
+            if lo < newton < hi:
+                mid = newton
+            elif psum > target:
+                mid = 0.5 * (lo + hi)
+            else:
                 mid = mid * 2.0 if hi == np.inf else 0.5 * (lo + hi)
         floor = 1e-3 * (row.mean() if rho > 0.0 else global_mean)
         sigma = max(mid, floor)
@@ -473,10 +505,10 @@ def fuzzy_weights(distances: np.ndarray, local_connectivity: float = 1.0,
     umap-learn's ``transform`` counts a new point's k neighbours). (N, k) in, weights in
     (0, 1]."""
     d = np.asarray(distances, dtype=np.float64)
-    out = np.empty(d.shape, np.float64)
+    out = np.empty(d.shape, np.float32)  # computed in float64, stored rounded
     _fuzzy_rows(d, float(local_connectivity),
                 float(np.log2(d.shape[1] + int(count_self)) * bandwidth), float(d.mean()), out)
-    return out.astype(np.float32)
+    return out
 
 
 def new_rows(knn: KNN, weights: np.ndarray, n_reference: int) -> sp.csr_matrix:

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from conftest import TorchOnlyCauchy
 
 import icongraph
+from icongraph import _cpu_engine as cpu
 from icongraph import distributed
 from icongraph.datasets import make_manifolds
 from icongraph.knn import KNN, exact_knn, knn_search, merge_candidates, shard_candidates
@@ -85,7 +86,7 @@ def _worker(rank: int, world: int, port: int, task: str, n: int, out: str) -> No
             icongraph.embedding.COARSE_MIN_SAMPLE = 10  # a coarse start on 601 points
             result = {}
             for name, model in _models(n).items():
-                model.fit(X if name != "umap-even" else X[:-1])
+                _fit(name, model, X)
                 result[name] = model.embedding_
                 result[name + "-indices"] = model.knn_.indices
         else:
@@ -109,12 +110,14 @@ def _spawn(task: str, n: int, tmp_path, world: int = 2) -> list[dict]:
 def _models(n: int) -> dict:
     """The fits compared: UMAP (numba engine, NEG) on N odd and even, t-SNE (numba edges and
     all-pair sums), the per-anchor and exact all-pairs estimators on the torch engine, and the
-    debiasing of q (``q_alpha``) on both engines and with all pairs (t-SNE), and the coarse
+    debiasing of q (``q_alpha``) on both engines and with all pairs (t-SNE), UMAP with pooled
+    negatives (:func:`_fit`), and the coarse
     start (its sample's fit runs inside the process group too; ``COARSE_MIN_SAMPLE`` lowered
     to 10)."""
     return {"umap": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-coarse": icongraph.UMAP(init="coarse", random_state=0, n_jobs=1, n_epochs=30),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
+            "umap-pool": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
             "torch": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                     random_state=0, n_epochs=30, n_jobs=1),
@@ -129,6 +132,21 @@ def _models(n: int) -> dict:
                                      n_epochs=30)}
 
 
+def _fit(name: str, model, X: np.ndarray) -> None:
+    """Fit ``model`` as :func:`_models` names it: ``umap-even`` on N - 1 rows, ``umap-pool``
+    with each epoch's negatives from a pool of 64 rows (``POOL_MIN_SAMPLES`` lowered to 0
+    for this fit only)."""
+    if name == "umap-pool":
+        saved = cpu.POOL_MIN_SAMPLES, cpu.POOL_SIZE
+        cpu.POOL_MIN_SAMPLES, cpu.POOL_SIZE = 0, 64
+        try:
+            model.fit(X)
+        finally:
+            cpu.POOL_MIN_SAMPLES, cpu.POOL_SIZE = saved
+        return
+    model.fit(X if name != "umap-even" else X[:-1])
+
+
 def test_two_ranks_give_the_single_process_embedding(tmp_path, monkeypatch):
     """The kNN graph (exact at this size) and the embedding of 2 ranks, N odd (601) and even
     (600), are the single-process ones to float tolerance (the same rows, the same order of
@@ -139,7 +157,7 @@ def test_two_ranks_give_the_single_process_embedding(tmp_path, monkeypatch):
     monkeypatch.setattr(icongraph.embedding, "COARSE_MIN_SAMPLE", 10)
     singles = _models(n)
     for name, model in singles.items():
-        model.fit(X if name != "umap-even" else X[:-1])
+        _fit(name, model, X)
     assert not dist.is_initialized()
     for result in _spawn("fit", n, tmp_path):
         for name, model in singles.items():

@@ -193,6 +193,83 @@ def test_hash_negatives_uniform_and_never_self():
     assert ((counts - expected).abs() / expected).max() < 0.1
 
 
+def test_pooled_negatives_are_uniform_and_never_self():
+    """Each epoch's pool holds uniform rows and their coordinates; a pooled negative is never
+    the anchor itself and, over the pools, uniform on the other points (2,000 pools of 16
+    rows from 20 points, 5 draws per anchor and pool: ~526 per ordered pair)."""
+    n, size, pools = 20, 16, 2000
+    y = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    pool_rows, pool_y = np.zeros(size, np.int64), np.zeros((size, 2), np.float32)
+    cpu.fill_pool(y, 3, pool_rows, pool_y)
+    np.testing.assert_array_equal(pool_y, y[pool_rows])
+    counts, distinct = _pooled_draws(y, pools, size, 5)
+    assert distinct
+    assert not np.diag(counts).any()
+    expected = pools * 5 / (n - 1)
+    off = counts[~np.eye(n, dtype=bool)]
+    assert off.sum() == pools * 5 * n
+    assert np.abs(off - expected).mean() / expected < 0.08  # measured 0.039
+    assert np.abs(off - expected).max() / expected < 0.3  # measured 0.14
+    received = counts.sum(0)
+    assert np.abs(received - received.mean()).max() / received.mean() < 0.15  # 0.057
+
+
+@njit(cache=False)
+def _pooled_draws(y, pools, size, draws):
+    """``counts[i, j]``: how often anchor ``i`` drew ``j`` over ``pools`` epochs, and whether
+    every pool's first two rows differed."""
+    n = y.shape[0]
+    counts = np.zeros((n, n))
+    pool_rows, pool_y = np.zeros(size, np.int64), np.zeros((size, y.shape[1]), np.float32)
+    distinct = True
+    for epoch in range(pools):
+        cpu.fill_pool(y, epoch, pool_rows, pool_y)
+        distinct = distinct and pool_rows[0] != pool_rows[1]
+        for i in range(n):
+            base = cpu.hash32(epoch ^ cpu.hash32(i))
+            for t in range(draws):
+                counts[i, pool_rows[cpu.pool_slot(base, t, i, pool_rows)]] += 1
+    return counts, distinct
+
+
+@pytest.mark.parametrize("estimator", ["per_anchor", "neg"])
+def test_pooled_gradient_is_unbiased(blobs, estimator):
+    """Averaged over epochs (a new pool each), the gradient with pooled negatives is the
+    exact-mode gradient (every other point), as the uniform draws' average is. The per-anchor
+    normaliser is read as ``z_prev``, the sum over the anchor's draws: the exact mode's is
+    ``(N - 1) / m`` times larger."""
+    spec = FuzzyTarget(10) if estimator == "neg" else PerplexityTarget(10)
+    target, y = _problem(blobs, spec, alpha=0.2)
+    kernel = UMAPKernel(1.6, 0.9) if estimator == "neg" else StudentKernel(1.0)
+    exact = Objective(target, kernel, estimator, n_negatives=0, negative_sample_rate=5.0)
+    sampled = Objective(target, kernel, estimator, n_negatives=8, negative_sample_rate=5.0)
+    z_prev = np.full(len(y), 2.0, np.float32)
+    expected, _, _ = _numba_eval(exact, y, z_prev * np.float32((len(y) - 1) / 8))
+    pool_rows, pool_y = np.zeros(32, np.int64), np.zeros((32, 2), np.float32)
+    means = {}
+    for pooled in (False, True):
+        total = np.zeros_like(y, np.float64)
+        for epoch in range(300):
+            grad, zsum = np.zeros_like(y), np.zeros(len(y), np.float32)
+            rows = np.zeros(len(y), np.float32)
+            if pooled:
+                cpu.fill_pool(y, epoch, pool_rows, pool_y)
+                cpu.sampled_gradient(y, sampled.engine, 0, 1.0, epoch, z_prev, 0.0, False, grad,
+                                     zsum, rows, NO_DOF, 0, -1, pool_rows, pool_y)
+            else:
+                cpu.sampled_gradient(y, sampled.engine, 0, 1.0, epoch, z_prev, 0.0, False, grad,
+                                     zsum, rows, NO_DOF)
+            total += grad
+        means[pooled] = total / 300
+    # unbiased: the mean's error is one epoch's over sqrt(300) (0.06 of it, measured on 200
+    # blob points, with either draw), and the pool adds no error of its own
+    one_epoch = np.abs(grad - expected).mean()
+    errors = {pooled: np.abs(mean - expected).mean() for pooled, mean in means.items()}
+    assert errors[False] < 0.1 * one_epoch
+    assert errors[True] < 0.1 * one_epoch
+    assert errors[True] < 1.5 * errors[False]
+
+
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
 def test_kernel_slope_matches_finite_differences(kernel):
     d2 = torch.tensor([0.01, 0.3, 1.0, 4.0, 25.0], dtype=torch.float64)

@@ -8,7 +8,7 @@ import torch
 
 from icongraph import memory
 from icongraph import targets as T
-from icongraph.graph import as_csr_graph, row_normalize, symmetrize
+from icongraph.graph import as_csr_graph, row_normalize, symmetrize, transpose_csr
 from icongraph.kernels import find_ab_params
 from icongraph.knn import as_knn, exact_knn, knn_search, nndescent_knn
 
@@ -75,12 +75,49 @@ def test_fuzzy_set_matches_umap_learn():
     assert abs(ours - ref.tocsr()).max() < 1e-4
 
 
+def test_fuzzy_weights_do_not_depend_on_the_order_of_a_row():
+    """Rows sorted by distance (a kNN search's) take the fast path, others are sorted
+    first: shuffling each row's neighbours shuffles its weights the same way; a row with
+    zero distances (duplicates) and local_connectivity 2.5 included."""
+    rng = np.random.default_rng(3)
+    dist = np.sort(rng.gamma(2.0, 1.0, (50, 12)), axis=1)
+    dist[0, :3] = 0.0
+    for connectivity in (1.0, 2.5):
+        expected = T.fuzzy_weights(dist, connectivity)
+        shuffle = np.argsort(rng.random(dist.shape), axis=1)
+        got = T.fuzzy_weights(np.take_along_axis(dist, shuffle, 1), connectivity)
+        np.testing.assert_array_equal(got, np.take_along_axis(expected, shuffle, 1))
+
+
 def test_ab_params_match_umap_learn():
     from umap.umap_ import find_ab_params as ref
 
     for spread, min_dist in [(1.0, 0.1), (1.0, 0.5), (2.0, 0.0)]:
         np.testing.assert_allclose(find_ab_params(spread, min_dist), ref(spread, min_dist),
                                    rtol=1e-3)
+
+
+@pytest.mark.parametrize("parts", [1, 3, 64])
+@pytest.mark.parametrize("shape", [(40, 40), (25, 60), (60, 7), (1, 1)])
+def test_transpose_is_scipys_sorted_transpose(shape, parts, monkeypatch):
+    """The parallel counting sort gives scipy's transpose with sorted indices, for square
+    and rectangular graphs, empty rows and columns, and any number of parts (the same
+    array, bit for bit)."""
+    import icongraph.graph as G
+
+    monkeypatch.setattr(G, "TRANSPOSE_PARTS", parts)
+    monkeypatch.setattr(G.numba, "get_num_threads", lambda: 64)
+    P = sp.random(*shape, density=0.15, random_state=2, format="csr", dtype=np.float32)
+    if shape[0] > 5:
+        P[3] = 0  # an empty row
+        P.eliminate_zeros()
+    got = transpose_csr(P)
+    expected = P.T.tocsr()
+    expected.sort_indices()
+    assert got.shape == shape[::-1] and got.dtype == np.float32 and got.has_sorted_indices
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.data, expected.data)
 
 
 @pytest.mark.parametrize("mode", ["mean", "union", "max"])
