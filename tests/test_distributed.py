@@ -67,19 +67,22 @@ def _worker(rank: int, world: int, port: int, task: str, n: int, out: str) -> No
             tagged[:, 1] = rank  # (n, 2): (row, sending rank)
             received = group.exchange_rows(tagged, n).numpy()  # (world, hi - lo, 2)
 
+            produced = []
+
             def exact_candidates(X, k, metric, lo, hi, **kw):  # stands in for pynndescent
                 part = exact_knn(X[lo:hi], min(k + 1, hi - lo), queries=X)
                 packed = np.full((len(X), k + 1, 2), -1, np.int32).view(np.float32)
                 packed[:, :, 1] = np.inf
                 packed[:, :part.n_neighbors, 0] = (part.indices + lo).view(np.float32)
                 packed[:, :part.n_neighbors, 1] = part.distances
+                produced.append(packed)
                 return packed
 
             knn_module = sys.modules["icongraph.knn"]
             knn_module.shard_candidates = exact_candidates
             knn = knn_module.sharded_knn(X, 15, "euclidean", group, method="nndescent")
             np.savez(f"{out}-{rank}.npz", received=received, indices=knn.indices,
-                     distances=knn.distances)
+                     distances=knn.distances, candidates=produced[0])
             return
         if task == "fit":
             assert distributed.current().world == world
@@ -231,7 +234,14 @@ def test_sharded_nndescent_on_two_ranks(tmp_path):
 def test_candidates_travel_to_the_rank_that_owns_their_rows(tmp_path):
     """3 ranks, 301 rows (uneven shards): ``exchange_rows`` hands each rank every rank's
     values for its own rows, in rank order; the sharded search's merge through it (exact
-    candidates standing in for pynndescent's) is the exact graph on every rank."""
+    candidates standing in for pynndescent's) is, on every rank, the merge of all the ranks'
+    candidates in one process, bit for bit, and the exact graph.
+
+    The ranks' candidates are compared with the exact graph to a tolerance: in about a third
+    of spawned runs (at earlier commits too) ``exact_knn`` in a child process returned a
+    whole shard's distances off by up to 1.7e-3 (two discrete outcomes; near-tied neighbours
+    then swap), while in one process it is deterministic: an open lead, not a property of the
+    exchange tested here."""
     n, world = 301, 3
     ranks = _spawn("exchange", n, tmp_path, world)
     exact = exact_knn(_data(n), 15)
@@ -243,8 +253,11 @@ def test_candidates_travel_to_the_rank_that_owns_their_rows(tmp_path):
         np.testing.assert_array_equal(received[:, :, 0], np.tile(np.arange(lo, hi), (world, 1)))
         np.testing.assert_array_equal(received[:, :, 1], np.repeat(np.arange(world), hi - lo)
                                       .reshape(world, hi - lo))
-        np.testing.assert_array_equal(result["indices"], exact.indices)
-        np.testing.assert_allclose(result["distances"], exact.distances, rtol=1e-5)
+        merged = merge_candidates([r["candidates"] for r in ranks], "euclidean")
+        np.testing.assert_array_equal(result["indices"], merged.indices)
+        np.testing.assert_array_equal(result["distances"], merged.distances)
+        assert _recall(result["indices"], exact.indices) > 0.99
+        np.testing.assert_allclose(np.sort(result["distances"], 1), exact.distances, rtol=2e-3)
 
 
 def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
