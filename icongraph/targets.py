@@ -421,12 +421,13 @@ def _fuzzy_rows(dist, local_connectivity, target, global_mean, out):
     ``f(sigma) = sum_j exp(-max(d_j - rho, 0) / sigma) = target`` to 1e-5 (umap-learn's
     tolerance), floored at 1e-3 of the mean distance.
 
-    ``f`` increases with ``sigma``. umap-learn bisects (about 25-30 sums of ``k`` exponentials
-    per row); here a Newton step on ``log sigma``, ``df / dlog sigma = sum_j e_j d_j / sigma``
+    ``f`` increases with ``sigma``. umap-learn bisects (22 sums of ``k`` exponentials per row
+    on average on the 10M generator's rows, from 1); here a Newton step on ``log sigma``,
+    ``df / dlog sigma = sum_j e_j d_j / sigma``
     (``d_j = d_ij - rho > 0``), from the mean of those ``d_j``, is taken whenever it lands
     inside the bisection's bracket, and a bisection step otherwise: the same answer to the
-    tolerance in about 4 sums (22 bisecting from 1, umap-learn's start, on the 10M generator's
-    rows)."""
+    tolerance in about 4 sums (on the 1M generator's kNN lists the weights moved by at most
+    6.1e-6, the row sums by at most 2e-5)."""
     n, k = dist.shape
     index = int(np.floor(local_connectivity))
     frac = local_connectivity - index
