@@ -20,6 +20,7 @@ LAYERS = [
     ("graph",),
     ("pyg",),
     ("kernels",),
+    ("forest",),
     ("knn",),
     ("targets",),
     ("persistence",),

@@ -160,8 +160,9 @@ def test_spatial_order_puts_near_rows_near_each_other():
 
 def test_permuted_rows_and_back(tmp_path, monkeypatch):
     """permuted_rows gathers X[order] from a memmap in blocks; the kNN search's lists found
-    in that order come back in the data's order, renamed."""
-    from icongraph.knn import _unpermute
+    in that order (the point itself listed first) come back in the data's order, renamed,
+    without the point."""
+    from icongraph.knn import _others_in_data_order
 
     monkeypatch.setattr(ordering, "SPATIAL_BLOCK_ROWS", 7)
     rng = np.random.default_rng(1)
@@ -172,10 +173,15 @@ def test_permuted_rows_and_back(tmp_path, monkeypatch):
     assert got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, X[order].astype(np.float32))
     knn = exact_knn(X, 4)
-    moved = exact_knn(got, 4)  # the same search on the permuted rows
-    idx, dist = _unpermute(moved.indices, moved.distances, order)
-    np.testing.assert_array_equal(idx, knn.indices)
-    np.testing.assert_allclose(dist, knn.distances, rtol=1e-5)
+    moved = exact_knn(got, 4)  # the same search on the permuted rows, the point itself first
+    rows = np.arange(len(X))[:, None]
+    with_self = (np.hstack([rows, moved.indices]), np.hstack([0 * rows, moved.distances]))
+    got_knn = _others_in_data_order(*with_self, order, 4, "euclidean")
+    np.testing.assert_array_equal(got_knn.indices, knn.indices)
+    np.testing.assert_allclose(got_knn.distances, knn.distances, rtol=1e-5)
+    # no self entry: the farthest is dropped
+    got_knn = _others_in_data_order(moved.indices, moved.distances, order, 3, "euclidean")
+    np.testing.assert_array_equal(got_knn.indices, knn.indices[:, :3])
 
 
 def test_nndescent_in_the_spatial_order_returns_the_data_order(monkeypatch, tmp_path):
