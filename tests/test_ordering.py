@@ -99,6 +99,25 @@ def test_reordered_objective_gives_the_permuted_gradient(estimator, q_alpha, edg
         assert np.array_equal(getattr(moved, name), getattr(obj, name)), name
 
 
+def test_optimize_restores_the_objective_unless_told_not_to(monkeypatch):
+    """A run in the locality order relabels the caller's objective back afterwards; with
+    ``restore_objective=False`` (the fit, which reads only its scalars) it is left relabelled
+    and the embedding is the same."""
+    from icongraph.optimize import optimize
+
+    monkeypatch.setattr(ordering, "LOCALITY_MIN_SAMPLES", 0)
+    target, _ = _graph()
+    y0 = np.random.default_rng(0).normal(size=(target.n_samples, 2)).astype(np.float32)
+    runs = []
+    for restore in (True, False):
+        obj = Objective(target, UMAPKernel(1.6, 0.9), "neg", n_negatives=5)
+        indices = obj.indices.copy()
+        y, _ = optimize(obj, y0, n_epochs=5, seed=1, restore_objective=restore)
+        assert np.array_equal(obj.indices, indices) == restore
+        runs.append(y)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 @pytest.mark.quality
 def test_a_fit_in_the_locality_order(digits, monkeypatch):
     """UMAP run in the locality order (threshold lowered to digits' size): the embedding
