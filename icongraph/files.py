@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,12 +55,13 @@ class Input:
         (N,) labels (the label column, the .npz array ``y``, a bundled dataset's classes).
     color : ndarray or None
         (N,) values of the requested colour column.
-    adata : anndata.AnnData or None
-        The AnnData object of an .h5ad input, which results are written back into.
+    h5ad : pathlib.Path or None
+        The .h5ad file read, which results are written back into: a copy of it with the
+        result added (:func:`write_result`).
 
     Parameters
     ----------
-    X, labels, color, adata
+    X, labels, color, h5ad
         As the attributes (:func:`read_input` builds it).
 
     Examples
@@ -67,14 +69,14 @@ class Input:
     >>> import numpy as np
     >>> from icongraph.files import Input
     >>> source = Input(np.zeros((3, 2), np.float32), labels=np.array([0, 1, 1]))
-    >>> source.X.shape, source.adata
+    >>> source.X.shape, source.h5ad
     ((3, 2), None)
     """
 
     X: object
     labels: np.ndarray | None = None
     color: np.ndarray | None = None
-    adata: object = field(default=None, repr=False)
+    h5ad: Path | None = field(default=None, repr=False)
 
 
 def _missing_modules(suffix: str, formats: dict) -> str | None:
@@ -177,7 +179,7 @@ def read_input(path: str, *, key: str | None = None, label_column: str | None = 
                          f"pip install {missing.split()[0]}.")
     try:
         if suffix == ".npy":
-            found = Input(np.load(p, allow_pickle=False))
+            found = Input(np.load(p, mmap_mode="r", allow_pickle=False))  # never copied whole
         elif suffix == ".npz":
             found = _read_npz(p, key, label_column, color_column)
         elif suffix == ".h5ad":
@@ -218,28 +220,48 @@ def _read_npz(p: Path, key, label_column, color_column) -> Input:
 
 
 def _read_h5ad(p: Path, use_rep, layer, label_column, color_column) -> Input:
-    import anndata
+    """The features of an AnnData file (``X``, ``obsm[use_rep]`` or ``layers[layer]``) and its
+    ``obs`` columns, read with h5py and anndata's ``read_elem``, never the whole object: a dense,
+    uncompressed, unchunked matrix (anndata's default for dense arrays) is memory-mapped
+    (:func:`_mapped`), as an ``.npy`` is, so a large file is not held in memory twice."""
+    import h5py
+    from anndata.io import read_elem
 
-    adata = anndata.read_h5ad(p)
-    if use_rep not in (None, "X") and use_rep not in adata.obsm:
-        raise ValueError(f"it has no obsm[{use_rep!r}] (--use-rep); its obsm keys are "
-                         f"{_listing(adata.obsm.keys())}")
-    if layer is not None and layer not in adata.layers:
-        raise ValueError(f"it has no layers[{layer!r}] (--layer); its layers are "
-                         f"{_listing(adata.layers.keys())}")
-    columns = {}
-    for option, name in (("--label-column", label_column), ("--color-by", color_column)):
-        if name is not None and name not in adata.obs:
-            raise ValueError(f"it has no obs[{name!r}] ({option}); its obs columns are "
-                             f"{_listing(adata.obs.columns)}")
-        columns[option] = None if name is None else adata.obs[name].to_numpy()
-    if layer is not None:
-        X = adata.layers[layer]
-    elif use_rep in (None, "X"):
-        X = adata.X
-    else:
-        X = adata.obsm[use_rep]
-    return Input(X, columns["--label-column"], columns["--color-by"], adata)
+    with h5py.File(p, "r") as f:
+        keys = {group: list(f[group].keys()) if group in f else [] for group in ("obsm", "layers")}
+        if use_rep not in (None, "X") and use_rep not in keys["obsm"]:
+            raise ValueError(f"it has no obsm[{use_rep!r}] (--use-rep); its obsm keys are "
+                             f"{_listing(keys['obsm'])}")
+        if layer is not None and layer not in keys["layers"]:
+            raise ValueError(f"it has no layers[{layer!r}] (--layer); its layers are "
+                             f"{_listing(keys['layers'])}")
+        obs = read_elem(f["obs"])
+        columns = {}
+        for option, name in (("--label-column", label_column), ("--color-by", color_column)):
+            if name is not None and name not in obs:
+                raise ValueError(f"it has no obs[{name!r}] ({option}); its obs columns are "
+                                 f"{_listing(obs.columns)}")
+            columns[option] = None if name is None else obs[name].to_numpy()
+        key = (f"layers/{layer}" if layer is not None
+               else "X" if use_rep in (None, "X") else f"obsm/{use_rep}")
+        mapped = _mapped(p, f[key])
+        X = read_elem(f[key]) if mapped is None else mapped
+    return Input(X, columns["--label-column"], columns["--color-by"], h5ad=p)
+
+
+def _mapped(p: Path, element) -> np.ndarray | None:
+    """A read-only ``np.memmap`` of an HDF5 dataset stored in one contiguous run of the file
+    (not chunked, not compressed, native float or integer), or None."""
+    import h5py
+
+    if (not isinstance(element, h5py.Dataset) or element.chunks is not None
+            or element.compression is not None or element.dtype.kind not in "fiu"
+            or not element.dtype.isnative or element.ndim != 2 or element.size == 0):
+        return None
+    offset = element.id.get_offset()
+    if offset is None:  # never written: no storage allocated
+        return None
+    return np.memmap(p, dtype=element.dtype, mode="r", offset=offset, shape=element.shape)
 
 
 def _read_table(p: Path, suffix: str, label_column, color_column) -> Input:
@@ -411,7 +433,7 @@ def write_result(path: Path, values: np.ndarray, source: Input | None = None) ->
         elif suffix == ".txt":
             np.savetxt(tmp, values, fmt="%d" if labels else "%.9g")
         elif suffix == ".h5ad":
-            _write_h5ad(tmp, values, None if source is None else source.adata)
+            _write_h5ad(tmp, values, None if source is None else source.h5ad)
         else:
             import pandas as pd
 
@@ -424,15 +446,30 @@ def write_result(path: Path, values: np.ndarray, source: Input | None = None) ->
     return write_atomic(path, write)
 
 
-def _write_h5ad(tmp: str, values: np.ndarray, adata):
+def _write_h5ad(tmp: str, values: np.ndarray, source: Path | None):
+    """``values`` into a new AnnData file, or into a copy of the ``source`` .h5ad (its content
+    kept, never loaded): ``obsm['X_icon']`` for an embedding, ``obs['icon_cluster']`` (a
+    categorical of strings, as scanpy's clusters) for labels."""
     import anndata
+    import h5py
     import pandas as pd
+    from anndata.io import read_elem, write_elem
 
-    if adata is None:
-        adata = anndata.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(values))]))
-    if values.ndim == 1:
-        adata.obs[CLUSTER_KEY] = pd.Categorical(
-            values.astype(str), categories=[str(c) for c in np.unique(values)])
+    if source is None:
+        anndata.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(values))])
+                        ).write_h5ad(tmp)
     else:
-        adata.obsm[EMBEDDING_KEY] = values
-    adata.write_h5ad(tmp)
+        shutil.copyfile(source, tmp)
+    with h5py.File(tmp, "r+") as f:
+        if values.ndim == 1:
+            obs = read_elem(f["obs"])
+            obs[CLUSTER_KEY] = pd.Categorical(values.astype(str),
+                                              categories=[str(c) for c in np.unique(values)])
+            del f["obs"]
+            write_elem(f, "obs", obs)
+            return
+        if "obsm" not in f:
+            write_elem(f, "obsm", {})
+        if EMBEDDING_KEY in f["obsm"]:
+            del f["obsm"][EMBEDDING_KEY]
+        write_elem(f["obsm"], EMBEDDING_KEY, values)

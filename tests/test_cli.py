@@ -247,9 +247,45 @@ def test_h5ad_representation_layer_and_obs(tmp_path, blobs):
     adata.write_h5ad(tmp_path / "a.h5ad")
     found = read_input(str(tmp_path / "a.h5ad"), use_rep="X_pca", label_column="group")
     np.testing.assert_allclose(found.X, X)
-    assert list(found.labels) == list(y.astype(str)) and found.adata.n_obs == len(X)
+    assert list(found.labels) == list(y.astype(str)) and found.h5ad == tmp_path / "a.h5ad"
     np.testing.assert_allclose(read_input(str(tmp_path / "a.h5ad"), layer="raw").X, 2 * X)
     np.testing.assert_allclose(read_input(str(tmp_path / "a.h5ad")).X, -X)
+
+
+def test_large_inputs_are_memory_mapped_not_copied(tmp_path, blobs):
+    """An .npy and an .h5ad's dense, uncompressed matrix (anndata's default) are read as
+    memory maps of the file, so the fit does not hold the data twice; a compressed or sparse
+    matrix is read into memory."""
+    anndata = pytest.importorskip("anndata")
+    import scipy.sparse as sp
+
+    from icongraph.validation import _memmap_base
+
+    def mapped(A):
+        return _memmap_base(A) is not None
+
+    X, y = blobs
+    X = X.astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    found = read_input(str(tmp_path / "X.npy"))
+    assert mapped(found.X)
+    np.testing.assert_array_equal(found.X, X)
+    adata = anndata.AnnData(X=X, obs=pd.DataFrame({"g": y.astype(str)},
+                                                  index=[f"c{i}" for i in range(len(X))]))
+    adata.obsm["X_pca"] = X[:, :3].copy()
+    adata.layers["counts"] = sp.csr_matrix(X)
+    adata.write_h5ad(tmp_path / "plain.h5ad")
+    for rep, expected in ((None, X), ("X_pca", X[:, :3])):
+        found = read_input(str(tmp_path / "plain.h5ad"), use_rep=rep, label_column="g")
+        assert mapped(found.X), rep
+        np.testing.assert_array_equal(found.X, expected)
+        assert list(found.labels) == list(y.astype(str))
+    sparse = read_input(str(tmp_path / "plain.h5ad"), layer="counts").X
+    assert sp.issparse(sparse) and np.allclose(sparse.toarray(), X)
+    adata.write_h5ad(tmp_path / "packed.h5ad", compression="gzip")
+    found = read_input(str(tmp_path / "packed.h5ad"))
+    assert not mapped(found.X)
+    np.testing.assert_array_equal(found.X, X)
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv", ".tsv", ".txt", ".parquet", ".h5ad"])
