@@ -511,6 +511,8 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
         z_prev = evaluate(-1, 1.0, z_prev, g_scale, False)[1]
         q_state["s_prev"], q_state["level"], g_scale = objective.q_state(z_prev,
                                                                          q_state["s_new"])
+    elif objective.estimator == "neg":  # a fixed normaliser: no estimate to seed
+        z_prev, g_scale = zsums[-1], 0.0
     else:  # one evaluation to seed the normaliser estimates (they lag one epoch)
         z_prev, g_scale = objective.normaliser_state(evaluate(-1, 1.0, zsums[0], 1.0, False)[1])
 

@@ -463,3 +463,27 @@ def test_symmetric_target_is_stored_as_twice_p_without_a_transpose(blobs, estima
     ones = np.ones(len(y))
     for got, expected in zip(_numba_eval(lean, y, ones), _numba_eval(full, y, ones)):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("estimator, evaluations", [("neg", 4), ("per_anchor", 5)])
+def test_only_a_lagged_normaliser_costs_a_seed_evaluation(monkeypatch, estimator, evaluations):
+    """The per-anchor and global estimators read the previous evaluation's normalisers, so a
+    run starts with one extra evaluation; NEG's normaliser is fixed, so it does not."""
+    from icongraph.optimize import optimize
+
+    X = np.random.default_rng(0).normal(size=(120, 4)).astype(np.float32)
+    kernel = UMAPKernel(1.6, 0.9) if estimator == "neg" else StudentKernel(1.0)
+    spec = FuzzyTarget(10) if estimator == "neg" else PerplexityTarget(5)
+    obj = Objective(spec.build(exact_knn(X, spec.n_neighbors_for(len(X)))), kernel, estimator,
+                    n_negatives=5)
+    calls = []
+    original = cpu.sampled_gradient
+
+    def counted(*args):
+        calls.append(args[2])  # the epoch
+        return original(*args)
+
+    monkeypatch.setattr(cpu, "sampled_gradient", counted)
+    y0 = np.random.default_rng(1).normal(size=(len(X), 2)).astype(np.float32)
+    optimize(obj, y0, n_epochs=4, learning_rate=0.1)
+    assert len(calls) == evaluations and calls[-4:] == [0, 1, 2, 3]
