@@ -9,7 +9,8 @@ per-thread update buffers. Here the trees are still pynndescent's
 * each leaf's squared distances come from one Gram matrix (BLAS),
   ``d2(a, b) = |x_a|^2 + |x_b|^2 - 2 x_a . x_b``;
 * that estimate only filters. A leaf-mate that beats a point's current ``m``-th neighbour is
-  measured exactly, ``sum_c (x_ac - x_bc)^2``, as NN-descent measures its pairs. The
+  measured exactly, ``sum_c (x_ac - x_bc)^2`` (in float32; pynndescent sums in float64, which
+  moves a distance by about 1e-7 of itself). The
   estimate's rounding grows with ``|x|^2``, not with ``d2``: lists built from it made NN-descent
   take a second iteration to replace near-ties;
 * trees are joined one after another. Within a tree every point is in one leaf, so the leaves
@@ -97,13 +98,16 @@ def tree_ends(leaves: np.ndarray, n: int, n_trees: int) -> np.ndarray | None:
 @njit(inline="always", cache=True)
 def _insert(indices, distances, p, j, d):
     """Put ``j`` at squared distance ``d`` into point ``p``'s sorted list unless it is there
-    or ``d`` does not beat the last entry; the last entry drops out."""
+    or ``d`` does not beat the last entry; the last entry drops out. The look-up runs over the
+    whole list without an early exit, so that it vectorises."""
     m = indices.shape[1]
     if d >= distances[p, m - 1]:
         return
+    listed = False
     for s in range(m):
-        if indices[p, s] == j:
-            return
+        listed |= indices[p, s] == j
+    if listed:
+        return
     s = m - 1
     while s > 0 and distances[p, s - 1] > d:
         distances[p, s] = distances[p, s - 1]
@@ -120,7 +124,7 @@ def join_leaves(X, sq, leaves, start, end, indices, distances):
 
     Per leaf of ``s`` points, ``G`` (s, D) its rows and ``d2 = |x_a|^2 + |x_b|^2 - 2 G G^T``
     (``sq`` (N,) the squared norms) filters; a leaf-mate under the point's ``m``-th distance is
-    measured exactly (:func:`_squared_distance`) and inserted (:func:`_insert`)."""
+    measured exactly, ``sum_c (x_ac - x_bc)^2``, and inserted (:func:`_insert`)."""
     dim = X.shape[1]
     width = leaves.shape[1]
     m = indices.shape[1]
@@ -135,12 +139,22 @@ def join_leaves(X, sq, leaves, start, end, indices, distances):
             rows[a] = X[members[a]]
             norms[a] = sq[members[a]]
         gram = np.dot(rows, rows.T)
+        estimate = np.empty(size, np.float32)
         for a in range(size):
             p = members[a]
+            for b in range(size):  # one vectorised pass, then the branches
+                estimate[b] = norms[a] + norms[b] - 2.0 * gram[a, b]
+            estimate[a] = np.inf
+            worst = distances[p, m - 1]
             for b in range(size):
-                if b == a or norms[a] + norms[b] - 2.0 * gram[a, b] >= distances[p, m - 1]:
+                if estimate[b] >= worst:
                     continue
-                _insert(indices, distances, p, members[b], _squared_distance(X, p, members[b]))
+                d = np.float32(0.0)  # exact, from the gathered rows (float32: it vectorises)
+                for c in range(dim):
+                    diff = rows[a, c] - rows[b, c]
+                    d += diff * diff
+                _insert(indices, distances, p, members[b], d)
+                worst = distances[p, m - 1]
 
 
 @njit(inline="always", cache=True)
