@@ -10,15 +10,17 @@ per-thread update buffers. Here the trees are still pynndescent's
   ``d2(a, b) = |x_a|^2 + |x_b|^2 - 2 x_a . x_b``;
 * that estimate only filters. A leaf-mate that beats a point's current ``m``-th neighbour is
   measured exactly, ``sum_c (x_ac - x_bc)^2`` (in float32; pynndescent sums in float64, which
-  moves a distance by about 1e-7 of itself). The
-  estimate's rounding grows with ``|x|^2``, not with ``d2``: lists built from it made NN-descent
-  take a second iteration to replace near-ties;
+  moves a distance by about 1e-7 of itself). The estimate's rounding grows with ``|x|^2``, not
+  with ``d2``: lists built from it made NN-descent take a second iteration at 1M to replace
+  near-ties;
 * trees are joined one after another. Within a tree every point is in one leaf, so the leaves
   run in parallel with no shared writes, and the result does not depend on the thread count.
 
-On the 10M x 50 generator (``make_manifolds``; 16 trees, leaves of up to 80 points) the join
-took 49 s against about 72 s for pynndescent's own; the graph NN-descent then returned had
-recall 0.999 (0.998 from pynndescent's start), after the same two iterations.
+On the 10M x 50 generator (``make_manifolds``; 16 trees, leaves of up to 80 points) a first
+version of the join took 49 s against about 72 s for pynndescent's own; the graph NN-descent
+then returned had recall 0.999 (0.998 from pynndescent's start), after the same two
+iterations. This version (the estimates of a row in one vectorised pass, a branch-free
+look-up) joins the 1M generator's forest in 4.9 s against that version's 6.3 s.
 """
 
 from __future__ import annotations
