@@ -59,8 +59,12 @@ def _child_icongraph(method: str, X, seed: int, threads: int) -> tuple[np.ndarra
 
     cls = getattr(icongraph, ICON_METHODS[method])
     knn_method = "nndescent" if X.shape[0] > icongraph.knn.EXACT_MAX_SAMPLES else "auto"
+    # from SPATIAL_MIN_SAMPLES rows pynndescent starts from our forest's graph, a call its JIT
+    # compiles anew (4.5 s): the warm-up takes that path too
+    rows = (icongraph.knn.SPATIAL_MIN_SAMPLES if X.shape[0] >= icongraph.knn.SPATIAL_MIN_SAMPLES
+            else WARMUP_SAMPLES)
     start = time.perf_counter()
-    cls(n_epochs=5, n_jobs=threads, knn_method=knn_method).fit(_warmup_data(X.shape[1]))
+    cls(n_epochs=5, n_jobs=threads, knn_method=knn_method).fit(_warmup_data(X.shape[1], rows))
     warmup = time.perf_counter() - start
     model = cls(random_state=seed, n_jobs=threads)
     Y = model.fit_transform(X)

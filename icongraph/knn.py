@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from . import distributed
 from .forest import forest_graph
-from .ordering import float64_rows, permuted_rows, spatial_order
+from .ordering import check_permutation, float64_rows, permuted_rows, spatial_order
 from .progress import detail, level, progress
 from .validation import check_n_neighbors, choice, path_or_none, release_mapped_pages
 
@@ -46,10 +46,16 @@ class KNN:
         Their distances, ascending along each row.
     metric : str, default="euclidean"
         The metric the distances are in.
+    order : ndarray of int64, shape (N,), or None, default=None
+        A memory order of the points in which near points are stored near each other: the
+        spatial order the search read the data in (:func:`nndescent_knn` from
+        :data:`SPATIAL_MIN_SAMPLES` rows), or None. The optimisation of a large embedding
+        stores its points in it instead of computing the graph's own locality order
+        (:func:`~icongraph.optimize.optimize`).
 
     Attributes
     ----------
-    indices, distances, metric
+    indices, distances, metric, order
         As given.
     n_samples : int
         N.
@@ -72,6 +78,7 @@ class KNN:
     indices: np.ndarray  # (N, k) int32
     distances: np.ndarray  # (N, k) float32, ascending along each row
     metric: str = "euclidean"
+    order: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -85,7 +92,7 @@ class KNN:
         """The ``k`` nearest of the stored neighbours (a kNN graph computed once serves smaller k)."""
         if k > self.n_neighbors:
             raise ValueError(f"kNN graph has {self.n_neighbors} neighbours; {k} requested.")
-        return KNN(self.indices[:, :k], self.distances[:, :k], self.metric)
+        return KNN(self.indices[:, :k], self.distances[:, :k], self.metric, self.order)
 
 
 @dataclass(frozen=True)
@@ -282,8 +289,9 @@ def exact_knn(X, k: int, metric: str = "euclidean", *, queries=None, device=None
     return KNN(indices.cpu().numpy(), distances.cpu().numpy(), metric)
 
 
-#: random-projection trees that seed pynndescent (see :func:`nndescent_knn`)
-MAX_TREES = 16
+#: random-projection trees that seed pynndescent (see :func:`nndescent_knn`); fewer when our
+#: join of the leaves seeds it (:func:`~icongraph.forest.forest_graph`, measured there)
+MAX_TREES, MAX_JOINED_TREES = 16, 12
 
 
 def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | None = None,
@@ -306,7 +314,13 @@ def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | N
     (:func:`~icongraph.validation.release_mapped_pages`). There, for the euclidean distance,
     NN-descent starts from :func:`~icongraph.forest.forest_graph` (pynndescent's forest, our
     leaf join: at 10M x 50 the search took 153.5 s against 176.6 s, recall 0.999 against
-    0.998); the cosine distance keeps pynndescent's own start.
+    0.998); the cosine distance keeps pynndescent's own start. That start is built from
+    ``MAX_JOINED_TREES`` trees: the forest and the join cost about 4.4 s a tree at 10M, and
+    NN-descent makes up the start's lower recall. With 12 trees instead of 16 the search took
+    149.4 s against 165.9 s at 10M (recall@14 on 1,000 exact queries 0.9975 against 0.9989),
+    and on mnist1d generated at 2M (40 features, the hard case) 65.7-66.2 s against
+    68.3-69.7 s (0.9642 against 0.9649; the forest, the join and ``NNDescent`` timed, the
+    spatial order excluded).
 
     pynndescent has no progress hook, only its ``verbose`` messages: with ``verbose`` they are
     read (:class:`_NNDescentMessages`) to move the bar one NN-descent iteration at a time, and
@@ -316,7 +330,7 @@ def nndescent_knn(X, k: int, metric: str = "euclidean", *, random_state: int | N
     _check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(k, n)
-    n_trees, n_iters, candidates = nndescent_schedule(n)
+    n_trees, n_iters, candidates = nndescent_schedule(n, joined=_joined_start(X, metric))
     order, start = None, {}
     if _spatially_ordered(X):
         order = spatial_order(X, normalise=metric == "cosine", seed=random_state or 0)
@@ -355,21 +369,30 @@ def _spatially_ordered(X) -> bool:
     return not sp.issparse(X) and X.shape[0] >= SPATIAL_MIN_SAMPLES
 
 
+def _joined_start(X, metric: str) -> bool:
+    """Whether NN-descent starts from our leaf join (:func:`nndescent_knn`; part of the cache
+    key)."""
+    return _spatially_ordered(X) and metric == "euclidean"
+
+
 def _others_in_data_order(idx: np.ndarray, dist: np.ndarray, order: np.ndarray | None, k: int,
                           metric: str) -> KNN:
     """From (N, m > k) neighbour lists found on ``X[order]`` (row ``r`` holds point
     ``order[r]``; None: the data's order), which may list the point itself: per point in the
     data's order its first ``k`` others, renamed by ``order`` (the self entry dropped, or else
-    the farthest). One parallel pass, no (N, m) temporaries."""
+    the farthest). One parallel pass, no (N, m) temporaries. The result carries ``order``
+    (:attr:`KNN.order`)."""
     n = idx.shape[0]
-    order = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, np.int64)
+    if order is not None:
+        order = np.asarray(order, np.int64)
     out_idx = np.empty((n, k), np.int32)
     out_dist = np.empty((n, k), np.float32)
-    _keep_others(idx, dist, order, out_idx, out_dist)
+    _keep_others(idx, dist, np.arange(n, dtype=np.int64) if order is None else order, out_idx,
+                 out_dist)
     if (out_idx < 0).any():
         raise ValueError("kNN search returned missing neighbours; the data may have too few "
                          "distinct points for n_neighbors.")
-    return KNN(out_idx, out_dist, metric)
+    return KNN(out_idx, out_dist, metric, order)
 
 
 @njit(parallel=True, cache=True)
@@ -592,9 +615,11 @@ def sparse_knn_lists(distances, n_samples: int | None = None) -> tuple[np.ndarra
 
 def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
     """User-supplied kNN: a :class:`KNN`, a tuple ``(indices, distances)`` of shape (N, k), or
-    a sparse (N, N) kNN-distance matrix (:func:`sparse_knn_lists`)."""
+    a sparse (N, N) kNN-distance matrix (:func:`sparse_knn_lists`). A :class:`KNN`'s
+    ``order`` is kept (checked to be a permutation of the points)."""
+    memory_order = None
     if isinstance(knn, KNN):
-        idx, dist, metric = knn.indices, knn.distances, knn.metric
+        idx, dist, metric, memory_order = knn.indices, knn.distances, knn.metric, knn.order
     elif sp.issparse(knn):
         idx, dist = sparse_knn_lists(knn, n_samples)
     else:
@@ -619,9 +644,11 @@ def as_knn(knn, n_samples: int | None = None, metric: str = "euclidean") -> KNN:
     if (idx == np.arange(n)[:, None]).any():
         raise ValueError("precomputed kNN lists points as their own neighbours; remove self "
                          "entries (e.g. drop the first column of sklearn's kneighbors output).")
+    if memory_order is not None:
+        memory_order = check_permutation(memory_order, n)
     order = np.argsort(dist, axis=1, kind="stable")
     return KNN(np.take_along_axis(idx, order, 1).astype(np.int32),
-               np.take_along_axis(dist, order, 1), metric)
+               np.take_along_axis(dist, order, 1), metric, memory_order)
 
 
 def precomputed_knn(knn, k: int, n_samples: int, metric: str = "euclidean",
@@ -684,9 +711,10 @@ NNDESCENT_CANDIDATE_BYTES = 4 << 30
 MIN_CANDIDATES = 20
 
 
-def nndescent_schedule(n: int) -> tuple[int, int, int]:
+def nndescent_schedule(n: int, joined: bool = False) -> tuple[int, int, int]:
     """(random-projection trees, NN-descent iterations, candidates per point) for ``n``
-    points: umap-learn's rule, with the trees capped at :data:`MAX_TREES` and the candidates
+    points: umap-learn's rule, with the trees capped at :data:`MAX_TREES`
+    (:data:`MAX_JOINED_TREES` for a ``joined`` start, :func:`nndescent_knn`) and the candidates
     (umap-learn: 60) at what fits in :data:`NNDESCENT_CANDIDATE_BYTES`, at least
     :data:`MIN_CANDIDATES`. Part of the kNN cache key.
 
@@ -696,7 +724,8 @@ def nndescent_schedule(n: int) -> tuple[int, int, int]:
     overlapping clusters: 0.815 with 60, 0.749 with 30), so only the largest inputs get them.
     """
     candidates = int(np.clip(NNDESCENT_CANDIDATE_BYTES // (16 * max(n, 1)), MIN_CANDIDATES, 60))
-    return (min(MAX_TREES, 5 + int(round(np.sqrt(n) / 20.0))), max(5, int(round(np.log2(n)))),
+    cap = MAX_JOINED_TREES if joined else MAX_TREES
+    return (min(cap, 5 + int(round(np.sqrt(n) / 20.0))), max(5, int(round(np.log2(n)))),
             candidates)
 
 
@@ -748,7 +777,8 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
     With ``cache_dir`` the graph is stored on disk keyed by the data's fingerprint, the metric
     and the method (and, for pynndescent, the seed and :func:`nndescent_schedule`); a later
     search for the same or a smaller ``k`` on the same data loads it instead, so trying several
-    methods costs one kNN search.
+    methods costs one kNN search. The search's spatial order (:attr:`KNN.order`) is stored
+    with it.
 
     Parameters
     ----------
@@ -794,9 +824,10 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
         resolved = _resolve_method(method, X, device)
         tag = resolved
         if resolved == "nndescent":
-            n_trees, n_iters, candidates = nndescent_schedule(n)
+            joined = _joined_start(X, metric)
+            n_trees, n_iters, candidates = nndescent_schedule(n, joined)
             order = ("data" if not _spatially_ordered(X)
-                     else "spatial-joined" if metric == "euclidean" else "spatial")
+                     else "spatial-joined" if joined else "spatial")
             tag = f"nndescent-{random_state}-t{n_trees}-i{n_iters}-c{candidates}-{order}"
         stem = f"knn-{data_fingerprint(X)}-{metric}-{tag}"
         folder = Path(cache_dir)
@@ -805,12 +836,15 @@ def knn_search(X, k: int, metric: str = "euclidean", *, method: str = "auto", de
             if stored_k >= k:
                 detail(verbose, "loaded from the cache %s", path)
                 with np.load(path) as data:
-                    return KNN(data["indices"], data["distances"], metric).truncate(k)
+                    order = data["order"] if "order" in data.files else None
+                    return KNN(data["indices"], data["distances"], metric, order).truncate(k)
         knn = knn_search(X, k, metric, method=resolved, device=device,
                          random_state=random_state, n_jobs=n_jobs, verbose=verbose)
         if distributed.current().rank == 0:  # in a process group every rank has the graph
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances)
+            order = {} if knn.order is None else {"order": knn.order}
+            np.savez(folder / f"{stem}-k{k}.npz", indices=knn.indices, distances=knn.distances,
+                     **order)
         return knn
     method = _resolve_method(method, X, device)
     detail(verbose, "%s search of %d points, k=%d", method, n, k)

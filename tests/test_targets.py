@@ -1,5 +1,7 @@
 """Targets p and graph operations against brute force and against umap-learn."""
 
+from dataclasses import replace
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -282,6 +284,25 @@ def test_knn_cache_key_includes_the_nndescent_schedule(tmp_path, blobs, monkeypa
     assert len(calls) == 4
 
 
+def test_knn_cache_keeps_the_search_order(tmp_path, blobs, monkeypatch):
+    """A search's spatial order (KNN.order) is stored with its graph and comes back with it,
+    through a smaller k too; a graph without one comes back without one."""
+    import icongraph.knn as knn_module
+
+    X, _ = blobs
+    order = np.random.default_rng(0).permutation(len(X))
+    monkeypatch.setattr(knn_module, "nndescent_knn", lambda X, k, *a, **kw: replace(
+        knn_module.exact_knn(X, k), order=order))
+    first = knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
+    monkeypatch.setattr(knn_module, "nndescent_knn", None)  # a second search would fail
+    for k in (10, 6):
+        again = knn_module.knn_search(X, k, method="nndescent", random_state=0,
+                                      cache_dir=tmp_path)
+        np.testing.assert_array_equal(again.order, order)
+        np.testing.assert_array_equal(again.indices, first.indices[:, :k])
+    assert knn_module.knn_search(X, 10, cache_dir=tmp_path).order is None  # exact: no order
+
+
 def test_nndescent_candidates_fit_their_memory_budget():
     from icongraph.knn import MIN_CANDIDATES, NNDESCENT_CANDIDATE_BYTES, nndescent_schedule
 
@@ -291,6 +312,17 @@ def test_nndescent_candidates_fit_their_memory_budget():
         assert MIN_CANDIDATES <= candidates < 60
         assert 16 * n * candidates <= NNDESCENT_CANDIDATE_BYTES
     assert nndescent_schedule(10**9)[2] == MIN_CANDIDATES
+
+
+def test_a_joined_start_takes_fewer_trees():
+    """NN-descent from our leaf join is seeded by MAX_JOINED_TREES trees, pynndescent's own
+    start by MAX_TREES; small inputs take fewer than either, and the rest is the same."""
+    from icongraph.knn import MAX_JOINED_TREES, MAX_TREES, nndescent_schedule
+
+    assert MAX_JOINED_TREES < MAX_TREES
+    own, joined = nndescent_schedule(10_000_000), nndescent_schedule(10_000_000, joined=True)
+    assert (own[0], joined[0]) == (MAX_TREES, MAX_JOINED_TREES) and own[1:] == joined[1:]
+    assert nndescent_schedule(2_000, joined=True) == nndescent_schedule(2_000)
 
 
 def test_estimators_share_a_knn_graph(tmp_path, blobs):
