@@ -444,9 +444,19 @@ def kernels_and_slopes(code, d2, k, g, count, p0, p1):
 #: anchors per parallel task; each task allocates its own small buffers once
 BLOCK = 512
 
+#: How the gradient kernels compile. fastmath without the no-inf/no-NaN assumptions (``clip``
+#: is inf when clipping is off). ``error_model="numpy"``: a float division by zero gives inf
+#: or NaN, as in numpy, where numba's default (Python's) checks every divisor and raises
+#: ``ZeroDivisionError``. That check was a branch in every loop with a division, and it kept
+#: LLVM from vectorising them: the UMAP kernel's loop (:func:`kernels_and_slopes`) ran one
+#: pair at a time (scalar ``divss``), about 7 ns a pair. No kernel divides by a value that
+#: can be 0 (each divisor is floored or guarded), and a non-finite result is caught where
+#: the optimiser checks the loss and the step.
+KERNEL_OPTIONS = {"parallel": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"},
+                  "error_model": "numpy", "cache": True}
 
-# fastmath without the no-inf/no-NaN assumptions: ``clip`` is inf when clipping is off
-@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+
+@njit(**KERNEL_OPTIONS)
 def sampled_gradient(y, arrays, epoch, exaggeration, seed, z_prev, global_scale, with_loss,
                      grad, zsum, loss_rows, dof_rows, lo=0, hi=-1, pool_rows=NO_POOL,
                      pool_y=NO_POOL_Y):
@@ -628,7 +638,7 @@ def q_ratio(k, level, keep, mix):
     return keep * k / (keep * k + mix * level)
 
 
-@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+@njit(**KERNEL_OPTIONS)
 def sampled_gradient_q(y, arrays, epoch, exaggeration, seed, z_prev, s_prev, q_level,
                        global_scale, with_loss, grad, zsum, s_rows, loss_rows, dof_rows):
     """:func:`sampled_gradient` with the debiasing of ``q`` (``arrays.q_alpha = a_q > 0``;
@@ -773,7 +783,7 @@ def sampled_gradient_q(y, arrays, epoch, exaggeration, seed, z_prev, s_prev, q_l
                 dof_rows[i] = acc
 
 
-@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+@njit(**KERNEL_OPTIONS)
 def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, shift, s_rows,
                   lo=0, hi=-1):
     """The attraction alone: ``grad[i] = sum_e -2 exaggeration w_e g(d2_e) (y_i - y_j)`` over
@@ -889,7 +899,7 @@ def edge_gradient(y, arrays, exaggeration, seed, with_loss, grad, loss_rows, shi
                 s_rows[i] = s_i
 
 
-@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+@njit(**KERNEL_OPTIONS)
 def all_pair_sums(yt, arrays, with_s, with_alpha, with_log, shift, force_s, row_z, force_r,
                   force_rm, log_k, rho_sum, lo=0, hi=-1):
     """Sums over every other point ``j`` of each point ``i`` (small N: N^2 kernel evaluations),

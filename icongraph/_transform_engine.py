@@ -125,7 +125,7 @@ def point_keys(X: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, cache=True)
+@njit(**cpu.KERNEL_OPTIONS)
 def partial_gradient(y, reference, arrays, keys, seed, with_loss, grad, loss_rows):
     """Fill ``grad`` (M, d) with ``dL_a / dy_a`` of every new point (the module's formulas)
     and, when ``with_loss``, ``loss_rows`` (M,) with ``L_a`` (KL estimators: without the
