@@ -622,8 +622,7 @@ class _Embedding(PersistenceMixin, GraphOutputMixin, TransformerOutputMixin, Par
                     exaggeration_epochs=settings["exaggeration_epochs"],
                     max_step=settings["max_step"], recentre=settings["recentre"], seed=seed,
                     device=device, callbacks=self.callbacks or (), verbose=verbose,
-                    encoder=encoder, restore_objective=False,  # the fit reads its scalars only
-                    order=None if knn is None else knn.order)
+                    encoder=encoder, restore_objective=False)  # the fit reads its scalars only
                 if encoder is not None:
                     embedding = encode(*encoder, sphere=objective.kernel.sphere)
                 if losses:

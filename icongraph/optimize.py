@@ -312,7 +312,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
              recentre: bool = False, seed: int = 0, device=None, loss_every: int = 10,
              callbacks: Sequence[Callable] = (), verbose: bool | int = False,
              encoder: tuple[torch.nn.Module, torch.Tensor] | None = None,
-             restore_objective: bool = True, order: np.ndarray | None = None):
+             restore_objective: bool = True):
     """Minimise ``objective`` from ``y0`` (N, d). Returns ``(y, losses)``: the embedding as a
     float32 numpy array and the loss estimates ``[(epoch, loss), ...]``.
 
@@ -340,14 +340,10 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
 
     From :data:`~icongraph.ordering.LOCALITY_MIN_SAMPLES` points (CPU engine, no labels, no
     encoder) the run stores the points in the graph's locality order
-    (:mod:`icongraph.ordering`), or in ``order`` when given (a permutation of the N points
-    with near points near each other: the kNN search's spatial order, :attr:`KNN.order`; on
-    the 10M generator's graph an epoch was as fast in it as in the graph's reverse
-    Cuthill-McKee order, which takes 8 s to compute there): the same fit statistically, with
-    other negatives drawn; the embedding returned and the callbacks' are in the data's order.
-    The objective is relabelled back afterwards (even after an error) unless
-    ``restore_objective=False``, for a caller that discards it (at 10M points relabelling its
-    edges takes about 4 s). From
+    (:mod:`icongraph.ordering`): the same fit statistically, with other negatives drawn;
+    the embedding returned and the callbacks' are in the data's order. The objective is
+    relabelled back afterwards (even after an error) unless ``restore_objective=False``, for a
+    caller that discards it (at 10M points relabelling its edges takes about 4 s). From
     :data:`~icongraph._cpu_engine.POOL_MIN_SAMPLES` points the CPU engine's sampled
     estimators (not ``q_alpha``, not exact negatives) draw each epoch's negatives from a
     cache-resident pool of :data:`~icongraph._cpu_engine.POOL_SIZE` rows
@@ -364,8 +360,6 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
                            callbacks=callbacks)
     if exaggeration_learning_rate is not None:
         check_number("exaggeration_learning_rate", exaggeration_learning_rate, 0.0)
-    if order is not None:
-        order = ordering.check_permutation(order, len(y0))
     device = resolve_device(device)
     interpolated = objective.estimator == "fft"
     check_composition(objective.estimator, objective.kernel, len(y0), np.shape(y0)[1])
@@ -374,8 +368,7 @@ def optimize(objective: Objective, y0: np.ndarray, *, n_epochs: int = 200,
     rank = None
     if (use_numba and encoder is None and not objective.n_label
             and len(y0) >= ordering.LOCALITY_MIN_SAMPLES):  # neighbours stored near each other
-        if order is None:
-            order = ordering.locality_order(objective.indptr, objective.indices)
+        order = ordering.locality_order(objective.indptr, objective.indices)
         rank = torch.empty(len(order), dtype=torch.int64)
         rank[torch.from_numpy(order)] = torch.arange(len(order))
         objective.reorder_(order)

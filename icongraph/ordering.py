@@ -32,8 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "check_permutation", "CSRPermutation",
-           "spatial_order", "permuted_rows", "float64_rows"]
+__all__ = ["LOCALITY_MIN_SAMPLES", "locality_order", "CSRPermutation", "spatial_order",
+           "permuted_rows", "float64_rows"]
 
 #: points from which the optimisation runs in the graph's locality order (below, the
 #: embedding fits the cache and the order would change the fit for no gain)
@@ -49,18 +49,6 @@ def locality_order(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     n = len(indptr) - 1
     pattern = sp.csr_matrix((np.ones(len(indices), np.int8), indices, indptr), shape=(n, n))
     return reverse_cuthill_mckee(pattern, symmetric_mode=True).astype(np.int64)
-
-
-def check_permutation(order, n: int) -> np.ndarray:
-    """``order`` as int64 (N,) if it holds each of ``range(n)`` once, else a ValueError."""
-    order = np.asarray(order)
-    if (order.shape != (n,) or not np.issubdtype(order.dtype, np.integer)
-            or (n and (order.min() < 0 or order.max() >= n
-                       or np.bincount(order, minlength=n).max() > 1))):
-        raise ValueError(f"order must be a permutation of the {n} points (an integer array of "
-                         f"shape ({n},) holding each once); got {order.dtype} of shape "
-                         f"{order.shape}.")
-    return order.astype(np.int64, copy=False)
 
 
 @njit(parallel=True, cache=True)

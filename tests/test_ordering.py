@@ -118,54 +118,6 @@ def test_optimize_restores_the_objective_unless_told_not_to(monkeypatch):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_optimize_runs_in_a_given_order(monkeypatch):
-    """``order`` replaces the graph's own locality order: passing that order gives the same
-    bits as computing it, another permutation another run (its negatives follow the rows),
-    and an order that is not a permutation is refused before any work."""
-    from icongraph.optimize import optimize
-
-    monkeypatch.setattr(ordering, "LOCALITY_MIN_SAMPLES", 0)
-    target, _ = _graph()
-    n = target.n_samples
-    y0 = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
-
-    def run(order=None):
-        obj = Objective(target, UMAPKernel(1.6, 0.9), "neg", n_negatives=5)
-        return optimize(obj, y0, n_epochs=5, seed=1, order=order)[0]
-
-    own = ordering.locality_order(*(lambda o: (o.indptr, o.indices))(
-        Objective(target, UMAPKernel(1.6, 0.9), "neg", n_negatives=5)))
-    default = run()
-    np.testing.assert_array_equal(run(own), default)
-    assert not np.allclose(run(np.random.default_rng(1).permutation(n)), default)
-    monkeypatch.setattr(ordering, "locality_order", None)  # never computed when given
-    run(own)
-    for bad in (own[:-1], np.r_[own[:-1], own[0]], own.astype(np.float64), own + 1):
-        with pytest.raises(ValueError, match="permutation"):
-            run(bad)
-
-
-def test_a_fit_runs_in_the_knn_search_order(monkeypatch, blobs):
-    """A fit whose kNN carries the search's order (KNN.order) runs its optimisation in it,
-    without computing the graph's own: the same bits as a fit whose locality order is that
-    order."""
-    from dataclasses import replace
-
-    X, _ = blobs
-    monkeypatch.setattr(ordering, "LOCALITY_MIN_SAMPLES", 0)
-    knn = exact_knn(X, 10)
-    order = np.random.default_rng(2).permutation(len(X))
-
-    def fit(knn):
-        return icongraph.UMAP(n_neighbors=11, n_epochs=20, random_state=0,
-                              precomputed_knn=knn).fit_transform(X)
-
-    monkeypatch.setattr(ordering, "locality_order", lambda indptr, indices: order)
-    expected = fit(knn)
-    monkeypatch.setattr(ordering, "locality_order", None)  # must not be needed
-    np.testing.assert_array_equal(fit(replace(knn, order=order)), expected)
-
-
 @pytest.mark.quality
 def test_a_fit_in_the_locality_order(digits, monkeypatch):
     """UMAP run in the locality order (threshold lowered to digits' size): the embedding
@@ -280,4 +232,3 @@ def test_nndescent_in_the_spatial_order_returns_the_data_order(monkeypatch, tmp_
     expected = exact_knn(X, 7)
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_allclose(got.distances, expected.distances, rtol=1e-5)
-    np.testing.assert_array_equal(given[0], X[got.order])  # the order searched, carried on

@@ -1,7 +1,5 @@
 """Targets p and graph operations against brute force and against umap-learn."""
 
-from dataclasses import replace
-
 import networkx as nx
 import numpy as np
 import pytest
@@ -282,25 +280,6 @@ def test_knn_cache_key_includes_the_nndescent_schedule(tmp_path, blobs, monkeypa
     monkeypatch.setattr(knn_module, "NNDESCENT_CANDIDATE_BYTES", 0)  # fewer candidates: stale
     knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
     assert len(calls) == 4
-
-
-def test_knn_cache_keeps_the_search_order(tmp_path, blobs, monkeypatch):
-    """A search's spatial order (KNN.order) is stored with its graph and comes back with it,
-    through a smaller k too; a graph without one comes back without one."""
-    import icongraph.knn as knn_module
-
-    X, _ = blobs
-    order = np.random.default_rng(0).permutation(len(X))
-    monkeypatch.setattr(knn_module, "nndescent_knn", lambda X, k, *a, **kw: replace(
-        knn_module.exact_knn(X, k), order=order))
-    first = knn_module.knn_search(X, 10, method="nndescent", random_state=0, cache_dir=tmp_path)
-    monkeypatch.setattr(knn_module, "nndescent_knn", None)  # a second search would fail
-    for k in (10, 6):
-        again = knn_module.knn_search(X, k, method="nndescent", random_state=0,
-                                      cache_dir=tmp_path)
-        np.testing.assert_array_equal(again.order, order)
-        np.testing.assert_array_equal(again.indices, first.indices[:, :k])
-    assert knn_module.knn_search(X, 10, cache_dir=tmp_path).order is None  # exact: no order
 
 
 def test_nndescent_candidates_fit_their_memory_budget():
