@@ -449,9 +449,11 @@ BLOCK = 512
 #: or NaN, as in numpy, where numba's default (Python's) checks every divisor and raises
 #: ``ZeroDivisionError``. That check was a branch in every loop with a division, and it kept
 #: LLVM from vectorising them: the UMAP kernel's loop (:func:`kernels_and_slopes`) ran one
-#: pair at a time (scalar ``divss``), about 7 ns a pair. No kernel divides by a value that
-#: can be 0 (each divisor is floored or guarded), and a non-finite result is caught where
-#: the optimiser checks the loss and the step.
+#: pair at a time (scalar ``divss``), about 7.5 ns a pair. The divisors are positive
+#: parameters, floored sums (``zsum`` at 1e-12) or guarded (``d2 <= 0``); the one that can
+#: reach 0, :func:`q_ratio`'s when every kernel value underflows, now gives NaN instead of
+#: raising, and a non-finite loss or embedding stops the fit with a ``DivergenceError``
+#: (:class:`~icongraph.loop.FiniteGuard`, at every loss epoch and at the end).
 KERNEL_OPTIONS = {"parallel": True, "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"},
                   "error_model": "numpy", "cache": True}
 

@@ -235,7 +235,8 @@ def _read_h5ad(p: Path, use_rep, layer, label_column, color_column) -> Input:
         if layer is not None and layer not in keys["layers"]:
             raise ValueError(f"it has no layers[{layer!r}] (--layer); its layers are "
                              f"{_listing(keys['layers'])}")
-        obs = read_elem(f["obs"])
+        # obs (its index of N names included) is read only when a column of it is asked for
+        obs = read_elem(f["obs"]) if label_column or color_column else None
         columns = {}
         for option, name in (("--label-column", label_column), ("--color-by", color_column)):
             if name is not None and name not in obs:
