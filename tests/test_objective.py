@@ -217,18 +217,22 @@ def test_pooled_negatives_are_uniform_and_never_self():
 @njit(cache=False)
 def _pooled_draws(y, pools, size, draws):
     """``counts[i, j]``: how often anchor ``i`` drew ``j`` over ``pools`` epochs, and whether
-    every pool's first two rows differed."""
+    every pool's first two rows differed and every draw's difference was its row's."""
     n = y.shape[0]
     counts = np.zeros((n, n))
     pool_rows, pool_y = np.zeros(size, np.int64), np.zeros((size, y.shape[1]), np.float32)
+    rows, diffs = np.zeros(draws, np.int64), np.zeros((y.shape[1], draws), np.float32)
     distinct = True
     for epoch in range(pools):
         cpu.fill_pool(y, epoch, pool_rows, pool_y)
         distinct = distinct and pool_rows[0] != pool_rows[1]
         for i in range(n):
             base = cpu.hash32(epoch ^ cpu.hash32(i))
+            cpu.gather_pool_run(y, i, base, draws, pool_rows, pool_y, rows, diffs, 0, True)
             for t in range(draws):
-                counts[i, pool_rows[cpu.pool_slot(base, t, i, pool_rows)]] += 1
+                for c in range(y.shape[1]):
+                    distinct = distinct and diffs[c, t] == y[i, c] - y[rows[t], c]
+                counts[i, rows[t]] += 1
     return counts, distinct
 
 
