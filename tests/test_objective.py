@@ -274,6 +274,42 @@ def test_pooled_gradient_is_unbiased(blobs, estimator):
     assert errors[True] < 1.5 * errors[False]
 
 
+@pytest.mark.parametrize("estimator,pooled", [("neg", False), ("neg", True),
+                                               ("per_anchor", True), ("global", False)])
+def test_rows_do_not_depend_on_the_block(estimator, pooled):
+    """``sampled_gradient`` evaluates a block of anchors' pairs together (vectorised loops
+    over the block): every row, its gradient, normaliser and loss, is still bit for bit the
+    same when the anchors are split into shards at odd offsets, which moves every block's
+    boundaries and each pair's place in the buffers (2,000 points, several blocks; the uniform
+    part of a debiased p and the loss included)."""
+    n = 2000
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    spec = FuzzyTarget(10) if estimator == "neg" else PerplexityTarget(10)
+    target = debias(spec.build(exact_knn(X, spec.n_neighbors_for(n))), 0.2)
+    kernel = UMAPKernel(1.6, 0.9) if estimator == "neg" else StudentKernel(1.0)
+    obj = Objective(target, kernel, estimator, n_negatives=10, negative_sample_rate=5.0)
+    y = rng.normal(size=(n, 2)).astype(np.float32)
+    z_prev = rng.uniform(1.0, 3.0, n).astype(np.float32)
+    pool_rows, pool_y = np.zeros(64, np.int64), np.zeros((64, 2), np.float32)
+    if pooled:
+        cpu.fill_pool(y, 5, pool_rows, pool_y)
+    else:
+        pool_rows, pool_y = cpu.NO_POOL, cpu.NO_POOL_Y
+
+    def rows(bounds):
+        out = np.zeros_like(y), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for lo, hi in bounds:
+            cpu.sampled_gradient(y, obj.engine, 0, 1.0, 5, z_prev, 0.37, True, *out, NO_DOF,
+                                 lo, hi, pool_rows, pool_y)
+        return out
+
+    whole = rows([(0, n)])
+    assert np.abs(whole[0]).max() > 0
+    for split, part in zip(whole, rows([(0, 1), (1, 997), (997, 1499), (1499, n)])):
+        np.testing.assert_array_equal(part, split)
+
+
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k.name}{k.params[0]:.1f}")
 def test_kernel_slope_matches_finite_differences(kernel):
     d2 = torch.tensor([0.01, 0.3, 1.0, 4.0, 25.0], dtype=torch.float64)
