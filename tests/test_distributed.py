@@ -18,7 +18,7 @@ from conftest import TorchOnlyCauchy
 
 import icongraph
 from icongraph import _cpu_engine as cpu
-from icongraph import distributed
+from icongraph import distributed, ordering
 from icongraph.datasets import make_manifolds
 from icongraph.knn import KNN, exact_knn, knn_search, merge_candidates, shard_candidates
 
@@ -121,6 +121,7 @@ def _models(n: int) -> dict:
             "umap-coarse": icongraph.UMAP(init="coarse", random_state=0, n_jobs=1, n_epochs=30),
             "umap-even": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "umap-pool": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
+            "umap-large": icongraph.UMAP(random_state=0, n_jobs=1, n_epochs=60),
             "tsne": icongraph.TSNE(random_state=0, n_jobs=1, n_epochs=60),
             "torch": icongraph.ICon(q=TorchOnlyCauchy(), estimator="per_anchor", n_negatives=20,
                                     random_state=0, n_epochs=30, n_jobs=1),
@@ -138,7 +139,16 @@ def _models(n: int) -> dict:
 def _fit(name: str, model, X: np.ndarray) -> None:
     """Fit ``model`` as :func:`_models` names it: ``umap-even`` on N - 1 rows, ``umap-pool``
     with each epoch's negatives from a pool of 64 rows (``POOL_MIN_SAMPLES`` lowered to 0
-    for this fit only)."""
+    for this fit only), ``umap-large`` as a large fit runs, the pool and the graph's locality
+    order both (``LOCALITY_MIN_SAMPLES`` lowered to 0 too)."""
+    if name == "umap-large":
+        saved_order = ordering.LOCALITY_MIN_SAMPLES
+        ordering.LOCALITY_MIN_SAMPLES = 0
+        try:
+            _fit("umap-pool", model, X)
+        finally:
+            ordering.LOCALITY_MIN_SAMPLES = saved_order
+        return
     if name == "umap-pool":
         saved = cpu.POOL_MIN_SAMPLES, cpu.POOL_SIZE
         cpu.POOL_MIN_SAMPLES, cpu.POOL_SIZE = 0, 64
