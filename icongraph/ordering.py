@@ -2,13 +2,13 @@
 stored near each other, so the epochs' gathers of their positions hit the cache.
 
 Each epoch reads, for every anchor, the positions of its graph neighbours and of its
-negatives. Once the embedding outgrows the last-level cache (8 bytes a point in 2-D: 4M
-points fill 32 MB) the neighbours' reads go to memory, in the data's order a random place
-each. A bandwidth-reducing order of the kNN graph (reverse Cuthill-McKee, a breadth-first
-order from a peripheral point, scipy's) puts every point's neighbours within a short window
-of rows, so the anchors of a block read a few contiguous stretches instead. The negatives
-stay uniform over all points (hashed from the point's *position* in this order, so a
-reordered fit draws other negatives than an unordered one: statistically the same fit, not
+negatives. Once the embedding outgrows a core's cache (8 bytes a point in 2-D: 200k points
+fill 1.6 MB of a 2 MB L2 here) the neighbours' reads go further out, in the data's order a
+random place each. A bandwidth-reducing order of the kNN graph (reverse Cuthill-McKee, a
+breadth-first order from a peripheral point, scipy's) puts every point's neighbours within a
+short window of rows, so the anchors of a block read a few contiguous stretches instead. The
+negatives stay uniform over all points (hashed from the point's *position* in this order, so
+a reordered fit draws other negatives than an unordered one: statistically the same fit, not
 the same bits). Measured on the UMAP preset's 10M-point graph (``make_manifolds``, 210M
 stored edges, 2 cores): one gradient evaluation 3.79 s in the data's order, 2.76 s in this
 one; the order costs 13 s and relabelling the graph 2-3 s, once.
